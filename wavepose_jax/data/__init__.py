@@ -1,0 +1,1 @@
+"""Clip data: loading and validation, 2D pose front end, wave analysis, synthetic clips."""
