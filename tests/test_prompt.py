@@ -1,0 +1,134 @@
+"""Tests of the physics summary and the Phi-3 chat prompt built from it."""
+
+import json
+
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from wavepose_jax import faults, prompt
+from wavepose_jax.prompt import PhysicsSummary, build_messages, build_prompt, prompt_ids
+
+SPECIALS = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+PHI3_TEMPLATE = (
+    "{% for message in messages %}{{'<|' + message['role'] + '|>' + '\n' + message['content'] "
+    "+ '<|end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' + '\n' }}"
+    "{% endif %}"
+)
+WAVE_FEATURES = {
+    "quality": {"grade": "B", "overall": 78.0, "smoothness": 0.81, "control": 0.7,
+                "efficiency": 0.6, "consistency": 0.9},
+    "energy": {"work_positive": 120.0, "work_negative": -80.0},
+    "frequency": {"dominant_hz": 0.5, "spectral_entropy": 0.3},
+    "harmonic": {"oscillation_count": 2, "is_harmonic": True},
+    "waves": [{"type": "eccentric", "duration_sec": 1.0, "mean_velocity": -0.4, "smoothness": 0.8},
+              {"type": "concentric", "duration_sec": 0.8, "mean_velocity": 0.5, "smoothness": 0.9},
+              {"type": "eccentric", "duration_sec": 1.2, "mean_velocity": -0.3, "smoothness": 0.7},
+              {"type": "concentric", "duration_sec": 1.0, "mean_velocity": 0.4, "smoothness": 0.8}],
+    "wave_count": 4,
+}
+LANGUAGE = ("You completed two squats but did not reach depth on most of them. "
+            "Slow down the descent and sit lower.")
+CLIP = {"exercise": "squat", "expert": False, "wave_features": WAVE_FEATURES,
+        "LANGUAGE": LANGUAGE, "faults": ["shallow_depth", "fast_eccentric"]}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    vocab = {"[UNK]": 0}
+    for word in "squat reps grade B 5 Exercise: Reps: Feedback:".split():
+        vocab.setdefault(word, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.add_special_tokens(SPECIALS)
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token=SPECIALS[0])
+    hf.chat_template = PHI3_TEMPLATE
+    return hf
+
+
+def test_summary_from_full_wave_features():
+    s = PhysicsSummary.from_wave_features(WAVE_FEATURES, "Squats", expert=True)
+    assert (s.exercise, s.reps, s.grade, s.expert) == ("squat", 2, "B", True)
+    assert (s.overall, s.smoothness, s.control, s.consistency) == (78.0, 0.81, 0.7, 0.9)
+    assert s.phases == (("eccentric", pytest.approx(1.1)), ("concentric", pytest.approx(0.9)))
+    assert s.tempo_sec == pytest.approx(4.0 / 2)  # total wave time / reps
+    assert s.dominant_hz == 0.5
+    d = s.to_dict()
+    assert json.loads(json.dumps(d))["phases"][0] == {"type": "eccentric",
+                                                      "duration_sec": pytest.approx(1.1)}
+
+
+@pytest.mark.parametrize("wave_features", [
+    None,
+    {},
+    {"quality": "n/a", "harmonic": {"oscillation_count": "five"}, "waves": [1, {"type": 3}]},
+    {"quality": {"overall": float("nan"), "grade": None}, "frequency": {"dominant_hz": 0}},
+])
+def test_summary_from_partial_wave_features_is_unknown(wave_features):
+    s = PhysicsSummary.from_wave_features(wave_features, "deadlift")
+    assert s.reps is None and s.grade == "unknown" and s.overall is None
+    assert s.tempo_sec is None and s.phases == () and s.expert is None
+    text = s.to_text()
+    assert "Reps: unknown" in text and "deadlift" in text
+    assert "unknown" in s.to_text(compact=True)
+
+
+def test_summary_tempo_falls_back_to_frequency():
+    s = PhysicsSummary.from_wave_features(
+        {"frequency": {"dominant_hz": 0.25}, "quality": {"grade": "A"}}, "push-up")
+    assert (s.exercise, s.grade, s.reps) == ("pushup", "A", None)
+    assert s.tempo_sec == pytest.approx(4.0)
+    assert "Tempo: 4 s per rep" in s.to_text()
+
+
+def test_messages_hold_the_summary():
+    s = PhysicsSummary.from_wave_features(WAVE_FEATURES, "squat", expert=False)
+    messages = build_messages(s)
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert messages[0]["content"] == prompt.SYSTEM_PROMPT
+    user = messages[1]["content"]
+    for needle in ("squat", "Reps: 2", "grade B", "rep count (2)", "eccentric 1.10 s",
+                   "non-expert"):
+        assert needle in user
+    compact = build_messages(s, compact=True)[1]["content"]
+    assert "squat" in compact and "reps 2" in compact and "grade B" in compact
+    assert len(compact) < len(user) // 3
+
+
+def test_prompt_never_contains_ground_truth(tokenizer):
+    summary = PhysicsSummary.from_wave_features(CLIP["wave_features"], CLIP["exercise"],
+                                                expert=CLIP["expert"])
+    for compact in (False, True):
+        text = build_prompt(summary, tokenizer, compact=compact)
+        assert "squat" in text
+        assert LANGUAGE not in text
+        for sentence in LANGUAGE.split(". "):
+            assert sentence.strip(". ") not in text
+        for fault_id in CLIP["faults"]:
+            assert fault_id not in text
+            assert prompt.phrase_for(fault_id).lower() not in text.lower()
+
+
+def test_prompt_renders_phi3_chat(tokenizer):
+    summary = PhysicsSummary.from_wave_features(WAVE_FEATURES, "squat")
+    text = build_prompt(summary, tokenizer)
+    assert text.startswith("<|system|>\n" + prompt.SYSTEM_PROMPT + "<|end|>\n<|user|>\n")
+    assert text.endswith("<|end|>\n<|assistant|>\n")
+    ids = prompt_ids(summary, tokenizer)
+    special = dict(zip(SPECIALS, tokenizer.convert_tokens_to_ids(SPECIALS)))
+    assert ids[0] == special["<|system|>"] and ids[-1] == special["<|assistant|>"]
+    assert ids.count(special["<|end|>"]) == 2 and ids.count(special["<|user|>"]) == 1
+    assert len(prompt_ids(summary, tokenizer, compact=True)) < len(ids)
+
+
+def test_tokenizer_without_chat_template_rejected(tokenizer):
+    bare = PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer)
+    summary = PhysicsSummary.from_wave_features({}, "squat")
+    with pytest.raises(ValueError, match="chat_template"):
+        build_prompt(summary, bare)
+
+
+def test_fault_vocabulary_is_reexported():
+    for name in ("FAULTS", "Fault", "faults_for", "phrase_for", "fault_from_phrase",
+                 "faults_from_text", "reps_from_text", "compose_feedback"):
+        assert getattr(prompt, name) is getattr(faults, name)

@@ -1,0 +1,469 @@
+"""Wave analysis of an exercise clip: rep segmentation, phases and the seed `wave_features`.
+
+Reps are found on one *primary* signal per exercise (`PRIMARY_SIGNAL`); every primary is high
+at the physical top of the movement (standing, arms extended, bar overhead), so for all four
+exercises "descent" is the physical lowering (the eccentric phase) and "ascent" the lifting.
+
+Squats, push-ups and deadlifts rest at the top and turn at the bottom; the press rests with the
+bar at the shoulders and turns at the overhead lockout. A rep is one full excursion from the rest
+position to the turning point and back.
+
+Segmentation (`analyze_reps`):
+
+1. Gaps (NaN) are filled by linear interpolation; the signal is smoothed with a Gaussian of
+   `SMOOTH_SEC` seconds.
+2. A tempo estimate (autocorrelation peak) gives the period; position signals (push-up, press)
+   have slow drift removed: the rest-side envelope, smoothed over two periods, is subtracted.
+3. Turning points are the peaks and valleys that `scipy.signal.find_peaks` finds with a
+   prominence of `PROMINENCE_FRAC` of the robust range (2nd..98th percentile) and a minimum
+   distance of 0.25 periods (at most `MAX_MIN_DISTANCE_SEC`). They are merged into an
+   alternating top/bottom sequence (hysteresis: two extremes of one kind in a row keep the
+   more extreme one; a swing smaller than the prominence is dropped). The clip's first and last frame count as extremes only when
+   they lie within `EDGE_ZONE_FRAC` of the range from the top or bottom level, so a clip that
+   starts or ends in the middle of a movement does not invent an extra rep.
+4. With `n_top` tops and `n_bottom` bottoms the clip holds min(n_top, n_bottom) full reps; the
+   rarer kind is the turning point (ties go to the exercise's usual turning point). A clip that
+   starts at the bottom of a deadlift (from the floor) therefore counts its first pull.
+5. Around each turning point the rep starts when the signal leaves the rest level (by
+   `BAND_FRAC` of that side's range), reaches the turning band (within `BAND_FRAC` of the
+   turning value), leaves it, and ends back within `BAND_FRAC` of the next rest level. Hence
+   phases descent / bottom / ascent / lockout, and `descent_sec` is the time from leaving the
+   top band to reaching the bottom band (the eccentric movement without pauses).
+
+Per-rep measurements use the exercise's *key measure* (`key_measure`): the knee angle (squat),
+shoulder height above the hands (push-up), hip angle (deadlift) and hand height above the
+shoulders (press). `depth` is its value at the bottom, `lockout` its value at the top.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from scipy import ndimage
+from scipy import signal as sps
+
+from wavepose_jax.data.schema import ANGLE_SIGNALS, EXERCISES, canonical_exercise
+
+# Exercise -> signal the reps are segmented on (high = physical top of the movement).
+PRIMARY_SIGNAL: dict[str, str] = {
+    "squat": "knee_angle_trajectory",  # knee angle: 175 deg standing, ~90 deg at depth
+    "pushup": "shoulder_trajectory",   # shoulder height: arms extended at the top
+    "deadlift": "back_trajectory",     # hip angle: the hinge closes at the bottom
+    "press": "arm_Trajectory",         # wrist height: overhead lockout at the top
+}
+# Where each exercise turns: squats, push-ups and deadlifts rest at the top and turn at the
+# bottom; the press rests at the shoulders and turns at the top. Used to break ties only.
+TURN_AT: dict[str, str] = {"squat": "bottom", "pushup": "bottom", "deadlift": "bottom",
+                           "press": "top"}
+
+SMOOTH_SEC = 0.06         # Gaussian smoothing sigma before segmentation.
+PROMINENCE_FRAC = 0.25    # Turning-point prominence as a fraction of the robust range.
+EDGE_ZONE_FRAC = 0.25     # A clip edge is a rest/turn extreme only this close to a level.
+MAX_MIN_DISTANCE_SEC = 0.5  # Cap of the minimum peak distance (0.25 periods); tempo varies.
+BAND_FRAC = 0.10          # Band around rest and turning levels that bounds movement phases.
+MIN_RANGE = {"angle": 8.0, "position": 0.06}   # Below this robust range there are no reps.
+
+# Nominal physics for the energy figures (the clip carries no body mass or scale).
+BODY_MASS_KG = 70.0       # nominal lifter mass
+TORSO_M = 0.5             # metres per torso unit (shoulder-hip distance)
+GRAVITY = 9.81
+BAR_MASS_KG = 20.0        # nominal barbell in the press
+# Exercise -> (signal tracked as the moving mass, moving mass in kg).
+MOVING_MASS: dict[str, tuple[str, float]] = {
+    "squat": ("trajectory", 0.85 * BODY_MASS_KG),         # all but the shanks and feet
+    "pushup": ("shoulder_trajectory", 0.65 * BODY_MASS_KG),  # share of weight on the hands
+    "deadlift": ("trajectory", 0.6 * BODY_MASS_KG),       # upper body (bar load unknown)
+    "press": ("arm_Trajectory", BAR_MASS_KG + 0.1 * BODY_MASS_KG),  # bar plus arms
+}
+MIN_JERK_DJ = math.pi ** 6 / 8  # dimensionless jerk of a half-cosine move (the smoothest here)
+
+
+@dataclasses.dataclass
+class Rep:
+    """One repetition. Frames index the clip; times are seconds.
+
+    Attributes:
+        start: first frame of the rep (it leaves the rest level).
+        bottom: frame of the physical bottom (deepest point; for the press the rack after the rep).
+        top: frame of the physical top (lockout after the rep; for the press the overhead turn).
+        end: last frame of the rep (back at the rest level).
+        depth: key measure at the bottom (squat: min knee angle, deg; push-up: shoulder height
+            above the hands; deadlift: min hip angle, deg; press: hand height above the shoulders).
+        lockout: key measure at the top (max knee / hip angle, or the height above).
+        rom: lockout - depth.
+        descent_sec: the eccentric movement, top band to bottom band.
+        ascent_sec: the concentric movement, bottom band to top band.
+        bottom_pause_sec / top_pause_sec: time inside the bottom / top band within the rep.
+        duration_sec: end - start (movement and the pause at the turning point).
+        complete: both rest levels around the turning point are in the clip.
+        extra: exercise-specific measures (see `_extra_measures`).
+    """
+
+    start: int
+    bottom: int
+    top: int
+    end: int
+    depth: float
+    lockout: float
+    rom: float
+    descent_sec: float
+    ascent_sec: float
+    bottom_pause_sec: float
+    top_pause_sec: float
+    duration_sec: float
+    complete: bool
+    extra: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class RepAnalysis:
+    """Reps and phases of a clip. `phases` holds (type, start, end) frame ranges, inclusive."""
+
+    exercise: str
+    fps: float
+    reps: list[Rep]
+    phases: list[tuple[str, int, int]]
+    turn: str             # "bottom" or "top": where the reps turned
+    period_sec: float     # tempo estimate (autocorrelation)
+    num_frames: int
+
+
+def _fill(x: np.ndarray) -> np.ndarray:
+    """Linear interpolation over NaN/inf gaps; all-missing -> zeros."""
+    x = np.asarray(x, dtype=np.float64)
+    ok = np.isfinite(x)
+    if ok.all():
+        return x
+    if not ok.any():
+        return np.zeros_like(x)
+    t = np.arange(x.size)
+    return np.interp(t, t[ok], x[ok])
+
+
+def _smooth(x: np.ndarray, fps: float) -> np.ndarray:
+    return ndimage.gaussian_filter1d(x, max(SMOOTH_SEC * fps, 0.5), mode="nearest")
+
+
+def key_measure(signals: dict[str, np.ndarray], exercise: str) -> np.ndarray:
+    """The exercise's per-frame key measure (see module docstring), gap-filled, [T]."""
+    s = {k: _fill(v) for k, v in signals.items() if k in (
+        "knee_angle_trajectory", "back_trajectory", "shoulder_trajectory", "arm_Trajectory")}
+    if exercise == "squat":
+        return s["knee_angle_trajectory"]
+    if exercise == "deadlift":
+        return s["back_trajectory"]
+    if exercise == "pushup":
+        return s["shoulder_trajectory"] - s["arm_Trajectory"]
+    return s["arm_Trajectory"] - s["shoulder_trajectory"]
+
+
+def estimate_period(x: np.ndarray, fps: float) -> float:
+    """Rep period in seconds from the autocorrelation (0.6 s .. 10 s); clip length if none."""
+    n = x.size
+    y = x - x.mean()
+    if n < 4 or not np.any(y):
+        return n / fps
+    f = np.fft.rfft(y, 2 * n)
+    ac = np.fft.irfft(f * np.conj(f))[:n]
+    ac /= ac[0]
+    lo, hi = int(0.6 * fps), min(int(10 * fps), n // 2)
+    if hi <= lo + 2:
+        return n / fps
+    peaks, props = sps.find_peaks(ac[lo:hi], height=0.1)
+    if not peaks.size:
+        return n / fps
+    # The first peak nearly as high as the highest: multiples of the period score high too.
+    heights = props["peak_heights"]
+    return float((lo + peaks[np.argmax(heights >= 0.6 * heights.max())]) / fps)
+
+
+def _detrend(x: np.ndarray, period_frames: float, rest_high: bool) -> np.ndarray:
+    """Removes slow drift: the rest-side envelope smoothed over two periods (mean kept)."""
+    win = int(2 * period_frames)
+    if win < 3 or x.size < 3 * win:
+        return x
+    env = (ndimage.maximum_filter1d if rest_high else ndimage.minimum_filter1d)(x, win)
+    env = ndimage.gaussian_filter1d(env, period_frames, mode="nearest")
+    return x - (env - env.mean())
+
+
+def _pivots(x: np.ndarray, fps: float, period: float) -> list[tuple[int, str]]:
+    """Alternating extremes [(frame, 'top'|'bottom')] of a smoothed signal (module docstring)."""
+    lo, hi = np.percentile(x, [2, 98])
+    rng = hi - lo
+    prom = PROMINENCE_FRAC * rng
+    dist = max(1, int(min(0.25 * period, MAX_MIN_DISTANCE_SEC) * fps))
+    tops, _ = sps.find_peaks(x, prominence=prom, distance=dist)
+    bottoms, _ = sps.find_peaks(-x, prominence=prom, distance=dist)
+    cand = sorted([(int(i), "top") for i in tops] + [(int(i), "bottom") for i in bottoms])
+    n = x.size
+    if x[0] >= hi - EDGE_ZONE_FRAC * rng:
+        cand.insert(0, (0, "top"))
+    elif x[0] <= lo + EDGE_ZONE_FRAC * rng:
+        cand.insert(0, (0, "bottom"))
+    if x[-1] >= hi - EDGE_ZONE_FRAC * rng:
+        cand.append((n - 1, "top"))
+    elif x[-1] <= lo + EDGE_ZONE_FRAC * rng:
+        cand.append((n - 1, "bottom"))
+    # Hysteresis: strictly alternating, each swing at least `prom`.
+    out: list[tuple[int, str]] = []
+    for i, kind in cand:
+        if out and out[-1][1] == kind:
+            j = out[-1][0]
+            better = x[i] > x[j] if kind == "top" else x[i] < x[j]
+            if better:
+                out[-1] = (i, kind)
+            continue
+        if out and abs(x[i] - x[out[-1][0]]) < prom:
+            continue
+        out.append((i, kind))
+    return out
+
+
+def _extra_measures(exercise: str, sig: dict[str, np.ndarray], start: int, top: int,
+                    end: int) -> dict[str, float]:
+    """Exercise-specific per-rep measures used by the fault rules."""
+    if exercise == "pushup":
+        return {"min_hip_angle": float(sig["back_trajectory"][start:end + 1].min())}
+    if exercise == "deadlift" and top > start + 2:
+        # Hip-angle progress when the knees have done 80% of their extension on the way up,
+        # from the deepest knee bend to the hip lockout.
+        k0 = start + int(np.argmin(sig["knee_angle_trajectory"][start:top + 1]))
+        knee, hip = sig["knee_angle_trajectory"][k0:top + 1], sig["back_trajectory"][k0:top + 1]
+        knee_rom, hip_rom = knee.max() - knee[0], hip.max() - hip.min()
+        if knee_rom >= 10.0 and hip_rom > 1e-6:
+            k = int(np.argmax((knee - knee[0]) / knee_rom >= 0.8))
+            return {"hip_progress_at_knee_lockout": float((hip[k] - hip.min()) / hip_rom)}
+    return {}
+
+
+def analyze_reps(signals: dict[str, np.ndarray], fps: float, exercise: str) -> RepAnalysis:
+    """Segments the clip into reps and phases (method in the module docstring).
+
+    Args:
+        signals: signal name -> [T] array (the 7 channels; NaN = missing).
+        fps: frames per second.
+        exercise: an exercise id or alias (see `schema.EXERCISES`).
+
+    Returns:
+        The `RepAnalysis`; no reps when the primary signal barely moves or is missing.
+    """
+    ex = canonical_exercise(exercise)
+    if ex is None:
+        raise ValueError(f"unknown exercise {exercise!r}; expected one of {EXERCISES}")
+    fps = float(fps)
+    primary_name = PRIMARY_SIGNAL[ex]
+    raw = np.asarray(signals[primary_name], dtype=np.float64)
+    n = raw.size
+    empty = RepAnalysis(ex, fps, [], [], TURN_AT[ex], n / fps if fps else 0.0, n)
+    if n < 3 or not np.isfinite(raw).any():
+        return empty
+    x = _smooth(_fill(raw), fps)
+    period = estimate_period(x, fps)
+    empty.period_sec = period
+    if primary_name not in ANGLE_SIGNALS:
+        x = _detrend(x, period * fps, rest_high=TURN_AT[ex] == "bottom")
+    lo, hi = np.percentile(x, [2, 98])
+    kind = "angle" if primary_name in ANGLE_SIGNALS else "position"
+    if hi - lo < MIN_RANGE[kind]:
+        return empty
+    piv = _pivots(x, fps, period)
+    counts = {k: sum(1 for _, kk in piv if kk == k) for k in ("top", "bottom")}
+    n_reps = min(counts.values())
+    if n_reps == 0:
+        return empty
+    if counts["top"] == counts["bottom"]:
+        turn = TURN_AT[ex]
+    else:
+        turn = "bottom" if counts["bottom"] < counts["top"] else "top"
+
+    sig = {k: _smooth(_fill(v), fps) for k, v in signals.items()}
+    key = _smooth(key_measure(signals, ex), fps)
+    sign = 1.0 if turn == "top" else -1.0  # s = sign * x is high at the turning point
+    s = sign * x
+    turn_idx = [i for i, (_, k) in enumerate(piv) if k == turn]
+    reps: list[Rep] = []
+    phases: list[tuple[str, int, int]] = []
+    move_in, pause_turn, move_out, pause_rest = (
+        ("descent", "bottom", "ascent", "lockout") if turn == "bottom"
+        else ("ascent", "lockout", "descent", "bottom"))
+    for r, pi in enumerate(turn_idx):
+        p = piv[pi][0]
+        left = piv[pi - 1][0] if pi > 0 else 0
+        right = piv[pi + 1][0] if pi + 1 < len(piv) else n - 1
+        complete = pi > 0 and pi + 1 < len(piv)
+        rom_l, rom_r = max(s[p] - s[left], 0.0), max(s[p] - s[right], 0.0)
+        seg_l, seg_r = s[left:p + 1], s[p:right + 1]
+        start = left + int(np.flatnonzero(seg_l <= s[left] + BAND_FRAC * rom_l)[-1])
+        b0 = left + int(np.flatnonzero(seg_l >= s[p] - BAND_FRAC * rom_l)[0])
+        b1 = p + int(np.flatnonzero(seg_r >= s[p] - BAND_FRAC * rom_r)[-1])
+        end = p + int(np.flatnonzero(seg_r <= s[right] + BAND_FRAC * rom_r)[0])
+        nxt = piv[turn_idx[r + 1]][0] if r + 1 < len(turn_idx) else n
+        if turn == "bottom":
+            bottom = b0 + int(np.argmin(key[b0:b1 + 1]))
+            top = b1 + int(np.argmax(key[b1:nxt]))
+            descent, ascent = (b0 - start) / fps, (end - b1) / fps
+        else:
+            top = b0 + int(np.argmax(key[b0:b1 + 1]))
+            bottom = b1 + int(np.argmin(key[b1:nxt]))
+            ascent, descent = (b0 - start) / fps, (end - b1) / fps
+        turn_pause = (b1 - b0) / fps
+        depth, lockout = float(key[bottom]), float(key[top])
+        reps.append(Rep(
+            start=start, bottom=bottom, top=top, end=end, depth=depth, lockout=lockout,
+            rom=lockout - depth, descent_sec=descent, ascent_sec=ascent,
+            bottom_pause_sec=turn_pause if turn == "bottom" else 0.0,
+            top_pause_sec=turn_pause if turn == "top" else 0.0,
+            duration_sec=(end - start) / fps, complete=complete,
+            extra=_extra_measures(ex, sig, start, top, end)))
+        if phases and phases[-1][2] < start:  # rest between reps
+            phases.append((pause_rest, phases[-1][2], start))
+        phases += [(move_in, start, b0), (pause_turn, b0, b1), (move_out, b1, end)]
+    return RepAnalysis(ex, fps, reps, phases, turn, period, n)
+
+
+# ----------------------------------------------------------------------------- wave_features
+
+
+def _phase_smoothness(x: np.ndarray, fps: float, amp: float) -> float:
+    """1 for a minimum-jerk-like move, falling with the log dimensionless jerk (0..1)."""
+    if x.size < 5 or amp <= 0:
+        return 1.0
+    dt = 1.0 / fps
+    jerk = np.diff(x, 3) / dt ** 3
+    dur = x.size * dt
+    dj = dur ** 5 / amp ** 2 * float(np.sum(jerk ** 2) * dt)
+    if dj <= MIN_JERK_DJ:
+        return 1.0
+    return float(np.clip(1.0 - math.log(dj / MIN_JERK_DJ) / 8.0, 0.0, 1.0))
+
+
+def _grade(score: float) -> str:
+    for grade, floor in (("A", 85), ("B", 70), ("C", 55), ("D", 40)):
+        if score >= floor:
+            return grade
+    return "F"
+
+
+def _cv(v: list[float]) -> float:
+    a = np.asarray(v, dtype=np.float64)
+    return float(a.std() / a.mean()) if a.size >= 2 and a.mean() > 0 else 0.0
+
+
+def _frequency(x: np.ndarray, fps: float) -> dict:
+    """Dominant frequency, band power fractions and normalised spectral entropy (Welch)."""
+    y = x - x.mean()
+    if x.size < 8 or not np.any(y):
+        return {"dominant_hz": 0.0, "spectral_entropy": 0.0,
+                "band_power": {"slow": 0.0, "medium": 0.0, "fast": 0.0, "harmonic": 0.0}}
+    f, pxx = sps.welch(y, fs=fps, nperseg=min(x.size, int(8 * fps)))
+    pxx = pxx[1:]
+    f = f[1:]
+    total = float(pxx.sum()) or 1.0
+    dom = float(f[np.argmax(pxx)])
+
+    def band(lo: float, hi: float) -> float:
+        return float(pxx[(f >= lo) & (f < hi)].sum() / total)
+
+    # Harmonic band: power near 2x and 3x the dominant frequency (+-15%).
+    harm = sum(band(k * dom * 0.85, k * dom * 1.15) for k in (2, 3))
+    p = pxx / total
+    entropy = float(-(p * np.log(p + 1e-12)).sum() / math.log(p.size)) if p.size > 1 else 0.0
+    return {"dominant_hz": dom, "spectral_entropy": entropy,
+            "band_power": {"slow": band(0.0, 0.2), "medium": band(0.2, 0.8),
+                           "fast": band(0.8, fps / 2 + 1), "harmonic": harm}}
+
+
+def compute_wave_features(signals: dict[str, np.ndarray], fps: float, exercise: str, *,
+                          analysis: RepAnalysis | None = None) -> dict:
+    """The seed `wave_features` dict (DESIGN.md schema) of a clip; JSON-serialisable.
+
+    quality (0..100): smoothness = mean phase smoothness (dimensionless jerk); control = mean
+    eccentric duration relative to 1.2 s (capped); efficiency = `energy.efficiency_pct`;
+    consistency = 1 - 2 (CV of rep durations + CV of rep ranges); overall = their mean; grade
+    A >= 85, B >= 70, C >= 55, D >= 40, else F.
+    energy: vertical work of a nominal moving mass (`MOVING_MASS`, `BODY_MASS_KG`, `TORSO_M`):
+    work_positive / work_negative (J, lifting / lowering), efficiency_pct = share of the vertical
+    path spent on the rep excursions (jitter and bounces lower it), peak_power_w = max m (g + a) v.
+    damping: log decrement of successive rep ranges, ratio = d / sqrt(4 pi^2 + d^2);
+    control_quality "excellent" (< 0.05), "good" (< 0.15), "fair" (< 0.3) or "poor".
+    frequency: Welch spectrum of the primary signal; bands slow < 0.2 Hz, medium 0.2-0.8 Hz,
+    fast >= 0.8 Hz, harmonic = near 2x and 3x the dominant frequency (fractions of the power);
+    spectral_entropy normalised to 0..1.
+    harmonic: oscillation_count = reps; is_harmonic = >= 2 reps with rep-duration CV < 0.25.
+    waves: one entry per phase (descent / bottom / ascent / lockout) with its duration, mean
+    velocity of the primary signal (units per second) and smoothness (0..1); the rest between
+    reps is a phase, idle time before the first and after the last rep is not.
+
+    `analysis` may pass this clip's `analyze_reps` result to skip recomputing it.
+    """
+    analysis = analysis or analyze_reps(signals, fps, exercise)
+    ex, fps = analysis.exercise, analysis.fps
+    x = _smooth(_fill(signals[PRIMARY_SIGNAL[ex]]), fps)
+    reps = analysis.reps
+    rom_by_frame = np.zeros(x.size)
+    for rep in reps:
+        rom_by_frame[rep.start:rep.end + 1] = abs(float(x[rep.top] - x[rep.bottom]))
+
+    waves = []
+    for kind, a, b in analysis.phases:
+        seg = x[a:b + 1]
+        amp = float(rom_by_frame[min(a, x.size - 1)]) or float(np.ptp(x)) or 1.0
+        dur = (b - a) / fps
+        velocity = float(seg[-1] - seg[0]) / dur if dur > 0 else 0.0
+        waves.append({"type": kind, "duration_sec": round(dur, 4),
+                      "mean_velocity": round(velocity, 4),
+                      "smoothness": round(_phase_smoothness(seg, fps, amp), 4)})
+    moves = [w["smoothness"] for w in waves if w["type"] in ("descent", "ascent")]
+    smoothness = 100.0 * float(np.mean(moves)) if moves else 0.0
+    control = 100.0 * float(np.mean([min(1.0, r.descent_sec / 1.2) for r in reps])) if reps else 0.0
+
+    mass_signal, mass = MOVING_MASS[ex]
+    h = _smooth(_fill(signals[mass_signal]), fps) * TORSO_M  # [T] metres
+    dh = np.diff(h)
+    work_pos = float(mass * GRAVITY * dh[dh > 0].sum())
+    work_neg = float(mass * GRAVITY * dh[dh < 0].sum())
+    rep_path = sum(2 * abs(float(h[r.top] - h[r.bottom])) for r in reps)
+    path = float(np.abs(dh).sum())
+    efficiency = float(min(100.0, 100.0 * rep_path / path)) if path > 0 else 0.0
+    v = np.gradient(h) * fps
+    acc = np.gradient(v) * fps
+    peak_power = float(max(0.0, (mass * (GRAVITY + acc) * v).max())) if h.size > 2 else 0.0
+
+    durations = [r.duration_sec for r in reps]
+    roms = [abs(r.rom) for r in reps]
+    consistency = 100.0 * float(np.clip(1.0 - 2.0 * (_cv(durations) + _cv(roms)), 0.0, 1.0))
+    if not reps:
+        efficiency = consistency = 0.0
+    overall = (smoothness + control + efficiency + consistency) / 4.0
+
+    amps = [abs(float(x[r.top] - x[r.bottom])) for r in reps]
+    if len(amps) >= 2 and min(amps) > 0:
+        dec = float(np.mean(np.log(np.asarray(amps[:-1]) / np.asarray(amps[1:]))))
+        ratio = dec / math.sqrt(4 * math.pi ** 2 + dec ** 2)
+    else:
+        ratio = 0.0
+    label = ("excellent" if abs(ratio) < 0.05 else "good" if abs(ratio) < 0.15
+                      else "fair" if abs(ratio) < 0.3 else "poor")
+
+    freq = _frequency(x, fps)
+    def r4(v: float) -> float:
+        return round(float(v), 4)
+
+    return {
+        "quality": {"grade": _grade(overall), "overall": r4(overall),
+                    "smoothness": r4(smoothness), "control": r4(control),
+                    "efficiency": r4(efficiency), "consistency": r4(consistency)},
+        "energy": {"work_positive": r4(work_pos), "work_negative": r4(work_neg),
+                   "efficiency_pct": r4(efficiency), "peak_power_w": r4(peak_power)},
+        "damping": {"ratio": r4(ratio), "control_quality": label},
+        "frequency": {"dominant_hz": r4(freq["dominant_hz"]),
+                      "band_power": {k: r4(v) for k, v in freq["band_power"].items()},
+                      "spectral_entropy": r4(freq["spectral_entropy"])},
+        "harmonic": {"oscillation_count": len(reps),
+                     "is_harmonic": bool(len(reps) >= 2 and _cv(durations) < 0.25)},
+        "waves": waves,
+        "wave_count": len(waves),
+    }

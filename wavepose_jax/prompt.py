@@ -1,0 +1,188 @@
+"""The LLM prompt: a physics summary of the clip, rendered as a Phi-3 chat turn.
+
+The prompt is built only from `PhysicsSummary`, i.e. from the clip's measured wave features.
+Ground-truth fields of a clip (`LANGUAGE`, `faults`) never enter it, so the model cannot copy
+its training target.
+
+The fault vocabulary (fault id <-> canonical phrase, parsing of generated text) lives in
+`wavepose_jax.faults` and is re-exported here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from wavepose_jax.data.schema import canonical_exercise
+from wavepose_jax.faults import (
+    FAULTS,
+    Fault,
+    compose_feedback,
+    fault_from_phrase,
+    faults_for,
+    faults_from_text,
+    phrase_for,
+    reps_from_text,
+)
+
+__all__ = [
+    "COMPACT_SYSTEM_PROMPT", "FAULTS", "Fault", "PhysicsSummary", "SYSTEM_PROMPT",
+    "build_messages", "build_prompt", "compose_feedback", "fault_from_phrase", "faults_for",
+    "faults_from_text", "phrase_for", "prompt_ids", "reps_from_text",
+]
+
+SYSTEM_PROMPT = (
+    "You are an expert strength coach. You receive motion tokens from a pose-based motion "
+    "encoder and a physics summary of one exercise set. Give short, specific coaching feedback: "
+    "state how many reps were performed, name each technique fault you see, and say how to fix it."
+)
+COMPACT_SYSTEM_PROMPT = "Coach the lifter."
+
+_UNKNOWN = "unknown"
+
+
+def _number(value: Any) -> float | None:
+    """A finite float, or None for anything else (missing, text, NaN, bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _section(wave_features: Mapping, key: str) -> Mapping:
+    value = wave_features.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    return _UNKNOWN if value is None else f"{value:.3g}{unit}"
+
+
+def _rep_count(wave_features: Mapping) -> int | None:
+    count = _number(_section(wave_features, "harmonic").get("oscillation_count"))
+    if count is None:
+        count = _number(wave_features.get("reps"))
+    return None if count is None or count < 0 else int(round(count))
+
+
+def _grade(value: Any) -> str:
+    text = str(value).strip() if isinstance(value, (str, int, float)) else ""
+    return text or _UNKNOWN
+
+
+def _phases(waves: Any) -> tuple[tuple[str, float], ...]:
+    """Mean duration of each wave type, in order of first appearance."""
+    totals: dict[str, list[float]] = {}
+    for wave in waves if isinstance(waves, (list, tuple)) else ():
+        if not isinstance(wave, Mapping):
+            continue
+        kind, duration = wave.get("type"), _number(wave.get("duration_sec"))
+        if isinstance(kind, str) and kind.strip() and duration is not None and duration >= 0:
+            totals.setdefault(kind.strip(), []).append(duration)
+    return tuple((kind, sum(d) / len(d)) for kind, d in totals.items())
+
+
+@dataclasses.dataclass(frozen=True)
+class PhysicsSummary:
+    """What the model is told about a clip. None marks a quantity the features did not give."""
+
+    exercise: str
+    reps: int | None
+    grade: str
+    overall: float | None
+    smoothness: float | None
+    control: float | None
+    consistency: float | None
+    tempo_sec: float | None  # mean rep duration
+    phases: tuple[tuple[str, float], ...]  # (wave type, mean duration in seconds)
+    dominant_hz: float | None
+    expert: bool | None = None
+
+    @classmethod
+    def from_wave_features(cls, wave_features: Mapping | None, exercise: str,
+                           expert: bool | None = None) -> PhysicsSummary:
+        """Summary of a `wave_features` dict (DESIGN.md schema); missing parts become unknown."""
+        wf = wave_features if isinstance(wave_features, Mapping) else {}
+        quality = _section(wf, "quality")
+        reps = _rep_count(wf)
+        phases = _phases(wf.get("waves"))
+        dominant_hz = _number(_section(wf, "frequency").get("dominant_hz"))
+        waves = wf.get("waves") if isinstance(wf.get("waves"), (list, tuple)) else ()
+        total = sum(_number(w.get("duration_sec")) or 0.0 for w in waves if isinstance(w, Mapping))
+        if reps and total > 0:
+            tempo = total / reps
+        elif dominant_hz is not None and dominant_hz > 0:
+            tempo = 1.0 / dominant_hz
+        else:
+            tempo = None
+        name = str(exercise).strip()
+        return cls(
+            exercise=canonical_exercise(name) or name.lower() or _UNKNOWN,
+            reps=reps,
+            grade=_grade(quality.get("grade")),
+            overall=_number(quality.get("overall")),
+            smoothness=_number(quality.get("smoothness")),
+            control=_number(quality.get("control")),
+            consistency=_number(quality.get("consistency")),
+            tempo_sec=tempo,
+            phases=phases,
+            dominant_hz=dominant_hz,
+            expert=expert if isinstance(expert, bool) else None,
+        )
+
+    def to_text(self, compact: bool = False) -> str:
+        """Short human-readable lines; `compact` gives one terse line for tiny models."""
+        reps = _UNKNOWN if self.reps is None else str(self.reps)
+        if compact:
+            tempo = _fmt(self.tempo_sec, "s")
+            return f"{self.exercise} reps {reps} grade {self.grade} tempo {tempo}"
+        lines = [
+            f"Exercise: {self.exercise}",
+            f"Reps: {reps}",
+            f"Quality: grade {self.grade}, overall {_fmt(self.overall)}, smoothness "
+            f"{_fmt(self.smoothness)}, control {_fmt(self.control)}, consistency "
+            f"{_fmt(self.consistency)}",
+            f"Tempo: {_fmt(self.tempo_sec, ' s')} per rep",
+        ]
+        if self.phases:
+            lines.append("Phases: " + ", ".join(f"{k} {d:.2f} s" for k, d in self.phases))
+        lines.append(f"Dominant frequency: {_fmt(self.dominant_hz, ' Hz')}")
+        if self.expert is not None:
+            lines.append(f"Lifter level: {'expert' if self.expert else 'non-expert'}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (phases as a list of {type, duration_sec})."""
+        out = dataclasses.asdict(self)
+        out["phases"] = [{"type": k, "duration_sec": d} for k, d in self.phases]
+        return out
+
+
+def build_messages(summary: PhysicsSummary, compact: bool = False) -> list[dict]:
+    """System and user chat turns asking for feedback on the summarised clip."""
+    if compact:
+        system = COMPACT_SYSTEM_PROMPT
+        user = f"{summary.to_text(compact=True)}\nFeedback:"
+    else:
+        system = SYSTEM_PROMPT
+        reps = "the number of reps" if summary.reps is None else f"the rep count ({summary.reps})"
+        user = (f"Here is the motion analysis of one {summary.exercise} set.\n"
+                f"{summary.to_text()}\n"
+                f"Write coaching feedback for this set. Mention {reps}, then any technique "
+                f"faults and how to fix them.")
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def build_prompt(summary: PhysicsSummary, tokenizer: Any, compact: bool = False) -> str:
+    """The chat-formatted prompt text, ending with the assistant header."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("tokenizer has no chat_template; load the tokenizer of a chat model")
+    return tokenizer.apply_chat_template(build_messages(summary, compact), tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def prompt_ids(summary: PhysicsSummary, tokenizer: Any, compact: bool = False) -> list[int]:
+    """Token ids of `build_prompt` (the chat template supplies every special token)."""
+    return list(tokenizer.encode(build_prompt(summary, tokenizer, compact),
+                                 add_special_tokens=False))
