@@ -1,0 +1,304 @@
+"""Hugging Face Phi-3 checkpoints <-> Flax ``Phi3ForCausalLM``.
+
+Loading reads ``config.json`` and ``model.safetensors`` (or sharded files with
+``model.safetensors.index.json``) tensor by tensor through safetensors' numpy API, transposes
+dense kernels from HF's [out, in] to Flax's [in, out], casts, and places every tensor straight
+onto its target sharding. The model is built abstractly (``nnx.eval_shape``), so the full model
+never exists in host memory. Saving writes the same format back for transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from wavepose_jax import sharding as sharding_lib
+from wavepose_jax.models.phi3 import Linear, Phi3Config, Phi3ForCausalLM
+
+CONFIG_FILE = "config.json"
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+_SHARD_RE = re.compile(r"model-\d+-of-\d+\.safetensors$")
+_IGNORED = re.compile(r"rotary_emb\.inv_freq$")  # non-persistent buffers in old checkpoints
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+_LORA_FIELDS = ("lora_a", "lora_b")
+
+
+class WeightsError(ValueError):
+    """A checkpoint problem, reported as one line naming the file and the field."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Locating files
+
+
+def _is_repo_id(s: str) -> bool:
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", s)) and not s.startswith((".", "~"))
+
+
+def resolve(path_or_repo_id: str | os.PathLike) -> Path:
+    """A local directory as is; a hub id through the Hugging Face cache (offline aware)."""
+    text = str(path_or_repo_id)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise WeightsError(f"{path}: not a directory")
+    if not _is_repo_id(text):
+        raise WeightsError(f"{path}: directory not found")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(text, allow_patterns=_HUB_PATTERNS))
+    except Exception as e:  # network, auth, offline cache miss: one line for the user
+        raise WeightsError(f"{text}: no such local directory and hub download failed "
+                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def load_config(path_or_repo_id, **overrides) -> Phi3Config:
+    """Reads ``config.json`` into a ``Phi3Config`` (overrides: compute settings or HF fields)."""
+    file = resolve(path_or_repo_id) / CONFIG_FILE
+    if not file.is_file():
+        raise WeightsError(f"{file}: missing")
+    try:
+        hf = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{file}: invalid JSON ({e})") from None
+    if not isinstance(hf, dict):
+        raise WeightsError(f"{file}: expected a JSON object")
+    try:
+        return Phi3Config.from_hf(hf, **overrides)
+    except (ValueError, TypeError) as e:
+        raise WeightsError(f"{file}: {e}") from None
+
+
+def load_tokenizer(path_or_repo_id):
+    """transformers' tokenizer (AutoTokenizer) stored with the checkpoint."""
+    from transformers import AutoTokenizer
+
+    directory = resolve(path_or_repo_id)
+    try:
+        return AutoTokenizer.from_pretrained(str(directory))
+    except Exception as e:
+        raise WeightsError(f"{directory}: no usable tokenizer ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def _tensor_files(directory: Path) -> dict[str, Path]:
+    """Maps every tensor name of the checkpoint to the safetensors file holding it."""
+    index = directory / INDEX_FILE
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise WeightsError(f"{index}: weight_map: unreadable ({e!r})") from None
+        files = {name: directory / f for name, f in weight_map.items()}
+        for name, f in files.items():
+            if not f.is_file():
+                raise WeightsError(f"{index}: weight_map[{name!r}]: file {f.name} missing")
+        return files
+    shards = sorted(p for p in directory.glob("*.safetensors")
+                    if p.name == SINGLE_FILE or _SHARD_RE.match(p.name))
+    if not shards:
+        pickles = list(directory.glob("*.bin")) + list(directory.glob("*.pt"))
+        hint = " (PyTorch pickle weights are not read; convert them to safetensors)" if pickles else ""
+        raise WeightsError(f"{directory}: no {SINGLE_FILE} or {INDEX_FILE}{hint}")
+    files = {}
+    for shard in shards:
+        with safe_open(str(shard), framework="numpy") as f:
+            files.update({name: shard for name in f.keys()})
+    return files
+
+
+# ------------------------------------------------------------------------------------------------
+# Names
+
+
+def hf_name(path: tuple) -> tuple[str, bool]:
+    """(HF tensor name, transpose?) for a Flax parameter path."""
+    parts = [str(p) for p in path]
+    leaf = parts[-1]
+    parts[-1] = "weight"
+    return ".".join(parts), leaf == "kernel"
+
+
+def _is_lora(path: tuple) -> bool:
+    return any(str(p) in _LORA_FIELDS for p in path)
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_pretrained(path_or_repo_id, dtype=jnp.bfloat16, mesh=None, **config_overrides):
+    """Loads a Hugging Face Phi-3 checkpoint into a Flax ``Phi3ForCausalLM``.
+
+    Args:
+      path_or_repo_id: a local directory (never touches the network) or a hub repo id.
+      dtype: parameter and compute dtype (override either with ``param_dtype=`` / ``dtype=``).
+      mesh: when given, each tensor is placed directly onto its ``param_shardings`` sharding.
+      **config_overrides: extra ``Phi3Config`` fields (e.g. ``remat=True``).
+    """
+    directory = resolve(path_or_repo_id)
+    config = load_config(directory, **{"dtype": dtype, "param_dtype": dtype, **config_overrides})
+    abstract = nnx.eval_shape(lambda: Phi3ForCausalLM(config, rngs=nnx.Rngs(0)))
+    graphdef, abs_state = nnx.split(abstract)
+    shardings = (nnx.to_flat_state(sharding_lib.param_shardings(abs_state, mesh))
+                 if mesh is not None else None)
+
+    targets = {}  # hf name -> (flat index, transpose, flax shape, dtype)
+    flat = nnx.to_flat_state(abs_state)
+    for i, (path, var) in enumerate(flat):
+        name, transpose = hf_name(path)
+        targets[name] = (i, transpose, tuple(var.get_value().shape), var.get_value().dtype)
+
+    files = _tensor_files(directory)
+    ignored = {n for n in files if _IGNORED.search(n)}
+    if config.tie_word_embeddings:
+        ignored.add("lm_head.weight")  # tied: the embedding serves as output projection
+    unexpected = sorted(set(files) - set(targets) - ignored)
+    if unexpected:
+        raise WeightsError(f"{files[unexpected[0]]}: unexpected tensor {unexpected[0]!r} "
+                           f"({len(unexpected)} unexpected in total; is config.json the right one?)")
+    missing = sorted(set(targets) - set(files))
+    if missing:
+        where = directory / (INDEX_FILE if (directory / INDEX_FILE).is_file() else SINGLE_FILE)
+        raise WeightsError(f"{where}: missing tensor {missing[0]!r} ({len(missing)} missing in total)")
+
+    values: list = [None] * len(flat)
+    by_file: dict[Path, list[str]] = {}
+    for name in targets:
+        by_file.setdefault(files[name], []).append(name)
+    for file, names in by_file.items():
+        with safe_open(str(file), framework="numpy") as f:
+            for name in names:
+                i, transpose, shape, target_dtype = targets[name]
+                array = f.get_tensor(name)
+                hf_shape = shape[::-1] if transpose else shape
+                if tuple(array.shape) != hf_shape:
+                    raise WeightsError(f"{file}: tensor {name!r}: shape {tuple(array.shape)}, "
+                                       f"config.json implies {hf_shape}")
+                array = np.ascontiguousarray(array.T if transpose else array).astype(target_dtype)
+                values[i] = _place(array, None if shardings is None else shardings[i][1].get_value())
+                del array
+    state = nnx.from_flat_state([(path, var.replace(v)) for (path, var), v in zip(flat, values)])
+    return nnx.merge(graphdef, state)
+
+
+def _place(array: np.ndarray, sharding) -> jax.Array:
+    if sharding is None:
+        return jax.device_put(array)
+    return jax.make_array_from_callback(array.shape, sharding, lambda idx: array[idx])
+
+
+# ------------------------------------------------------------------------------------------------
+# Saving
+
+
+def _parse_size(size: int | str) -> int:
+    """Bytes from an int or a string such as '5GB', '200MB', '10KiB'."""
+    if isinstance(size, int):
+        return size
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B)?\s*", str(size).upper())
+    if not m:
+        raise ValueError(f"max_shard_size: cannot parse {size!r}")
+    unit = m.group(2) or "B"
+    power = " KMGT".index(unit[0]) if unit != "B" else 0
+    base = 1024 if "I" in unit else 1000
+    return int(float(m.group(1)) * base**power)
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(jax.device_get(x))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def save_pretrained(model: Phi3ForCausalLM, path, tokenizer=None, max_shard_size=None) -> Path:
+    """Writes ``model`` in Hugging Face format (config.json + safetensors, sharded when large).
+
+    LoRA adapters are not written: only base kernels (fold them first with ``merge_lora``).
+    ``max_shard_size``: bytes or a string like '5GB' (default 5GB).
+    """
+    path = Path(path)
+    limit = _parse_size(max_shard_size if max_shard_size is not None else "5GB")
+    entries = []
+    for p, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        if not _is_lora(p):
+            name, transpose = hf_name(p)
+            entries.append((name, var.get_value(), transpose))
+    shards, current, current_size = [], [], 0
+    for entry in entries:
+        size = entry[1].size * entry[1].dtype.itemsize
+        if current and current_size + size > limit:
+            shards.append(current)
+            current, current_size = [], 0
+        current.append(entry)
+        current_size += size
+    if current:
+        shards.append(current)
+
+    is_writer = jax.process_index() == 0
+    if is_writer:
+        path.mkdir(parents=True, exist_ok=True)
+        for old in list(path.glob("model*.safetensors")) + [path / INDEX_FILE]:
+            if old.name == INDEX_FILE or old.name == SINGLE_FILE or _SHARD_RE.match(old.name):
+                old.unlink(missing_ok=True)
+    weight_map, total = {}, 0
+    for k, shard in enumerate(shards):
+        fname = SINGLE_FILE if len(shards) == 1 else f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
+        tensors = {}
+        for name, value, transpose in shard:
+            host = _to_host(value)
+            tensors[name] = np.ascontiguousarray(host.T if transpose else host)
+            weight_map[name] = fname
+            total += host.nbytes
+        if is_writer:
+            save_file(tensors, str(path / fname), metadata={"format": "pt"})
+        del tensors
+    if is_writer:
+        if len(shards) > 1:
+            (path / INDEX_FILE).write_text(json.dumps(
+                {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+        (path / CONFIG_FILE).write_text(json.dumps(model.config.to_hf(), indent=2))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(path))
+    return path
+
+
+def merge_lora(model: Phi3ForCausalLM) -> Phi3ForCausalLM:
+    """A new model without adapters whose kernels are ``W + lora_scale * A @ B``.
+
+    The input model is left unchanged; unadapted parameters are shared, not copied.
+    """
+    merged_kernels = {}
+    for path, module in nnx.iter_modules(model):
+        if isinstance(module, Linear) and module.lora_a is not None:
+            w = module.kernel[...]
+            delta = module.lora_scale * (module.lora_a[...].astype(jnp.float32)
+                                         @ module.lora_b[...].astype(jnp.float32))
+            merged_kernels[tuple(path) + ("kernel",)] = (w.astype(jnp.float32) + delta).astype(w.dtype)
+    abstract = nnx.eval_shape(lambda: Phi3ForCausalLM(model.config, rngs=nnx.Rngs(0)))
+    graphdef, abs_state = nnx.split(abstract)
+    current = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    flat = [(p, var.replace(merged_kernels.get(tuple(p), current[p].get_value())))
+            for p, var in nnx.to_flat_state(abs_state)]
+    return nnx.merge(graphdef, nnx.from_flat_state(flat))
+
+
+def num_params(model) -> int:
+    """Number of base (non-LoRA) parameters."""
+    return sum(math.prod(v.get_value().shape) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))
+               if not _is_lora(p))

@@ -1,0 +1,528 @@
+"""Phi-3 decoder-only language model in Flax NNX.
+
+Numerically follows transformers' PyTorch ``Phi3ForCausalLM``: RMSNorm in fp32, rotate-half
+RoPE (plain or LongRoPE, optionally partial), grouped-query attention with a fused ``qkv_proj``,
+SwiGLU MLP with a fused ``gate_up_proj``, optional sliding window and tied embeddings.
+
+Attribute paths mirror the Hugging Face parameter names (``model.layers[i].self_attn.qkv_proj``
+...), so checkpoint conversion is a rename plus a transpose (see ``wavepose_jax/hf.py``).
+
+LongRoPE factor choice: the long factors are used for a sequence whose largest position + 1
+exceeds ``original_max_position_embeddings``, the short ones otherwise. The choice is made per
+sequence of the batch (a batch row gets the logits it would get alone). During cached decoding
+the choice follows the position being decoded, and keys already in the cache keep the rotation
+they were written with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+_ACTIVATIONS = {
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+}
+_LONGROPE_ALIASES = ("longrope", "su", "yarn")  # Phi-3 configs spell LongRoPE these ways.
+
+
+@dataclasses.dataclass(frozen=True)
+class LongRopeScaling:
+    """Hashable form of a ``rope_scaling`` entry of type ``longrope``."""
+
+    short_factor: tuple[float, ...]
+    long_factor: tuple[float, ...]
+    factor: float | None = None  # Explicit scale; default max_position / original_max.
+    attention_factor: float | None = None  # Explicit cos/sin multiplier; default from `factor`.
+
+
+@dataclasses.dataclass(frozen=True)
+class Phi3Config:
+    """Phi-3 hyper-parameters (Hugging Face names) plus compute settings."""
+
+    vocab_size: int = 32064
+    hidden_size: int = 3072
+    intermediate_size: int = 8192
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int = 32
+    head_dim_override: int | None = None  # HF `head_dim` when it is not hidden / heads.
+    hidden_act: str = "silu"
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: LongRopeScaling | None = None  # None: plain RoPE.
+    partial_rotary_factor: float = 1.0  # Fraction of head_dim that is rotated.
+    max_position_embeddings: int = 4096
+    original_max_position_embeddings: int = 4096
+    sliding_window: int | None = None  # Keys at distance >= window are masked.
+    tie_word_embeddings: bool = False
+    initializer_range: float = 0.02
+    # Kept for the checkpoint's config.json; dropout is not applied by this implementation.
+    attention_dropout: float = 0.0
+    resid_pdrop: float = 0.0
+    embd_pdrop: float = 0.0
+    bos_token_id: int | None = 1
+    eos_token_id: int | tuple[int, ...] | None = 32000
+    pad_token_id: int | None = 32000
+    # Compute settings (not part of the HF config).
+    dtype: Any = jnp.float32  # Activations / matmul inputs.
+    param_dtype: Any = jnp.float32  # Stored parameters.
+    remat: bool = False  # Rematerialise each decoder layer in the backward pass.
+    attention_impl: str | None = None  # jax.nn.dot_product_attention: None / 'xla' / 'cudnn'.
+
+    @property
+    def head_dim(self) -> int:
+        return self.head_dim_override or self.hidden_size // self.num_attention_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        return int(self.head_dim * self.partial_rotary_factor)
+
+    @classmethod
+    def from_hf(cls, hf: dict, **overrides) -> "Phi3Config":
+        """Builds a config from a Hugging Face ``config.json`` dict (legacy or 5.x rope layout).
+
+        Raises ValueError naming the offending field.
+        """
+        model_type = hf.get("model_type")
+        if model_type != "phi3":
+            raise ValueError(f"model_type: expected 'phi3', got {model_type!r}")
+        archs = hf.get("architectures") or ["Phi3ForCausalLM"]
+        if "Phi3ForCausalLM" not in archs:
+            raise ValueError(f"architectures: expected Phi3ForCausalLM, got {archs}")
+        missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads") if k not in hf]
+        if missing:
+            raise ValueError(f"{missing[0]}: missing")
+        rope = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
+        theta = float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
+        partial = float(rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0)))
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        max_pos = int(hf.get("max_position_embeddings", 4096))
+        orig_max = int(hf.get("original_max_position_embeddings",
+                              rope.get("original_max_position_embeddings", max_pos)))
+        scaling = None
+        if rope_type in _LONGROPE_ALIASES:
+            try:
+                scaling = LongRopeScaling(
+                    short_factor=tuple(float(f) for f in rope["short_factor"]),
+                    long_factor=tuple(float(f) for f in rope["long_factor"]),
+                    factor=None if rope.get("factor") is None else float(rope["factor"]),
+                    attention_factor=(None if rope.get("attention_factor") is None
+                                      else float(rope["attention_factor"])))
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"rope_scaling: invalid longrope entry ({e!r})") from None
+        elif rope_type != "default":
+            raise ValueError(f"rope_scaling.type: expected 'longrope' or none, got {rope_type!r}")
+        act = hf.get("hidden_act", "silu")
+        if act not in _ACTIVATIONS:
+            raise ValueError(f"hidden_act: unsupported {act!r} (supported: {sorted(_ACTIVATIONS)})")
+        eos = hf.get("eos_token_id", 32000)
+        kwargs = dict(
+            vocab_size=int(hf["vocab_size"]),
+            hidden_size=int(hf["hidden_size"]),
+            intermediate_size=int(hf["intermediate_size"]),
+            num_hidden_layers=int(hf["num_hidden_layers"]),
+            num_attention_heads=int(hf["num_attention_heads"]),
+            num_key_value_heads=int(hf.get("num_key_value_heads") or hf["num_attention_heads"]),
+            head_dim_override=hf.get("head_dim"),
+            hidden_act=act,
+            rms_norm_eps=float(hf.get("rms_norm_eps", 1e-5)),
+            rope_theta=theta,
+            rope_scaling=scaling,
+            partial_rotary_factor=partial,
+            max_position_embeddings=max_pos,
+            original_max_position_embeddings=orig_max,
+            sliding_window=hf.get("sliding_window"),
+            tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            initializer_range=float(hf.get("initializer_range", 0.02)),
+            attention_dropout=float(hf.get("attention_dropout", 0.0)),
+            resid_pdrop=float(hf.get("resid_pdrop", 0.0)),
+            embd_pdrop=float(hf.get("embd_pdrop", 0.0)),
+            bos_token_id=hf.get("bos_token_id"),
+            eos_token_id=tuple(eos) if isinstance(eos, list) else eos,
+            pad_token_id=hf.get("pad_token_id"),
+        )
+        kwargs.update(overrides)
+        config = cls(**kwargs)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first inconsistent field."""
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"num_key_value_heads: {self.num_key_value_heads} does not divide "
+                             f"num_attention_heads {self.num_attention_heads}")
+        if self.rotary_dim % 2:
+            raise ValueError(f"partial_rotary_factor: rotary dim {self.rotary_dim} is odd")
+        if self.rope_scaling is not None:
+            for name in ("short_factor", "long_factor"):
+                n = len(getattr(self.rope_scaling, name))
+                if n != self.rotary_dim // 2:
+                    raise ValueError(f"rope_scaling.{name}: length {n}, expected {self.rotary_dim // 2}")
+
+    def to_hf(self) -> dict:
+        """Returns ``config.json`` content that transformers' ``Phi3Config`` accepts."""
+        hf = {
+            "architectures": ["Phi3ForCausalLM"],
+            "model_type": "phi3",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "hidden_act": self.hidden_act,
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "partial_rotary_factor": self.partial_rotary_factor,
+            "max_position_embeddings": self.max_position_embeddings,
+            "original_max_position_embeddings": self.original_max_position_embeddings,
+            "sliding_window": self.sliding_window,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "initializer_range": self.initializer_range,
+            "attention_dropout": self.attention_dropout,
+            "resid_pdrop": self.resid_pdrop,
+            "embd_pdrop": self.embd_pdrop,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": (list(self.eos_token_id) if isinstance(self.eos_token_id, tuple)
+                             else self.eos_token_id),
+            "pad_token_id": self.pad_token_id,
+            "use_cache": True,
+            "torch_dtype": jnp.dtype(self.param_dtype).name,
+            "rope_scaling": None,
+        }
+        if self.head_dim_override is not None:
+            hf["head_dim"] = self.head_dim_override
+        if self.rope_scaling is not None:
+            s = self.rope_scaling
+            hf["rope_scaling"] = {"type": "longrope", "rope_type": "longrope",
+                                  "short_factor": list(s.short_factor),
+                                  "long_factor": list(s.long_factor)}
+            if s.factor is not None:
+                hf["rope_scaling"]["factor"] = s.factor
+            if s.attention_factor is not None:
+                hf["rope_scaling"]["attention_factor"] = s.attention_factor
+        return hf
+
+
+# ------------------------------------------------------------------------------------------------
+# RoPE
+
+
+def _inv_freq(config: Phi3Config, factors: tuple[float, ...] | None) -> np.ndarray:
+    """Inverse frequencies [rotary_dim // 2] in float32, computed as transformers does."""
+    dim = config.rotary_dim
+    exponent = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
+    base = np.float32(config.rope_theta) ** exponent
+    if factors is not None:
+        base = np.asarray(factors, np.float32) * base
+    return (np.float32(1.0) / base).astype(np.float32)
+
+
+def rope_attention_factor(config: Phi3Config) -> float:
+    """The LongRoPE multiplier on cos/sin (1.0 for plain RoPE)."""
+    s = config.rope_scaling
+    if s is None:
+        return 1.0
+    if s.attention_factor is not None:
+        return s.attention_factor
+    orig = config.original_max_position_embeddings
+    factor = s.factor if s.factor is not None else config.max_position_embeddings / orig
+    return 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(orig))
+
+
+def rope_cos_sin(config: Phi3Config, positions: jax.Array, valid: jax.Array):
+    """cos, sin [B, T, rotary_dim] in float32.
+
+    positions: [B, T] int; valid: [B, T] bool (tokens that count for the long/short choice).
+    """
+    positions = positions.astype(jnp.float32)
+    if config.rope_scaling is None:
+        inv_freq = jnp.asarray(_inv_freq(config, None))[None, :]  # [1, R/2]
+    else:
+        short = jnp.asarray(_inv_freq(config, config.rope_scaling.short_factor))
+        long = jnp.asarray(_inv_freq(config, config.rope_scaling.long_factor))
+        max_pos = jnp.max(jnp.where(valid, positions, 0.0), axis=1)  # [B]
+        use_long = max_pos + 1 > config.original_max_position_embeddings  # [B]
+        inv_freq = jnp.where(use_long[:, None], long[None], short[None])  # [B, R/2]
+    freqs = positions[:, :, None] * inv_freq[:, None, :]  # [B, T, R/2]
+    emb = jnp.concatenate([freqs, freqs], axis=-1)  # [B, T, R]
+    scale = rope_attention_factor(config)
+    return jnp.cos(emb) * scale, jnp.sin(emb) * scale
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Rotate-half RoPE on the first R dims of x [B, T, N, H]; cos/sin [B, T, R] (float32)."""
+    rot = cos.shape[-1]
+    x32 = x.astype(jnp.float32)
+    x_rot, x_pass = x32[..., :rot], x32[..., rot:]
+    x1, x2 = x_rot[..., : rot // 2], x_rot[..., rot // 2:]
+    rotated = jnp.concatenate([-x2, x1], axis=-1)
+    out = x_rot * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+    return jnp.concatenate([out, x_pass], axis=-1).astype(x.dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# KV cache
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Cache:
+    """Fixed-size key/value cache.
+
+    Slots are written left to right; ``positions`` records the RoPE position of each slot's token
+    (-1 for an empty slot or a padding token, which are never attended to).
+    """
+
+    k: tuple[jax.Array, ...]  # per layer [B, S, K, H]
+    v: tuple[jax.Array, ...]  # per layer [B, S, K, H]
+    positions: jax.Array  # [B, S] int32
+    index: jax.Array  # [] int32, next slot to write
+
+    @property
+    def max_len(self) -> int:
+        return self.positions.shape[1]
+
+    def next_positions(self) -> jax.Array:
+        """[B] int32: the position following each sequence's last cached token."""
+        return jnp.max(self.positions, axis=1) + 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Layers
+
+
+class Linear(nnx.Module):
+    """Bias-free dense layer, kernel [in, out], with an optional LoRA branch.
+
+    LoRA is attached after construction by setting ``lora_a`` [in, r], ``lora_b`` [r, out]
+    (``nnx.Param``), ``lora_scale`` and optionally ``lora_dropout``; then
+    ``y = x @ kernel + lora_scale * (dropout(x) @ lora_a) @ lora_b``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, dtype, param_dtype,
+                 init_std: float, rngs: nnx.Rngs):
+        init = jax.nn.initializers.normal(stddev=init_std)
+        self.kernel = nnx.Param(init(rngs.params(), (in_features, out_features), param_dtype))
+        self.dtype = dtype
+        self.lora_a = nnx.data(None)
+        self.lora_b = nnx.data(None)
+        self.lora_scale = 1.0
+        self.lora_dropout = nnx.data(None)
+
+    def __call__(self, x: jax.Array, out_dtype=None) -> jax.Array:  # [..., in] -> [..., out]
+        """out_dtype: accumulation/output dtype (default: the compute dtype)."""
+        x = x.astype(self.dtype)
+        y = jnp.dot(x, self.kernel[...].astype(self.dtype), preferred_element_type=out_dtype)
+        if self.lora_a is not None:
+            h = self.lora_dropout(x) if self.lora_dropout is not None else x
+            h = jnp.dot(h, self.lora_a[...].astype(self.dtype))  # [..., r]
+            delta = jnp.dot(h, self.lora_b[...].astype(self.dtype), preferred_element_type=out_dtype)
+            y = y + (self.lora_scale * delta).astype(y.dtype)
+        return y
+
+
+class RMSNorm(nnx.Module):
+    """Root-mean-square norm computed in float32; param ``weight`` [D]."""
+
+    def __init__(self, dim: int, eps: float, *, param_dtype):
+        self.weight = nnx.Param(jnp.ones((dim,), param_dtype))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:  # [..., D]
+        x32 = x.astype(jnp.float32)
+        var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+        y = x32 * jax.lax.rsqrt(var + self.eps)
+        return (y * self.weight[...].astype(jnp.float32)).astype(x.dtype)
+
+
+class Phi3Attention(nnx.Module):
+    """Grouped-query self-attention with fused qkv projection."""
+
+    def __init__(self, config: Phi3Config, *, rngs: nnx.Rngs):
+        c = config
+        self.config = c
+        out = (c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim
+        kw = dict(dtype=c.dtype, param_dtype=c.param_dtype, init_std=c.initializer_range, rngs=rngs)
+        self.qkv_proj = Linear(c.hidden_size, out, **kw)
+        self.o_proj = Linear(c.num_attention_heads * c.head_dim, c.hidden_size, **kw)
+
+    def __call__(self, x, cos, sin, mask, kv_cache, index):
+        """x [B, T, D]; cos/sin [B, T, R]; mask [B, 1, T, S] bool; kv_cache ([B,S,K,H] x2) | None."""
+        c = self.config
+        b, t, _ = x.shape
+        n, kh, h = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        qkv = self.qkv_proj(x)  # [B, T, (N + 2K) H]
+        q = qkv[..., : n * h].reshape(b, t, n, h)
+        k = qkv[..., n * h: (n + kh) * h].reshape(b, t, kh, h)
+        v = qkv[..., (n + kh) * h:].reshape(b, t, kh, h)
+        q = apply_rope(q, cos, sin)
+        k = apply_rope(k, cos, sin)
+        if kv_cache is not None:
+            k_cache, v_cache = kv_cache
+            k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, index, 0, 0))
+            v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, index, 0, 0))
+            kv_cache = (k, v)
+        # cuDNN's fused kernel targets long query blocks; single-token decoding uses XLA.
+        impl = None if t == 1 else c.attention_impl
+        out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask,
+                                           implementation=impl)  # [B, T, N, H]
+        return self.o_proj(out.reshape(b, t, n * h)), kv_cache
+
+
+class Phi3MLP(nnx.Module):
+    """down(up * act(gate)) with fused gate_up projection."""
+
+    def __init__(self, config: Phi3Config, *, rngs: nnx.Rngs):
+        c = config
+        kw = dict(dtype=c.dtype, param_dtype=c.param_dtype, init_std=c.initializer_range, rngs=rngs)
+        self.gate_up_proj = Linear(c.hidden_size, 2 * c.intermediate_size, **kw)
+        self.down_proj = Linear(c.intermediate_size, c.hidden_size, **kw)
+        self.act = c.hidden_act
+
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, T, D]
+        gate, up = jnp.split(self.gate_up_proj(x), 2, axis=-1)  # [B, T, I] each
+        return self.down_proj(up * _ACTIVATIONS[self.act](gate))
+
+
+class Phi3DecoderLayer(nnx.Module):
+    def __init__(self, config: Phi3Config, *, rngs: nnx.Rngs):
+        self.self_attn = Phi3Attention(config, rngs=rngs)
+        self.mlp = Phi3MLP(config, rngs=rngs)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps,
+                                       param_dtype=config.param_dtype)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps,
+                                                param_dtype=config.param_dtype)
+
+    def __call__(self, x, cos, sin, mask, kv_cache, index):
+        attn, kv_cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, kv_cache, index)
+        x = x + attn
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return x, kv_cache
+
+
+def _run_layer(layer, x, cos, sin, mask, kv_cache, index):
+    return layer(x, cos, sin, mask, kv_cache, index)
+
+
+class Phi3Model(nnx.Module):
+    """Embeddings, decoder stack and final norm."""
+
+    def __init__(self, config: Phi3Config, *, rngs: nnx.Rngs):
+        self.config = config
+        self.embed_tokens = nnx.Embed(
+            config.vocab_size, config.hidden_size, dtype=config.dtype,
+            param_dtype=config.param_dtype,
+            embedding_init=jax.nn.initializers.normal(stddev=config.initializer_range), rngs=rngs)
+        self.layers = nnx.List([Phi3DecoderLayer(config, rngs=rngs)
+                                for _ in range(config.num_hidden_layers)])
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, param_dtype=config.param_dtype)
+
+
+class Phi3ForCausalLM(nnx.Module):
+    """Phi-3 causal language model; parameter paths mirror Hugging Face names."""
+
+    def __init__(self, config: Phi3Config, *, rngs: nnx.Rngs):
+        config.validate()
+        self.config = config
+        self.model = Phi3Model(config, rngs=rngs)
+        if config.tie_word_embeddings:
+            self.lm_head = None
+        else:
+            self.lm_head = Linear(config.hidden_size, config.vocab_size, dtype=config.dtype,
+                                  param_dtype=config.param_dtype,
+                                  init_std=config.initializer_range, rngs=rngs)
+
+    def embed(self, input_ids: jax.Array) -> jax.Array:
+        """Token embeddings [B, T, D] in the compute dtype (what ``inputs_embeds`` expects)."""
+        return self.model.embed_tokens(input_ids).astype(self.config.dtype)
+
+    def init_cache(self, batch_size: int, max_len: int, dtype=None) -> Cache:
+        """An empty cache of ``max_len`` slots (dtype defaults to the compute dtype)."""
+        c = self.config
+        dtype = dtype or c.dtype
+        shape = (batch_size, max_len, c.num_key_value_heads, c.head_dim)
+        zeros = tuple(jnp.zeros(shape, dtype) for _ in range(c.num_hidden_layers))
+        return Cache(k=zeros, v=tuple(jnp.zeros(shape, dtype) for _ in range(c.num_hidden_layers)),
+                     positions=jnp.full((batch_size, max_len), -1, jnp.int32),
+                     index=jnp.zeros((), jnp.int32))
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """Float32 logits [B, T, V] from final hidden states [B, T, D]."""
+        if self.lm_head is None:
+            w = self.model.embed_tokens.embedding[...].astype(self.config.dtype)  # [V, D]
+            return jnp.einsum("btd,vd->btv", hidden, w, preferred_element_type=jnp.float32)
+        return self.lm_head(hidden, out_dtype=jnp.float32)
+
+    def __call__(self, input_ids=None, attention_mask=None, *, inputs_embeds=None, positions=None,
+                 cache: Cache | None = None, return_hidden: bool = False):
+        """Runs the model.
+
+        Args:
+          input_ids: [B, T] int token ids, or None when ``inputs_embeds`` is given.
+          attention_mask: [B, T], 1 for real tokens, 0 for padding (default: all real).
+          inputs_embeds: [B, T, D] input embeddings instead of ids.
+          positions: [B, T] RoPE positions; default ``cumsum(mask) - 1`` (continuing after the
+            cache's last token when a cache is given).
+          cache: a ``Cache``; the new keys/values are written at ``cache.index``.
+          return_hidden: also return the final (normed) hidden states [B, T, D].
+
+        Returns:
+          logits [B, T, V] float32; ``(logits, hidden)`` with ``return_hidden``; the new cache is
+          appended as the last tuple element when ``cache`` is given.
+        """
+        c = self.config
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("exactly one of input_ids / inputs_embeds must be given")
+        x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds.astype(c.dtype)
+        b, t, _ = x.shape  # [B, T, D]
+        mask = (jnp.ones((b, t), bool) if attention_mask is None
+                else jnp.asarray(attention_mask).astype(bool))  # [B, T]
+        if positions is None:
+            start = jnp.zeros((b,), jnp.int32) if cache is None else cache.next_positions()
+            positions = start[:, None] + jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1
+            positions = jnp.maximum(positions, 0)
+        positions = positions.astype(jnp.int32)  # [B, T]
+        chunk_key_pos = jnp.where(mask, positions, -1)  # [B, T]
+
+        if cache is None:
+            index = jnp.zeros((), jnp.int32)
+            key_pos = chunk_key_pos  # [B, S=T]
+        else:
+            index = cache.index
+            key_pos = jax.lax.dynamic_update_slice(cache.positions, chunk_key_pos, (0, index))
+        s = key_pos.shape[1]
+        q_slot = index + jnp.arange(t)  # [T]
+        attn_mask = (key_pos[:, None, :] >= 0) & (jnp.arange(s)[None, None, :] <= q_slot[None, :, None])
+        if c.sliding_window is not None:
+            attn_mask &= positions[:, :, None] - key_pos[:, None, :] < c.sliding_window
+        attn_mask = attn_mask[:, None]  # [B, 1, T, S]
+
+        cos, sin = rope_cos_sin(c, positions, mask)  # [B, T, R]
+        run = nnx.remat(_run_layer) if c.remat else _run_layer
+        new_k, new_v = [], []
+        for i, layer in enumerate(self.model.layers):
+            kv = None if cache is None else (cache.k[i], cache.v[i])
+            x, kv = run(layer, x, cos, sin, attn_mask, kv, index)
+            if cache is not None:
+                new_k.append(kv[0])
+                new_v.append(kv[1])
+        hidden = self.model.norm(x)  # [B, T, D]
+        logits = self.logits(hidden)  # [B, T, V]
+
+        out = (logits, hidden) if return_hidden else (logits,)
+        if cache is not None:
+            out = out + (Cache(k=tuple(new_k), v=tuple(new_v), positions=key_pos, index=index + t),)
+        return out[0] if len(out) == 1 else out
