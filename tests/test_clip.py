@@ -288,3 +288,23 @@ def test_cli_module_entry_point(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"error: {bad}: field '<json>': malformed JSON: " \
         "Expecting property name enclosed in double quotes at line 1 column 2"
+
+
+def test_image_size_corrects_separately_normalised_keypoints():
+    from wavepose_jax.data.synthetic import generate_clip
+
+    d = generate_clip(3, "squat", max_reps=3)
+    pixels = np.asarray(d["keypoints"], np.float64)
+    w, h = 1920.0, 1080.0
+    normalised = (pixels / np.array([w, h])).tolist()
+    ref = clip_lib.clip_from_dict({"fps": d["fps"], "keypoints": d["keypoints"],
+                                   "confidence": d["confidence"], "exercise": "squat"})
+    fixed = clip_lib.clip_from_dict({"fps": d["fps"], "keypoints": normalised, "image_size": [w, h],
+                                     "confidence": d["confidence"], "exercise": "squat"})
+    raw = clip_lib.clip_from_dict({"fps": d["fps"], "keypoints": normalised,
+                                   "confidence": d["confidence"], "exercise": "squat"})
+    knee = "knee_angle_trajectory"
+    np.testing.assert_allclose(fixed.signals[knee], ref.signals[knee], atol=1e-2)
+    assert np.abs(raw.signals[knee] - ref.signals[knee]).max() > 2.0  # uncorrected: distorted
+    with pytest.raises(ClipError, match="image_size"):
+        clip_lib.clip_from_dict({"fps": 30, "keypoints": normalised, "image_size": [0, 1]})

@@ -55,7 +55,7 @@ NORMALIZATIONS = ("physical", "minmax")
 
 # Keys of the contract handled by this module; every other key goes to Clip.meta.
 _KNOWN_KEYS = frozenset(SIGNAL_NAMES) | {
-    "keypoints", "confidence", "fps", "n_frames", "exercise", "video_id", "expert",
+    "keypoints", "confidence", "image_size", "fps", "n_frames", "exercise", "video_id", "expert",
     "wave_features", "LANGUAGE", "faults"}
 
 # Types of the seed ``wave_features`` schema: a dict is a nested object, a list of one dict a
@@ -349,8 +349,9 @@ def _signals(d: dict, fps: float, src: str):
         if lengths and keypoints.shape[0] != next(iter(lengths.values())):
             raise ClipError(src, "keypoints", f"{keypoints.shape[0]} frames but the signals "
                             f"have {next(iter(lengths.values()))}")
+        aspect = _aspect_ratio(d, keypoints, src)
         try:
-            derived = pose.keypoints_to_signals(keypoints, confidence, fps)
+            derived = pose.keypoints_to_signals(keypoints, confidence, fps, aspect_ratio=aspect)
         except ValueError as e:
             raise ClipError(src, "keypoints", str(e)) from None
         for name, x in derived.items():
@@ -370,6 +371,25 @@ def _signals(d: dict, fps: float, src: str):
     if not any(present.values()):
         raise ClipError(src, "signals", "every channel is entirely null")
     return signals, present, _as_f32(keypoints), _as_f32(confidence)
+
+
+def _aspect_ratio(d: dict, keypoints: np.ndarray, src: str) -> float:
+    """Width / height from the optional ``image_size`` [w, h] when keypoints are normalised.
+
+    Normalised keypoints (every coordinate within [0, 1.5]) from estimators that divide x by the
+    width and y by the height distort angles unless x is scaled back by w / h. Pixel keypoints
+    need no correction, so ``image_size`` is ignored for them.
+    """
+    size = d.get("image_size")
+    if size is None:
+        return 1.0
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in size)
+            or not all(math.isfinite(v) and v > 0 for v in size)):
+        raise ClipError(src, "image_size", f"expected [width, height] > 0, got {size!r}")
+    finite = keypoints[np.isfinite(keypoints)]
+    normalised = finite.size > 0 and finite.min() >= 0.0 and finite.max() <= 1.5
+    return float(size[0]) / float(size[1]) if normalised else 1.0
 
 
 def _as_f32(x: np.ndarray | None) -> np.ndarray | None:
