@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from wavepose_jax import hf
-from wavepose_jax.generate import bucket_length, generate, generate_core
+from wavepose_jax.generate import (bucket_length, decode_chunk, decode_chunk_core, generate,
+                                   generate_core, generate_stream, prefill)
 
 NEW = 32
 LENGTHS = (5, 11, 17)  # with 32 new tokens every row crosses original_max_position_embeddings=32
@@ -86,6 +87,48 @@ def test_sampling(setup):
     assert (np.asarray(a) != np.asarray(c)).any() and (np.asarray(a) != np.asarray(greedy)).any()
     with pytest.raises(ValueError, match="rng"):
         generate(model, ids, mask, temperature=1.0)
+
+
+def test_stream_equals_generate_with_eos(setup):
+    _, model, _, ids, mask = setup
+    ids, mask = ids[1:], mask[1:]  # two prompts of different lengths (11 and 17)
+    ref = np.asarray(generate(model, ids, mask, max_new_tokens=NEW).tokens)
+    eos = int(ref[0, 6])  # row 0 stops at step 6 (or earlier), row 1 at its first `eos` if any
+    out = generate(model, ids, mask, max_new_tokens=NEW, eos_ids=(eos,), pad_id=-1)
+    lengths = np.asarray(out.lengths)
+    assert lengths[0] <= 7 and lengths[0] < lengths[1] < NEW  # both rows stop early
+
+    compiled = decode_chunk_core._cache_size()
+    pieces = list(generate_stream(model, ids, mask, chunk=3, max_new_tokens=NEW, eos_ids=(eos,),
+                                  pad_id=-1))
+    assert [p.shape[1] for p in pieces[:2]] == [1, 3] and all(p.shape[1] >= 1 for p in pieces)
+    streamed = np.concatenate(pieces, axis=1)
+    assert streamed.shape[1] == lengths.max()  # stops once every row has hit eos or the budget
+    np.testing.assert_array_equal(streamed, np.asarray(out.tokens)[:, :streamed.shape[1]])
+    assert (np.asarray(out.tokens)[:, streamed.shape[1]:] == -1).all()
+    assert decode_chunk_core._cache_size() == compiled + 1  # every chunk ran one program
+
+    # Without eos every row runs to the budget, across the LongRoPE switch point (position 32).
+    pieces = list(generate_stream(model, ids, mask, chunk=3, max_new_tokens=NEW))
+    assert sum(p.shape[1] for p in pieces) == NEW and pieces[-1].shape[1] == (NEW - 1) % 3
+    np.testing.assert_array_equal(np.concatenate(pieces, axis=1), ref)
+    assert decode_chunk_core._cache_size() == compiled + 1
+
+
+def test_prefill_and_decode_chunk(setup):
+    _, model, _, ids, mask = setup
+    ref = generate(model, ids, mask, max_new_tokens=8, temperature=2.0, rng=jax.random.key(3))
+    state, first = prefill(model, ids, mask, max_new_tokens=8, temperature=2.0,
+                           rng=jax.random.key(3))
+    state, rest = decode_chunk(model, state, 4)
+    state, tail = decode_chunk(model, state, 4)  # only 3 steps left
+    assert int(state.step) == 8 and state.finished()
+    np.testing.assert_array_equal(np.concatenate([first[:, None], rest, tail[:, :3]], axis=1),
+                                  ref.tokens)  # sampling draws the same keys as generate
+    assert (np.asarray(tail[:, 3]) == 0).all()
+    np.testing.assert_array_equal(state.lengths, ref.lengths)
+    with pytest.raises(ValueError, match="chunk"):
+        next(generate_stream(model, ids, mask, chunk=0))
 
 
 def test_bucket_length():
