@@ -1,0 +1,301 @@
+"""Fine-tune WavePose (motion encoder + bridge + LoRA on a frozen Phi-3) on exercise clips.
+
+    python train.py --config configs/tiny.py --workdir runs/tiny
+    python train.py --config configs/base.py --config.data.dir=clips/ --workdir runs/base \
+        [--config.train.steps=100 ...]
+
+Writes WORKDIR/metrics.jsonl, WORKDIR/tensorboard/, WORKDIR/checkpoints/ and, at the end, the
+evaluation of held-out clips in WORKDIR/eval.json. A run resumes from the latest checkpoint
+in WORKDIR (parameters, optimizer state, step and data position). A bad config, path or data
+directory is reported in one line on stderr with exit status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+from tqdm import tqdm
+
+from wavepose_jax import evaluate as evaluate_lib
+from wavepose_jax import hf
+from wavepose_jax import sharding as sharding_lib
+from wavepose_jax.data import pipeline, synthetic
+from wavepose_jax.data.schema import ClipError
+from wavepose_jax.models import wavellm
+from wavepose_jax.training import checkpoint as ckpt_lib
+from wavepose_jax.training import distributed
+from wavepose_jax.training import metrics as metrics_lib
+from wavepose_jax.training import state as state_lib
+from wavepose_jax.training import step as step_lib
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Run directory (logs, checkpoints).")
+
+
+def _synthetic_dir(root: str, n: int, seed: int) -> str:
+    """Generates n synthetic clips with `seed` under root (once; deterministic content)."""
+    out = os.path.join(root, f"synthetic-n{n}-seed{seed}")
+    if not os.path.isdir(out):
+        tmp = f"{out}.tmp{os.getpid()}"
+        synthetic.write_dataset(tmp, n=n, seed=seed)
+        os.replace(tmp, out)
+    return out
+
+
+class _BarConsole:
+    """A text stream that prints whole lines above the progress bar (tqdm.write)."""
+
+    def __init__(self):
+        self._buffer = ""
+
+    def write(self, text: str) -> None:
+        self._buffer += text
+        *lines, self._buffer = self._buffer.split("\n")
+        for line in lines:
+            tqdm.write(line, file=sys.stdout)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+class Trainer:
+    """One training run: data, model, state, jitted steps, logging and checkpoints."""
+
+    def __init__(self, config: Any, workdir: str):
+        self.config, self.workdir = config, workdir
+        self.is_main = jax.process_index() == 0
+        self.mesh = sharding_lib.make_mesh(dict(config.mesh))
+        self.tokenizer = hf.load_tokenizer(config.llm.path)
+
+        data_dir = config.data.dir or _synthetic_dir(
+            os.path.join(workdir, "data"), config.data.synthetic_n, config.data.synthetic_seed)
+        self.train_src, self.val_src, report = pipeline.prepare_dataset(
+            data_dir, self.tokenizer, config)
+        self.log(f"data: {data_dir}: {report.summary()}")
+
+        model = wavellm.build_wavellm(config, mesh=self.mesh)
+        counts = wavellm.param_counts(model)
+        self.log("params: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+        llm_cfg = model.llm.config
+        self._flops_args = dict(num_params=counts["base"] + counts["lora"],
+                                num_layers=llm_cfg.num_hidden_layers,
+                                attention_dim=llm_cfg.num_attention_heads * llm_cfg.head_dim)
+        self.num_soft = model.num_soft_tokens
+        self.state = state_lib.create_train_state(model, config, self.mesh)
+        self.ckpt = ckpt_lib.Checkpointer(
+            workdir, keep=config.train.keep_checkpoints, config=config,
+            base=ckpt_lib.base_record_of(model.llm, path=config.llm.path))
+        self.loader = pipeline.make_train_loader(
+            self.train_src, config, seed=config.train.seed, process_index=jax.process_index(),
+            process_count=jax.process_count())
+        self.writer = metrics_lib.MetricsWriter(workdir, console=_BarConsole())
+        self.peak_flops = metrics_lib.peak_flops()
+        self._train_step = self._eval_step = None
+
+    def log(self, message: str) -> None:
+        if self.is_main:
+            tqdm.write(message, file=sys.stdout)
+
+    # -- steps -----------------------------------------------------------------------------------
+
+    def _global(self, batch):
+        return distributed.global_batch(step_lib.model_batch(batch), self.mesh)
+
+    def train_step(self, batch, rng):
+        batch = self._global(batch)
+        if self._train_step is None:
+            self._train_step = step_lib.jit_train_step(
+                self.state, batch, self.mesh, grad_accum=self.config.train.grad_accum)
+        self.state, metrics = self._train_step(self.state, batch, rng)
+        return metrics, batch["tokens"].shape[1]
+
+    def validate(self) -> dict[str, float]:
+        """Token-mean CE over the whole validation split."""
+        ce_sum = num_tokens = 0.0
+        batches = pipeline.make_eval_batches(
+            self.val_src, self.config, process_index=jax.process_index(),
+            process_count=jax.process_count())
+        for batch in batches:
+            batch = self._global(batch)
+            if self._eval_step is None:
+                self._eval_step = step_lib.jit_eval_step(self.state, batch, self.mesh)
+            sums = jax.device_get(self._eval_step(self.state, batch))
+            ce_sum += float(sums["ce_sum"])
+            num_tokens += float(sums["num_tokens"])
+        return {"val_loss": ce_sum / max(num_tokens, 1.0)}
+
+    def samples(self) -> list[dict[str, str]]:
+        """Greedy feedback for the first validation clips (single-process runs)."""
+        n = min(int(self.config.train.num_eval_samples), len(self.val_src))
+        if n == 0:
+            return []
+        examples = [self.val_src[i] for i in range(n)]
+        batch = pipeline.collate(examples, self.config, pipeline.pad_id(self.tokenizer))
+        width = int(batch["prompt_len"].max())
+        prompt_mask = np.arange(width)[None] < batch["prompt_len"][:, None]
+        out = self.state.model().generate_feedback(
+            batch["waves"], batch["frame_mask"], batch["tokens"][:, :width], prompt_mask,
+            max_new_tokens=int(self.config.eval.max_new_tokens),
+            eos_ids=evaluate_lib.stop_ids(self.tokenizer))
+        tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+        return [{"video_id": e["info"].video_id,
+                 "generated": self.tokenizer.decode(tokens[i, :lengths[i]].tolist(),
+                                                    skip_special_tokens=True).strip(),
+                 "reference": e["info"].language} for i, e in enumerate(examples)]
+
+    # -- loop ------------------------------------------------------------------------------------
+
+    def restore(self) -> int:
+        """Resumes from the latest checkpoint in the workdir; returns the first step to run."""
+        if self.ckpt.latest_step() is None:
+            return 0
+        items = self.state.checkpoint_items()
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), items)
+        restored = self.ckpt.restore(abstract_state=abstract, data_iterator=self.loader)
+        self.state = self.state.replace_checkpoint_items(restored.state)
+        self.log(f"resumed from {self.ckpt.directory}/{restored.step}")
+        return int(restored.step)
+
+    def save(self, step: int, metrics: dict[str, float] | None) -> None:
+        self.ckpt.save(step, self.state.checkpoint_items(), data_iterator=self.loader,
+                       metrics=metrics, force=True)
+
+    def _log_window(self, step: int, pending: list, window_start: float, bar: tqdm) -> None:
+        """Writes the metrics of the last step and the throughput of the steps since the last log."""
+        fetched = jax.device_get([m for m, _ in pending])  # waits for the dispatched steps
+        elapsed = time.perf_counter() - window_start
+        last = {k: float(v) for k, v in fetched[-1].items()}
+        tokens_per_s = float(np.sum([m["tokens"] for m in fetched])) / elapsed
+        flops = metrics_lib.flops_per_token(seq_len=self.num_soft + pending[-1][1],
+                                            **self._flops_args)
+        self.writer.write(step, {
+            "loss": last["loss"], "aux_loss": last["aux_loss"], "lr": last["lr"],
+            "grad_norm": last["grad_norm"], "tokens_per_s": tokens_per_s,
+            "step_time_s": elapsed / len(pending),
+            "mfu": metrics_lib.mfu(tokens_per_s, flops, self.peak_flops)})
+        bar.set_postfix(loss=f"{last['loss']:.3f}")
+
+    def fit(self) -> None:
+        t = self.config.train
+        start = self.restore()
+        rng = jax.random.key(int(t.seed))
+        pending, window_start = [], time.perf_counter()
+        bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="train",
+                   disable=not self.is_main, file=sys.stderr, dynamic_ncols=True)
+        for step in bar:
+            pending.append(self.train_step(next(self.loader), rng))
+            done = step + 1
+            if done % t.log_every == 0 or done == t.steps:
+                self._log_window(done, pending, window_start, bar)
+                pending = []
+            val = None
+            if (t.eval_every and done % t.eval_every == 0) or done == t.steps:
+                if len(self.val_src):
+                    val = self.validate()
+                    self.writer.write(done, val)
+                if jax.process_count() == 1:
+                    for sample in self.samples():
+                        self.log(f"  sample {sample['video_id']}: {sample['generated']!r}\n"
+                                 f"  reference: {sample['reference']!r}")
+            if done % t.ckpt_every == 0 or done == t.steps:
+                self.save(done, val)
+            if not pending:  # time the next window from here, validation excluded
+                window_start = time.perf_counter()
+        bar.close()
+        self.ckpt.wait()
+
+    def evaluate_heldout(self) -> dict[str, Any] | None:
+        """Runs evaluate.py on held-out clips (or the validation split); writes eval.json."""
+        e = self.config.eval
+        if jax.process_count() > 1:
+            self.log("evaluation skipped in a multi-process run: run "
+                     f"`python -m wavepose_jax.evaluate --ckpt {self.workdir} --data DIR`")
+            return None
+        if e.heldout_dir or e.synthetic_n:
+            heldout = e.heldout_dir or _synthetic_dir(
+                os.path.join(self.workdir, "data"), e.synthetic_n, e.synthetic_seed)
+            good, examples, _ = pipeline.scan_clips(
+                pipeline.list_clip_files(heldout), self.tokenizer, self.config)
+            source = pipeline.ExampleSource(good, self.tokenizer, self.config, examples)
+            where = heldout
+        else:
+            source, where = self.val_src, "validation split"
+        if len(source) == 0:
+            self.log("evaluation skipped: no held-out clips")
+            return None
+        result = evaluate_lib.evaluate(self.state.model(), source, self.tokenizer, self.config)
+        result = {"data": where, "step": int(self.state.step), **result}
+        text = json.dumps(result, indent=2)
+        with open(os.path.join(self.workdir, "eval.json"), "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        print(text)
+        return result
+
+    def close(self) -> None:
+        self.ckpt.close()
+        self.writer.close()
+
+
+def run(config: Any, workdir: str) -> dict[str, Any] | None:
+    """Trains, then evaluates; returns the evaluation result (None when skipped)."""
+    distributed.initialize(config)
+    os.makedirs(workdir, exist_ok=True)
+    trainer = Trainer(config, workdir)
+    try:
+        trainer.fit()
+        return trainer.evaluate_heldout()
+    finally:
+        trainer.close()
+
+
+def _one_line(error: BaseException) -> str:
+    """The message of an error (unwrapping exceptions wrapped as arguments) on one line."""
+    while error.args and isinstance(error.args[0], BaseException):
+        error = error.args[0]
+    text = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
+    return " ".join(text.split())
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing; a bad config file or override is one line on stderr, exit 1."""
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, OSError, TypeError, ValueError) as e:
+        print(f"error: command line: {_one_line(e)}", file=sys.stderr)
+        sys.exit(1)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+
+    logging.set_verbosity(logging.WARNING)  # keep Orbax's per-save INFO lines off the console
+    config = _CONFIG.value
+    try:
+        config.get("llm")  # a config file that failed to load raises here
+    except OSError as e:  # the config file is missing or failed to import
+        print(f"error: --config: {_one_line(e)}", file=sys.stderr)
+        sys.exit(1)
+    except AttributeError:  # no --config given: the value is None
+        print("error: --config is required (e.g. --config configs/tiny.py)", file=sys.stderr)
+        sys.exit(1)
+    try:
+        run(config, _WORKDIR.value)
+    except (hf.WeightsError, ClipError, ckpt_lib.CheckpointMismatchError, FileNotFoundError,
+            ValueError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,148 @@
+"""LoRA as low-rank deltas on the language model's Linear layers, and the trainable predicate.
+
+A targeted Linear (phi3.Linear, `kernel` [in, out]) gains
+
+    lora_a [in, r]  ~ U(-1/sqrt(in), 1/sqrt(in))   (PEFT's kaiming-uniform with a = sqrt(5))
+    lora_b [r, out] = 0
+    lora_scale = alpha / r,   lora_dropout = Dropout(p) on the LoRA branch input
+                              (deterministic unless viewed with deterministic=False)
+
+so y = x @ kernel + lora_scale * (dropout(x) @ lora_a) @ lora_b, which equals the base layer
+until B moves. Base parameter paths are unchanged: the deltas sit beside the kernel
+(`.../self_attn/qkv_proj/lora_a`), so Hugging Face weights load and PEFT adapters export
+without renaming.
+
+Targets are regexes over module paths relative to the language model; the defaults hit
+Phi-3's fused projections (`qkv_proj`, `o_proj`, `gate_up_proj`, `down_proj`) in every layer.
+
+`is_trainable(path, config)` is the one predicate deciding what trains (regexes over the
+flattened parameter path of the composed model, e.g. `llm/model/layers/3/mlp/down_proj/lora_b`);
+`trainable_filter(config)` turns it into an NNX filter for `nnx.split`, and the optimizer
+labels (training/optim.py) are derived from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# Fused Phi-3 projections of every decoder layer.
+DEFAULT_TARGETS: tuple[str, ...] = (
+    r".*self_attn/(qkv_proj|o_proj)",
+    r".*mlp/(gate_up_proj|down_proj)",
+)
+# Encoder, bridge and the LoRA deltas; `(".*",)` trains everything (full fine-tuning).
+DEFAULT_TRAINABLE: tuple[str, ...] = (r"encoder/.*", r"bridge/.*", r".*/lora_[ab]")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+    """Hyper-parameters of the LoRA deltas."""
+
+    rank: int = 32  # r; 0 disables LoRA
+    alpha: float = 64.0  # scale = alpha / r
+    dropout: float = 0.05  # dropout on the LoRA branch input (training only)
+    targets: tuple[str, ...] = DEFAULT_TARGETS  # regexes over module paths of the LLM
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> LoraConfig:
+        """From a `config.lora` group (any object with rank/alpha/dropout/targets attributes)."""
+        return cls(rank=int(cfg.rank), alpha=float(cfg.alpha), dropout=float(cfg.dropout),
+                   targets=tuple(cfg.targets))
+
+
+def path_str(path: Sequence[Any]) -> str:
+    """('llm', 'model', 'layers', 0, 'mlp') -> 'llm/model/layers/0/mlp'.
+
+    Accepts NNX paths (strings and ints) and JAX key paths (DictKey / SequenceKey / GetAttrKey;
+    the trailing `.value` of an NNX Variable is dropped).
+    """
+    parts = []
+    for key in path:
+        if isinstance(key, jax.tree_util.DictKey):
+            key = key.key
+        elif isinstance(key, jax.tree_util.SequenceKey):
+            key = key.idx
+        elif isinstance(key, jax.tree_util.GetAttrKey):
+            if key.name == "value":
+                continue
+            key = key.name
+        parts.append(str(key))
+    return "/".join(parts)
+
+
+def _has_lora_hook(module: Any) -> bool:
+    return isinstance(module, nnx.Module) and hasattr(module, "kernel") and hasattr(module, "lora_a")
+
+
+def lora_modules(model: nnx.Module, targets: Sequence[str]) -> list[tuple[str, nnx.Module]]:
+    """(path, module) of every Linear with the LoRA hook whose path fully matches a target."""
+    patterns = [re.compile(t) for t in targets]
+    found = []
+    for path, module in nnx.iter_modules(model):
+        name = path_str(path)
+        if _has_lora_hook(module) and any(p.fullmatch(name) for p in patterns):
+            found.append((name, module))
+    return found
+
+
+def apply_lora(model: nnx.Module, lora_cfg: LoraConfig | Any, rngs: nnx.Rngs) -> int:
+    """Attaches LoRA deltas in place to the targeted Linear layers of `model`.
+
+    Args:
+      model: the language model (e.g. phi3.Phi3ForCausalLM); its Linear layers expose the hook.
+      lora_cfg: `LoraConfig` or a `config.lora` group.
+      rngs: `params` draws A; `dropout` seeds the LoRA dropout streams.
+
+    Returns:
+      The number of LoRA parameters added (0 when rank is 0).
+
+    Raises:
+      ValueError: the targets match no Linear layer, or rank/alpha/dropout are out of range.
+    """
+    cfg = lora_cfg if isinstance(lora_cfg, LoraConfig) else LoraConfig.from_config(lora_cfg)
+    if cfg.rank < 0:
+        raise ValueError(f"config field 'lora.rank': must be >= 0, got {cfg.rank}")
+    if cfg.rank == 0:
+        return 0
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ValueError(f"config field 'lora.dropout': must be in [0, 1), got {cfg.dropout}")
+    modules = lora_modules(model, cfg.targets)
+    if not modules:
+        raise ValueError(f"config field 'lora.targets': {list(cfg.targets)} match no Linear "
+                         "layer of the language model")
+    added = 0
+    for _, linear in modules:
+        d_in, d_out = linear.kernel.shape  # [in, out]
+        bound = 1.0 / math.sqrt(d_in)
+        linear.lora_a = nnx.Param(jax.random.uniform(
+            rngs.params(), (d_in, cfg.rank), jnp.float32, -bound, bound))  # [in, r]
+        linear.lora_b = nnx.Param(jnp.zeros((cfg.rank, d_out), jnp.float32))  # [r, out]
+        linear.lora_scale = cfg.alpha / cfg.rank
+        # Off unless a caller views the model with deterministic=False (WaveLLM training).
+        linear.lora_dropout = (nnx.Dropout(cfg.dropout, deterministic=True, rngs=rngs)
+                               if cfg.dropout > 0 else None)
+        added += cfg.rank * (d_in + d_out)
+    return added
+
+
+def is_trainable(path: Sequence[Any] | str, config: Any) -> bool:
+    """Whether the parameter at `path` trains: a `config.train.trainable` regex fully matches it.
+
+    `path` is a flattened parameter path of the composed model (`encoder/...`, `bridge/...`,
+    `llm/model/layers/0/self_attn/qkv_proj/lora_a`) as a string or a tuple of keys.
+    """
+    name = path if isinstance(path, str) else path_str(path)
+    return any(re.fullmatch(p, name) for p in config.train.trainable)
+
+
+def trainable_filter(config: Any) -> nnx.All:
+    """NNX filter selecting the trainable parameters: `nnx.Param` and `is_trainable`."""
+    return nnx.All(nnx.Param, lambda path, _: is_trainable(path, config))

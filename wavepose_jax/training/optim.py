@@ -1,0 +1,76 @@
+"""The optimizer: AdamW with warmup + cosine, global-norm clipping, one learning rate per group.
+
+Groups come from the one trainable predicate (`lora.is_trainable`):
+
+    encoder   trainable leaves under `encoder/`          peak lr = train.lr_encoder
+    adapter   every other trainable leaf (bridge, LoRA,  peak lr = train.lr_bridge_lora
+              and the LLM itself under full fine-tuning)
+    frozen    leaves the predicate rejects              no update (optax.set_to_zero)
+
+The train step differentiates only the trainable state, so `frozen` never reaches the
+optimizer there and optimizer moments exist only for trainable leaves; the label keeps the
+transform correct on any tree it is given. Weight decay applies to matrices (ndim >= 2) only,
+not to norms, biases or gates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import optax
+
+from wavepose_jax.models.lora import is_trainable, path_str
+
+ENCODER, ADAPTER, FROZEN = "encoder", "adapter", "frozen"
+
+
+def param_label(path: Any, config: Any) -> str:
+    """Optimizer group of the parameter at `path` (a key path or 'a/b/c' string)."""
+    name = path if isinstance(path, str) else path_str(path)
+    if not is_trainable(name, config):
+        return FROZEN
+    return ENCODER if name.startswith("encoder/") else ADAPTER
+
+
+def param_labels(params: Any, config: Any) -> Any:
+    """Tree of group labels with the structure of `params` (an nnx.State or any pytree)."""
+    return jax.tree_util.tree_map_with_path(lambda kp, _: param_label(kp, config), params)
+
+
+def make_schedule(peak_lr: float, config: Any) -> optax.Schedule:
+    """Linear warmup from 0 to `peak_lr`, then cosine decay to `peak_lr * min_lr_ratio`."""
+    t = config.train
+    steps = max(int(t.steps), 1)
+    warmup = min(int(t.warmup_steps), steps - 1)
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=float(peak_lr), warmup_steps=warmup, decay_steps=steps,
+        end_value=float(peak_lr) * float(t.min_lr_ratio))
+
+
+def _decay_mask(params: Any) -> Any:
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def make_optimizer(config: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """(optimizer, schedule of the bridge + LoRA group, the one reported as `lr`).
+
+    Gradients are clipped to global norm `train.clip_norm` before AdamW.
+    """
+    t = config.train
+    schedules = {ENCODER: make_schedule(t.lr_encoder, config),
+                 ADAPTER: make_schedule(t.lr_bridge_lora, config)}
+
+    def adamw(schedule):
+        return optax.adamw(schedule, b1=float(t.adam_b1), b2=float(t.adam_b2),
+                           eps=float(t.adam_eps), weight_decay=float(t.weight_decay),
+                           mask=_decay_mask)
+
+    tx = optax.chain(
+        optax.clip_by_global_norm(float(t.clip_norm)),
+        optax.multi_transform(
+            {ENCODER: adamw(schedules[ENCODER]), ADAPTER: adamw(schedules[ADAPTER]),
+             FROZEN: optax.set_to_zero()},
+            lambda params: param_labels(params, config)),
+    )
+    return tx, schedules[ADAPTER]

@@ -1,0 +1,174 @@
+"""Train state: the model split by the trainable predicate, optimizer state, step; memory report.
+
+    graphdef, params, frozen, rest = nnx.split(model, trainable_filter(config), nnx.Param, ...)
+
+`params` (encoder, bridge, LoRA; everything under full fine-tuning) are kept in float32 and are
+the only leaves that get gradients and optimizer moments; `frozen` (the base weights, in
+`llm.param_dtype`) pass through the step untouched; `rest` holds non-parameter variables (RNG
+streams, the bridge's measured embedding scale).
+
+On a mesh, the optimizer state is created by a jitted `tx.init` whose output shardings mirror
+the parameters' (derived from `jax.eval_shape`), so it is born sharded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx, struct
+
+from wavepose_jax.models import wavellm
+from wavepose_jax.models.lora import trainable_filter
+from wavepose_jax.models.phi3 import Phi3Config
+from wavepose_jax.training.optim import make_optimizer
+
+
+class TrainState(struct.PyTreeNode):
+    """Everything a train step reads and writes. Pytree; graphdef/tx/lr_fn are static."""
+
+    step: jax.Array  # [] int32
+    params: nnx.State  # trainable, float32
+    frozen: nnx.State  # frozen parameters (base weights)
+    rest: nnx.State  # non-parameter variables (RNG streams, constants)
+    opt_state: optax.OptState
+    graphdef: nnx.GraphDef = struct.field(pytree_node=False)
+    tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    lr_fn: optax.Schedule = struct.field(pytree_node=False)
+
+    def model(self) -> wavellm.WaveLLM:
+        """The model these parameters describe (shares the arrays)."""
+        return nnx.merge(self.graphdef, self.params, self.frozen, self.rest)
+
+    def checkpoint_items(self) -> dict[str, Any]:
+        """What a checkpoint stores: step, trainable parameters, optimizer state."""
+        return {"step": self.step, "params": self.params, "opt_state": self.opt_state}
+
+    def replace_checkpoint_items(self, items: dict[str, Any]) -> TrainState:
+        return self.replace(step=items["step"], params=items["params"],
+                            opt_state=items["opt_state"])
+
+
+def _to_float32(tree: Any) -> Any:
+    return jax.tree.map(
+        lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def _shardings_of(tree: Any) -> Any:
+    return jax.tree.map(lambda x: x.sharding, tree)
+
+
+def opt_state_shardings(tx: optax.GradientTransformation, abstract_opt_state: Any,
+                        param_shardings: Any, mesh: jax.sharding.Mesh) -> Any:
+    """Shardings of the optimizer state: moments like their parameter, the rest replicated."""
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    # Leaves of another optimizer group are MaskedNodes (no array) and stay so.
+    return optax.tree_map_params(
+        tx, lambda leaf, sharding: leaf if isinstance(leaf, optax.MaskedNode) else sharding,
+        abstract_opt_state, param_shardings, transform_non_params=lambda _: replicated,
+        is_leaf=lambda x: isinstance(x, (optax.MaskedNode, jax.sharding.Sharding)))
+
+
+def create_train_state(model: wavellm.WaveLLM, config: Any,
+                       mesh: jax.sharding.Mesh | None = None) -> TrainState:
+    """Splits `model` by the trainable predicate and initialises the optimizer.
+
+    Raises:
+      ValueError: `config.train.trainable` selects no parameter.
+    """
+    graphdef, params, frozen, rest = nnx.split(model, trainable_filter(config), nnx.Param, ...)
+    if not jax.tree.leaves(params):
+        raise ValueError(f"config field 'train.trainable': {list(config.train.trainable)} "
+                         "selects no parameter")
+    tx, lr_fn = make_optimizer(config)
+    if mesh is None:
+        params = jax.jit(_to_float32)(params)
+        opt_state = jax.jit(tx.init)(params)
+        step = jnp.zeros((), jnp.int32)
+    else:
+        param_sh = _shardings_of(params)
+        params = jax.jit(_to_float32, out_shardings=param_sh)(params)
+        abstract_opt = jax.eval_shape(tx.init, params)
+        opt_sh = opt_state_shardings(tx, abstract_opt, param_sh, mesh)
+        opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        step = jax.jit(lambda: jnp.zeros((), jnp.int32), out_shardings=replicated)()
+    return TrainState(step=step, params=params, frozen=frozen, rest=rest, opt_state=opt_state,
+                      graphdef=graphdef, tx=tx, lr_fn=lr_fn)
+
+
+def state_shardings(state: TrainState) -> TrainState:
+    """The sharding of every array leaf of a placed state (for jit in/out shardings)."""
+    return _shardings_of(state)
+
+
+# ------------------------------------------------------------------------------------------------
+# Memory report
+
+
+def _nbytes(tree: Any) -> int:
+    return int(sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize
+                   for x in jax.tree.leaves(tree)))
+
+
+def _count(tree: Any) -> int:
+    return int(sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree)))
+
+
+def memory_report(config: Any, llm_config: Phi3Config | None = None) -> dict[str, int]:
+    """Parameter counts and bytes of a run, from shapes alone (`jax.eval_shape`, no weights).
+
+    Args:
+      config: run config; `config.llm` sets the base dtype, `config.lora` the adapters and
+        `config.train.trainable` what trains (trainable leaves counted in float32).
+      llm_config: the base architecture; default: read from `config.llm.path`'s config.json.
+
+    Returns:
+      base_params, lora_params, trainable_params, frozen_params, and the bytes of
+      frozen_bytes, trainable_bytes, grad_bytes (one gradient per trainable leaf, float32),
+      optimizer_bytes (AdamW moments) and total_bytes (their sum; activations excluded).
+    """
+    from wavepose_jax import hf
+
+    if llm_config is None:
+        llm_config = hf.load_config(config.llm.path)
+    llm_config = wavellm.with_llm_config(llm_config, config)
+
+    def create():
+        return wavellm.create_wavellm(config, llm_config, 1.0, nnx.Rngs(0))
+
+    model = nnx.eval_shape(create)
+    _, params, frozen, _ = nnx.split(model, trainable_filter(config), nnx.Param, ...)
+    params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32)
+                          if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
+    tx, _ = make_optimizer(config)
+    opt_state = jax.eval_shape(tx.init, params)
+    counts = wavellm.param_counts(model)
+    report = {
+        "base_params": counts["base"],
+        "lora_params": counts["lora"],
+        "trainable_params": _count(params),
+        "frozen_params": _count(frozen),
+        "frozen_bytes": _nbytes(frozen),
+        "trainable_bytes": _nbytes(params),
+        "grad_bytes": _nbytes(params),
+        "optimizer_bytes": _nbytes(opt_state),
+    }
+    report["total_bytes"] = sum(report[k] for k in (
+        "frozen_bytes", "trainable_bytes", "grad_bytes", "optimizer_bytes"))
+    return report
+
+
+def format_memory_report(report: dict[str, int]) -> str:
+    """Human-readable lines of `memory_report`."""
+    gib = 1024 ** 3
+    lines = [f"base params {report['base_params']:,} | LoRA params {report['lora_params']:,} | "
+             f"trainable {report['trainable_params']:,} | frozen {report['frozen_params']:,}"]
+    lines += [f"{name:>10}: {report[key] / gib:8.3f} GiB" for name, key in (
+        ("frozen", "frozen_bytes"), ("trainable", "trainable_bytes"), ("gradients", "grad_bytes"),
+        ("optimizer", "optimizer_bytes"), ("total", "total_bytes"))]
+    return "\n".join(lines)

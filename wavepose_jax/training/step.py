@@ -1,0 +1,145 @@
+"""The pure train and eval steps, and their jitted, sharded forms.
+
+    train_step(state, batch, rng) -> (state, metrics)
+
+* rng = fold_in(rng, step); micro-batch i uses fold_in(rng, i) to reseed every dropout stream.
+* Gradients are taken with respect to `state.params` only (the trainable leaves); the frozen
+  base weights are closed over as constants of the differentiated function.
+* Gradient accumulation: the global batch [B, ...] is viewed as k micro-batches (strided, so
+  each data-parallel shard contributes to every micro-batch) and a `lax.scan` sums their
+  gradients. Every micro-batch's CE sum is divided by the target-token count of the WHOLE batch,
+  so k micro-batches of b give exactly the update of one batch of k * b. The auxiliary
+  wave-dynamics loss, a per-batch mean, enters as the mean over micro-batches.
+* Metrics: loss (token-mean CE), aux_loss, grad_norm (before clipping), lr, tokens (real
+  sequence tokens: soft tokens + text tokens of real examples), target_tokens.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from wavepose_jax import sharding as sharding_lib
+from wavepose_jax.training.state import TrainState, state_shardings
+
+# Batch entries the model reads (contracts of the training batch); other keys stay on the host.
+BATCH_KEYS = ("waves", "frame_mask", "phase", "phase_mask", "tokens", "token_mask", "loss_mask",
+              "example_weight")
+
+
+def model_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """The entries of a loader batch that the jitted steps consume."""
+    return {k: batch[k] for k in BATCH_KEYS if k in batch}
+
+
+def _target_weight(batch: dict[str, jax.Array]) -> jax.Array:
+    """[B, L] f32: example_weight on target tokens, 0 elsewhere."""
+    mask = batch["loss_mask"].astype(bool) & batch["token_mask"].astype(bool)
+    return mask.astype(jnp.float32) * batch["example_weight"].astype(jnp.float32)[:, None]
+
+
+def _split_micro(batch: dict[str, jax.Array], k: int) -> dict[str, jax.Array]:
+    """[B, ...] -> [k, B / k, ...]; micro-batch i holds rows i, i + k, i + 2k, ..."""
+    def split(x):
+        if x.shape[0] % k:
+            raise ValueError(f"batch size {x.shape[0]} is not divisible by train.grad_accum={k}")
+        return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
+    return jax.tree.map(split, batch)
+
+
+def _micro_objective(params, state: TrainState, batch, rng, denom, num_micro: int):
+    """Objective of one micro-batch, scaled so the micro-batch objectives sum to the total."""
+    # copy=True: fresh Variables in this trace, so reseeding the RNG streams is allowed here.
+    model = nnx.merge(state.graphdef, params, state.frozen, state.rest, copy=True)
+    nnx.reseed(model, dropout=rng)
+    terms = model(batch, deterministic=False)
+    objective = terms.ce_sum / denom + model.aux_loss_weight * terms.aux_loss / num_micro
+    return objective, terms
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
+               grad_accum: int = 1) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step on a global batch (see the module docstring)."""
+    rng = jax.random.fold_in(rng, state.step)
+    denom = jnp.maximum(jnp.sum(_target_weight(batch)), 1.0)
+    grad_fn = jax.value_and_grad(_micro_objective, has_aux=True)
+
+    if grad_accum == 1:
+        (_, terms), grads = grad_fn(state.params, state, batch, jax.random.fold_in(rng, 0),
+                                    denom, 1)
+        ce_sum, aux_sum = terms.ce_sum, terms.aux_loss
+    else:
+        micro = _split_micro(batch, grad_accum)
+
+        def body(carry, xs):
+            grads_acc, ce_acc, aux_acc = carry
+            mb, i = xs
+            (_, terms), g = grad_fn(state.params, state, mb, jax.random.fold_in(rng, i), denom,
+                                    grad_accum)
+            grads_acc = jax.tree.map(jnp.add, grads_acc, g)
+            return (grads_acc, ce_acc + terms.ce_sum, aux_acc + terms.aux_loss), None
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
+        (grads, ce_sum, aux_sum), _ = jax.lax.scan(
+            body, init, (micro, jnp.arange(grad_accum)))
+        aux_sum = aux_sum / grad_accum
+
+    grad_norm = optax.tree.norm(grads)
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+        "loss": ce_sum / denom,
+        "aux_loss": aux_sum,
+        "grad_norm": grad_norm,
+        "lr": state.lr_fn(state.step),
+        **_token_counts(state, batch),
+    }
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def _token_counts(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    real = batch["example_weight"].astype(jnp.float32) > 0  # [B]
+    num_soft = state.model().num_soft_tokens
+    text = jnp.sum(batch["token_mask"].astype(jnp.float32) * real[:, None])
+    return {"tokens": text + num_soft * jnp.sum(real), "target_tokens": jnp.sum(_target_weight(batch))}
+
+
+def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Deterministic loss sums of a batch: ce_sum, num_tokens, aux_loss (sum them over a set)."""
+    terms = state.model()(batch, deterministic=True)
+    return {"ce_sum": terms.ce_sum, "num_tokens": terms.num_tokens, "aux_loss": terms.aux_loss}
+
+
+def batch_shardings(batch: dict[str, Any], mesh: Mesh) -> dict[str, NamedSharding]:
+    """Every batch entry split over the data-parallel axes on its leading dimension."""
+    sharding = sharding_lib.batch_sharding(mesh)
+    return {k: sharding for k in batch}
+
+
+def jit_train_step(state: TrainState, batch: dict[str, Any], mesh: Mesh, *, grad_accum: int = 1):
+    """`train_step` jitted with explicit shardings and the state donated.
+
+    `state` and `batch` (arrays or ShapeDtypeStructs) fix the shardings; the returned function
+    takes (state, batch, rng) and returns (state, metrics) with replicated metrics.
+    """
+    replicated = NamedSharding(mesh, P())
+    state_sh = state_shardings(state)
+    return jax.jit(
+        functools.partial(train_step, grad_accum=grad_accum),
+        in_shardings=(state_sh, batch_shardings(batch, mesh), replicated),
+        out_shardings=(state_sh, replicated),
+        donate_argnums=0)
+
+
+def jit_eval_step(state: TrainState, batch: dict[str, Any], mesh: Mesh):
+    """`eval_step` jitted with explicit shardings (state not donated)."""
+    replicated = NamedSharding(mesh, P())
+    return jax.jit(eval_step, in_shardings=(state_shardings(state), batch_shardings(batch, mesh)),
+                   out_shardings=replicated)
