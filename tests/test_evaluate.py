@@ -1,0 +1,160 @@
+"""Evaluation: metric functions on hand-made texts, and the CLI on a tiny checkpoint."""
+
+import json
+import os
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from wavepose_jax import evaluate as evaluate_lib
+from wavepose_jax import faults as faults_lib
+from wavepose_jax import hf, tiny
+from wavepose_jax.data import pipeline, synthetic
+from wavepose_jax.models import wavellm
+from wavepose_jax.models.phi3 import Phi3Config, Phi3ForCausalLM
+from wavepose_jax.training import checkpoint as ckpt_lib
+from wavepose_jax.training.state import create_train_state
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+from configs import tiny as tiny_config  # noqa: E402  (configs/ lives at the repository root)
+
+
+def make_tiny_base(directory, seed=0, **hf_overrides):
+    """A tiny random Phi-3 HF directory with the demo tokenizer; returns the tokenizer."""
+    texts = [reply for _, reply in tiny.coaching_corpus(200, seed=0)]
+    tokenizer = tiny.build_tokenizer(texts, vocab_size=400)
+    hf_config = {**tiny.tiny_phi3_hf_config(tokenizer), "hidden_size": 32,
+                 "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                 "num_key_value_heads": 1, **hf_overrides}
+    llm = Phi3ForCausalLM(Phi3Config.from_hf(hf_config), rngs=nnx.Rngs(seed))
+    hf.save_pretrained(llm, directory, tokenizer=tokenizer)
+    return tokenizer
+
+
+def tiny_run_config(base_dir) -> ml_collections.ConfigDict:
+    """configs/tiny.py shrunk to a few-second CPU test."""
+    c = tiny_config.get_config()
+    c.llm.path = str(base_dir)
+    c.lora.rank = 2
+    c.encoder.update(d_model=16, num_layers=1, num_heads=2, state_dim=8)
+    c.bridge.update(num_queries=2, num_heads=2)
+    c.data.update(seq_len=48, max_prompt_tokens=120, max_target_tokens=100, buckets=(192, 256))
+    c.train.update(batch_size=2, warmup_steps=1, aux_loss_weight=0.0)
+    c.eval.update(batch_size=2, max_new_tokens=6)
+    return c
+
+
+def test_metric_functions_on_hand_made_texts():
+    assert evaluate_lib.rep_accuracy([8, 7, None, 3], [8, 8, 5, None]) == pytest.approx(1 / 3)
+    assert evaluate_lib.rep_accuracy([1], [None]) is None
+    scores = evaluate_lib.fault_scores(
+        [["a", "b"], [], ["c"], ["z"]], [["a"], ["b"], ["c", "d"], None])
+    # tp = a, c; fp = b; fn = b, d (the unlabelled clip is ignored)
+    assert scores["fault_precision"] == pytest.approx(2 / 3)
+    assert scores["fault_recall"] == pytest.approx(2 / 4)
+    assert scores["fault_f1"] == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))
+    perfect_silence = evaluate_lib.fault_scores([[], []], [[], []])
+    assert perfect_silence == {"fault_precision": 1.0, "fault_recall": 1.0, "fault_f1": 1.0}
+    assert evaluate_lib.fault_scores([["a"]], [[]])["fault_f1"] == 0.0
+    assert evaluate_lib.rouge_l(["the knees cave in"], ["the knees cave in"]) == pytest.approx(1.0)
+    assert evaluate_lib.rouge_l(["alpha beta"], ["gamma delta"]) == 0.0
+    assert 0 < evaluate_lib.rouge_l(["keep the chest up"], ["keep your chest up now"]) < 1
+
+    # End to end over the fault vocabulary: a composed text is scored perfectly.
+    rng = np.random.default_rng(0)
+    fault_ids = [f.id for f in faults_lib.faults_for("squat")][:2]
+    text = faults_lib.compose_feedback("squat", 6, fault_ids, 2.5, rng)
+    info = pipeline.ClipInfo("x.json", "x", "squat", text, tuple(fault_ids), 6)
+    other = pipeline.ClipInfo("y.json", "y", "squat", "Nice set.", (), 4)
+    metrics = evaluate_lib.text_metrics([text, "4 reps, nice set."], [info, other])
+    assert metrics == {"rep_accuracy": 1.0, "fault_precision": 1.0, "fault_recall": 1.0,
+                       "fault_f1": 1.0, "rouge_l": pytest.approx(metrics["rouge_l"])}
+    assert metrics["rouge_l"] > 0.5
+    wrong = evaluate_lib.text_metrics(["Great, 5 reps.", "Good."], [info, other])
+    assert wrong["rep_accuracy"] == 0.0 and wrong["fault_recall"] == 0.0
+
+
+def test_shift_permutation_moves_every_real_row():
+    perm = evaluate_lib._shift_permutation(3, 5)
+    assert perm.tolist() == [1, 2, 0, 3, 4]
+    assert evaluate_lib._shift_permutation(1, 2).tolist() == [0, 1]
+
+
+def build_tiny_run(root):
+    """A checkpoint of a tiny model whose trained parameters differ from a fresh init."""
+    base_dir, workdir, data_dir = root / "base", root / "work", root / "clips"
+    make_tiny_base(base_dir)
+    synthetic.write_dataset(data_dir, 3, seed=5, exercises=["squat"], progress=False)
+    config = tiny_run_config(base_dir)
+    llm = hf.load_pretrained(base_dir, **wavellm.llm_overrides(config))
+    model = wavellm.build_wavellm(config, llm)
+    state = create_train_state(model, config)
+    params = jax.tree.map(lambda x: x + 0.01, state.params)
+    record = ckpt_lib.base_record_of(model.llm, path=str(base_dir))
+    with ckpt_lib.Checkpointer(workdir, config=config, base=record) as ckpt:
+        ckpt.save(7, {**state.checkpoint_items(), "params": params})
+    return workdir, data_dir, params
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return build_tiny_run(tmp_path_factory.mktemp("run"))
+
+
+def test_cli_evaluates_a_checkpoint(tiny_run, tmp_path, capsys, monkeypatch):
+    workdir, data_dir, params = tiny_run
+    seen = {}
+
+    def spy(model, *args, **kwargs):
+        seen["model"] = model
+        return evaluate(model, *args, **kwargs)
+
+    evaluate = evaluate_lib.evaluate
+    monkeypatch.setattr(evaluate_lib, "evaluate", spy)
+    out = tmp_path / "eval.json"
+    rc = evaluate_lib.main(["--ckpt", str(workdir), "--data", str(data_dir), "--json", str(out),
+                            "--max_clips", "3"])
+    assert rc == 0, capsys.readouterr().err
+    # The trained parameters were restored onto the rebuilt model.
+    restored = nnx.state(seen["model"], nnx.All(nnx.Param, nnx.PathContains("encoder")))
+    expected = jax.tree.leaves(nnx.State(params)["encoder"])
+    assert len(expected) == len(jax.tree.leaves(restored)) > 0
+    for got, want in zip(jax.tree.leaves(restored), expected):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want))
+
+    result = json.loads(out.read_text())
+    assert result["n_clips"] == 3 and result["step"] == 7
+    assert np.isfinite(result["val_loss"]) and result["val_loss"] > 0
+    for metrics in (result, result["ablations"]["zero_soft_tokens"],
+                    result["ablations"]["shuffled_soft_tokens"]):
+        for key in ("rep_accuracy", "fault_precision", "fault_recall", "fault_f1", "rouge_l"):
+            assert 0.0 <= metrics[key] <= 1.0, (key, metrics[key])
+    assert len(result["samples"]) == 3 and all("generated" in s for s in result["samples"])
+
+
+def test_cli_errors_are_one_line(tiny_run, tmp_path, capsys):
+    workdir, data_dir, _ = tiny_run
+    assert evaluate_lib.main(["--ckpt", str(tmp_path / "nope"), "--data", str(data_dir)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "no checkpoint directory" in err and "\n" not in err
+    # A different base model (here: two layers instead of one) is refused before any work.
+    other = tmp_path / "other_base"
+    make_tiny_base(other, num_hidden_layers=2)
+    assert evaluate_lib.main(["--ckpt", str(workdir), "--data", str(data_dir),
+                              "--base", str(other)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ")
+    assert "checkpoints/7: checkpoint was trained on base" in err[-1]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "bad.json").write_text("[1, 2]")
+    assert evaluate_lib.main(["--ckpt", str(workdir), "--data", str(empty)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "no usable clip files" in err[-1]
+    assert any("bad.json: field '<root>'" in line for line in err)

@@ -1,0 +1,427 @@
+"""Clip files -> training batches: pre-scan, video-level split, grain loaders, bucketed collation.
+
+    train, val, report = prepare_dataset(data_dir, tokenizer, config)
+    loader = make_train_loader(train, config, seed=config.train.seed)   # grain DataLoader iterator
+    batch = next(loader)                                                # numpy dict, contracts.md
+    for batch in make_eval_batches(val, config): ...                    # fixed order, padded
+
+An *example* is one clip turned into model inputs (`build_example`): the normalised signals
+and frame mask (`Clip.model_input`), the rep phase per frame (`waves.analyze_reps`), the
+prompt ids (a `PhysicsSummary` of the clip's wave features -- never its LANGUAGE or faults)
+and the target ids (the LANGUAGE text followed by `<|end|>`). Batches (`collate`) are
+right-padded to the smallest of `config.data.buckets` that fits, so a jitted step compiles
+once per bucket, not once per batch.
+
+Determinism: the train/val split hashes each `video_id` with the seed, so a clip's side never
+depends on which other files exist and no video is on both sides; the train order is grain's
+`IndexSampler` shuffle (a fresh permutation each epoch, a function of the seed only), sharded
+over processes with `ShardOptions`. The loader's position is `iterator.get_state()` (grain
+JSON), saved and restored by `training.checkpoint.Checkpointer`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+from tqdm import tqdm
+
+from wavepose_jax import prompt as prompt_lib
+from wavepose_jax.data import waves as waves_lib
+from wavepose_jax.data.clip import Clip, load_clip, resample
+from wavepose_jax.data.schema import ClipError
+
+END_TOKEN = "<|end|>"
+# Datasets up to this many clips keep every built example in memory after the pre-scan;
+# larger ones rebuild examples from their files on access.
+MAX_CACHED_EXAMPLES = 50_000
+
+
+# ----------------------------------------------------------------------------- examples
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipInfo:
+    """What evaluation needs to know about an example's clip besides the model inputs."""
+
+    source: str
+    video_id: str
+    exercise: str
+    language: str
+    faults: tuple[str, ...] | None
+    reps: int | None  # true rep count: meta "reps", else harmonic.oscillation_count
+
+
+def true_rep_count(clip: Clip) -> int | None:
+    """The clip's rep count: its `reps` field if present, else the wave-feature count."""
+    reps = clip.meta.get("reps")
+    if reps is None:
+        reps = (clip.wave_features.get("harmonic") or {}).get("oscillation_count")
+    if isinstance(reps, bool) or not isinstance(reps, (int, float)):
+        return None
+    return int(reps)
+
+
+def rep_phase(clip: Clip, seq_len: int, target_fps: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Rep phase per model-input frame and the mask of frames inside a rep.
+
+    The phase is 0 at a rep's start, pi at its turning point (the bottom of a squat, push-up
+    or deadlift; the overhead lockout of a press) and 2 pi at its end, linear in between, and 0
+    outside reps. Frames follow `Clip.model_input`: resampled to `target_fps`
+    (nearest source frame) and truncated or zero-padded to `seq_len`.
+
+    Returns:
+      phase: float32 [seq_len] radians.
+      phase_mask: bool [seq_len], True inside a rep.
+    """
+    analysis = waves_lib.analyze_reps(clip.signals, clip.fps, clip.exercise)
+    phase = np.zeros(clip.n_frames, np.float32)   # [T_src]
+    inside = np.zeros(clip.n_frames, bool)        # [T_src]
+    for rep in analysis.reps:
+        start, end = int(rep.start), int(rep.end)
+        turn = int(np.clip(rep.bottom if analysis.turn == "bottom" else rep.top, start, end))
+        down = np.arange(start, turn + 1)
+        up = np.arange(turn, end + 1)
+        phase[down] = np.pi * (down - start) / max(turn - start, 1)
+        phase[up] = np.pi + np.pi * (up - turn) / max(end - turn, 1)
+        inside[start:end + 1] = True
+    if target_fps is not None:
+        # The frame grid of `Clip.model_input`; phases wrap, so take the nearest source frame.
+        src = resample(np.arange(clip.n_frames, dtype=np.float64)[:, None], clip.fps, target_fps)
+        index = np.clip(np.rint(src[:, 0]).astype(np.int64), 0, clip.n_frames - 1)
+        phase, inside = phase[index], inside[index]
+    n = min(len(phase), seq_len)
+    out_phase = np.zeros(seq_len, np.float32)
+    out_mask = np.zeros(seq_len, bool)
+    out_phase[:n], out_mask[:n] = phase[:n], inside[:n]
+    return out_phase, out_mask
+
+
+def special_id(tokenizer: Any, token: str) -> int:
+    """Id of a special token, e.g. `<|end|>`; ValueError if the tokenizer lacks it."""
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        raise ValueError(f"tokenizer has no {token} token")
+    return int(token_id)
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The id right-padding uses: the tokenizer's pad token, else its eos token."""
+    value = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if value is None:
+        raise ValueError("tokenizer has neither a pad token nor an eos token")
+    return int(value)
+
+
+def build_example(clip: Clip, tokenizer: Any, config: Any) -> dict[str, Any]:
+    """One clip -> model inputs (see the module docstring) plus a `ClipInfo` under "info".
+
+    Raises:
+      ClipError: the clip has no LANGUAGE, or its prompt does not fit the token budget.
+    """
+    data = config.data
+    if not clip.language or not clip.language.strip():
+        raise ClipError(clip.source, "LANGUAGE", "missing or empty; a training clip needs its "
+                                                 "coaching text")
+    waves, frame_mask = clip.model_input(data.seq_len, normalization=data.normalization,
+                                         target_fps=data.target_fps)
+    phase, phase_mask = rep_phase(clip, data.seq_len, data.target_fps)
+    summary = prompt_lib.PhysicsSummary.from_wave_features(clip.wave_features, clip.exercise,
+                                                           clip.expert)
+    prompt = prompt_lib.prompt_ids(summary, tokenizer, compact=data.compact_prompt)
+    max_len = max(data.buckets)
+    if len(prompt) > data.max_prompt_tokens or len(prompt) >= max_len:
+        raise ClipError(clip.source, "wave_features",
+                        f"prompt has {len(prompt)} tokens, more than data.max_prompt_tokens="
+                        f"{data.max_prompt_tokens} or the largest bucket {max_len}")
+    budget = min(data.max_target_tokens, max_len - len(prompt))
+    text = tokenizer(clip.language, add_special_tokens=False)["input_ids"][:budget - 1]
+    target = list(text) + [special_id(tokenizer, END_TOKEN)]
+    info = ClipInfo(source=clip.source, video_id=clip.video_id, exercise=clip.exercise,
+                    language=clip.language,
+                    faults=None if clip.faults is None else tuple(clip.faults),
+                    reps=true_rep_count(clip))
+    return {
+        "waves": waves,                                  # [T, 7] f32
+        "frame_mask": frame_mask,                        # [T] bool
+        "phase": phase,                                  # [T] f32
+        "phase_mask": phase_mask,                        # [T] bool
+        "prompt_ids": np.asarray(prompt, np.int32),      # [P]
+        "target_ids": np.asarray(target, np.int32),      # [N]
+        "info": info,
+    }
+
+
+# ----------------------------------------------------------------------------- collation
+
+
+def bucket_length(n: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket >= n; ValueError if none is."""
+    for b in sorted(buckets):
+        if b >= n:
+            return int(b)
+    raise ValueError(f"sequence of {n} tokens is longer than the largest bucket {max(buckets)}")
+
+
+def example_length(example: dict[str, Any]) -> int:
+    """Number of tokens (prompt + target) of an example."""
+    return len(example["prompt_ids"]) + len(example["target_ids"])
+
+
+def collate(examples: Sequence[dict[str, Any]], config: Any, pad_id: int,
+            weights: Sequence[float] | None = None, min_length: int = 0) -> dict[str, np.ndarray]:
+    """Examples -> one batch dict (contracts.md), tokens right-padded to a bucket length.
+
+    Args:
+      examples: outputs of `build_example`.
+      config: run config (uses `data.buckets`).
+      pad_id: token id of the padding.
+      weights: example weights (default 1); a weight-0 row also gets an all-False loss mask.
+      min_length: pad to the bucket of at least this many tokens (processes of a multi-host
+        run pass the longest example of the global batch, so their shapes agree).
+    """
+    weights = np.asarray([1.0] * len(examples) if weights is None else weights, np.float32)
+    length = bucket_length(max([min_length] + [example_length(e) for e in examples]),
+                           config.data.buckets)
+    b = len(examples)
+    tokens = np.full((b, length), pad_id, np.int32)    # [B, L]
+    token_mask = np.zeros((b, length), bool)           # [B, L]
+    loss_mask = np.zeros((b, length), bool)            # [B, L]
+    prompt_len = np.zeros(b, np.int32)                 # [B]
+    for i, e in enumerate(examples):
+        p, t = len(e["prompt_ids"]), len(e["target_ids"])
+        tokens[i, :p] = e["prompt_ids"]
+        tokens[i, p:p + t] = e["target_ids"]
+        token_mask[i, :p + t] = True
+        loss_mask[i, p:p + t] = weights[i] > 0
+        prompt_len[i] = p
+    return {
+        "waves": np.stack([e["waves"] for e in examples]),            # [B, T, 7]
+        "frame_mask": np.stack([e["frame_mask"] for e in examples]),  # [B, T]
+        "phase": np.stack([e["phase"] for e in examples]),            # [B, T]
+        "phase_mask": np.stack([e["phase_mask"] for e in examples]),  # [B, T]
+        "tokens": tokens,
+        "token_mask": token_mask,
+        "loss_mask": loss_mask,
+        "prompt_len": prompt_len,
+        "example_weight": weights,                                    # [B]
+    }
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+class ExampleSource:
+    """A grain random-access data source of examples (cached, or rebuilt from the files)."""
+
+    def __init__(self, paths: Sequence[str], tokenizer: Any, config: Any,
+                 examples: Sequence[dict[str, Any]] | None = None):
+        self.paths = list(paths)
+        self.tokenizer = tokenizer
+        self._config = config
+        self._examples = None if examples is None else list(examples)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def cached(self) -> bool:
+        return self._examples is not None
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if self._examples is not None:
+            return self._examples[index]
+        return build_example(load_clip(self.paths[index]), self.tokenizer, self._config)
+
+    def __repr__(self) -> str:
+        return f"ExampleSource({len(self)} clips, cached={self._examples is not None})"
+
+
+@dataclasses.dataclass
+class DatasetReport:
+    """Outcome of the pre-scan and split."""
+
+    n_files: int
+    bad: list[str]        # one "path: field 'x': problem" line per unusable file
+    n_train: int
+    n_val: int
+    n_train_videos: int
+    n_val_videos: int
+
+    def summary(self) -> str:
+        return (f"{self.n_files} clip files: {self.n_train} train ({self.n_train_videos} videos), "
+                f"{self.n_val} val ({self.n_val_videos} videos), {len(self.bad)} skipped")
+
+
+def list_clip_files(data_dir: str | os.PathLike) -> list[str]:
+    """Sorted paths of the `*.json` files under `data_dir` (recursively)."""
+    data_dir = os.fspath(data_dir)
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"{data_dir}: data directory does not exist")
+    found = []
+    for root, _, files in os.walk(data_dir):
+        found.extend(os.path.join(root, f) for f in files if f.endswith(".json"))
+    return sorted(found)
+
+
+def scan_clips(paths: Sequence[str], tokenizer: Any, config: Any
+               ) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    """Validates and builds every clip; prints one stderr line per unusable file and a count.
+
+    Returns:
+      (good paths, their examples, one error line per bad file).
+    """
+    good, examples, bad = [], [], []
+    for path in tqdm(paths, desc="scan clips", disable=len(paths) < 200, file=sys.stderr):
+        try:
+            examples.append(build_example(load_clip(path), tokenizer, config))
+            good.append(path)
+        except ClipError as e:
+            bad.append(str(e))
+            print(f"skipping {e}", file=sys.stderr)
+    if bad:
+        print(f"skipped {len(bad)} of {len(paths)} clip files", file=sys.stderr)
+    return good, examples, bad
+
+
+def _video_hash(video_id: str, seed: int) -> float:
+    digest = hashlib.sha256(f"{seed}:{video_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def split_by_video_id(paths: Sequence[str], val_fraction: float, seed: int,
+                      video_ids: Sequence[str] | None = None) -> tuple[list[int], list[int]]:
+    """Train/val indices into `paths`, whole videos on one side.
+
+    A video goes to val when the hash of (seed, video_id) falls below `val_fraction`, so its
+    side is independent of the other files. When that leaves val empty although
+    `val_fraction > 0` and there are at least two videos, the lowest-hash video goes to val.
+
+    Args:
+      paths: clip files.
+      val_fraction: target fraction of videos in val, in [0, 1).
+      seed: split seed.
+      video_ids: the files' video ids (read with `load_clip` when None).
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+    if video_ids is None:
+        video_ids = [load_clip(p).video_id for p in paths]
+    hashes = {v: _video_hash(v, seed) for v in set(video_ids)}
+    val_videos = {v for v, h in hashes.items() if h < val_fraction}
+    if not val_videos and val_fraction > 0 and len(hashes) >= 2:
+        val_videos = {min(hashes, key=hashes.get)}
+    train = [i for i, v in enumerate(video_ids) if v not in val_videos]
+    val = [i for i, v in enumerate(video_ids) if v in val_videos]
+    return train, val
+
+
+def prepare_dataset(data_dir: str | os.PathLike, tokenizer: Any, config: Any,
+                    *, max_clips: int | None = None
+                    ) -> tuple[ExampleSource, ExampleSource, DatasetReport]:
+    """Pre-scans `data_dir`, skips bad files, splits by video id.
+
+    Args:
+      data_dir: directory of clip JSON files (searched recursively).
+      tokenizer: HF tokenizer of the base model (chat template and `<|end|>`).
+      config: run config (`data.*`, `train.seed`).
+      max_clips: use only the first `max_clips` files (sorted by path).
+
+    Returns:
+      (train source, val source, report). Raises ValueError if no usable clip remains.
+    """
+    paths = list_clip_files(data_dir)[:max_clips]
+    good, examples, bad = scan_clips(paths, tokenizer, config)
+    if not good:
+        raise ValueError(f"{os.fspath(data_dir)}: no usable clip files "
+                         f"({len(paths)} found, {len(bad)} unusable)")
+    video_ids = [e["info"].video_id for e in examples]
+    train_idx, val_idx = split_by_video_id(good, config.data.val_fraction,
+                                           config.train.seed, video_ids)
+    cache = len(good) <= MAX_CACHED_EXAMPLES
+
+    def source(idx: list[int]) -> ExampleSource:
+        return ExampleSource([good[i] for i in idx], tokenizer, config,
+                             [examples[i] for i in idx] if cache else None)
+
+    report = DatasetReport(
+        n_files=len(paths), bad=bad, n_train=len(train_idx), n_val=len(val_idx),
+        n_train_videos=len({video_ids[i] for i in train_idx}),
+        n_val_videos=len({video_ids[i] for i in val_idx}))
+    return source(train_idx), source(val_idx), report
+
+
+# ----------------------------------------------------------------------------- loaders
+
+
+def per_process_batch_size(config: Any, process_count: int) -> int:
+    """`train.batch_size` (global) split evenly over processes."""
+    batch_size = int(config.train.batch_size)
+    if batch_size % process_count:
+        raise ValueError(f"train.batch_size={batch_size} is not divisible by "
+                         f"{process_count} processes")
+    return batch_size // process_count
+
+
+def make_train_loader(source: ExampleSource, config: Any, *, seed: int, process_index: int = 0,
+                      process_count: int = 1) -> grain.DataLoaderIterator:
+    """An endless iterator of training batches (reshuffled each epoch), with get/set_state.
+
+    Each process reads its own shard of the examples and yields `batch_size / process_count`
+    of them per step; batches never straddle a partial last one (drop_remainder). A process
+    cannot see the other shards' lengths, so with several processes every batch is padded to
+    the largest bucket (all processes must contribute equal shapes to a global batch).
+    """
+    batch_size = per_process_batch_size(config, process_count)
+    shard = grain.sharding.ShardOptions(process_index, process_count, drop_remainder=True)
+    if len(source) < batch_size * process_count:
+        raise ValueError(f"{len(source)} training clips are fewer than one batch "
+                         f"(train.batch_size={config.train.batch_size})")
+    sampler = grain.samplers.IndexSampler(len(source), shard_options=shard, shuffle=True,
+                                          num_epochs=None, seed=int(seed))
+    token_pad = pad_id(source.tokenizer)
+    min_length = max(config.data.buckets) if process_count > 1 else 0
+    # In-memory examples are read on the main thread (no GIL contention); examples rebuilt
+    # from files are read by a few threads ahead of the step.
+    read = (grain.ReadOptions(num_threads=0, prefetch_buffer_size=batch_size) if source.cached
+            else grain.ReadOptions(num_threads=4, prefetch_buffer_size=4 * batch_size))
+    loader = grain.DataLoader(
+        data_source=source, sampler=sampler, worker_count=0, read_options=read,
+        operations=[grain.transforms.Batch(
+            batch_size, drop_remainder=True,
+            batch_fn=lambda examples: collate(examples, config, token_pad,
+                                              min_length=min_length))])
+    return iter(loader)
+
+
+def make_eval_batches(source: ExampleSource, config: Any, *, batch_size: int | None = None,
+                      process_index: int = 0, process_count: int = 1
+                      ) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of every example once, in source order (`batch_size` default train.batch_size).
+
+    The last batch is filled with copies of the first example at example_weight 0 (and an
+    all-False loss mask). With several processes each yields its slice of every global batch,
+    padded to the bucket of the global batch's longest example.
+    """
+    batch_size = batch_size or int(config.train.batch_size)
+    local = batch_size // process_count
+    token_pad = pad_id(source.tokenizer)
+    for start in range(0, len(source), batch_size):
+        rows = list(range(start, min(start + batch_size, len(source))))
+        longest = max(example_length(source[i]) for i in rows)
+        rows = rows[process_index * local:(process_index + 1) * local]
+        n_real = len(rows)
+        examples = [source[i] for i in rows] + [source[0]] * (local - n_real)
+        weights = [1.0] * n_real + [0.0] * (local - n_real)
+        yield collate(examples, config, token_pad, weights, min_length=longest)
+
+
+def num_eval_batches(source: ExampleSource, config: Any, batch_size: int | None = None) -> int:
+    return math.ceil(len(source) / (batch_size or int(config.train.batch_size)))

@@ -1,0 +1,342 @@
+"""Quality of a trained WavePose model: validation loss, feedback metrics and soft-token ablations.
+
+    python -m wavepose_jax.evaluate --ckpt WORKDIR --data DIR [--json OUT] [--max_clips N]
+                                    [--step S] [--batch_size B] [--max_new_tokens N] [--base DIR]
+
+restores the model of the run in WORKDIR (the base model named by the checkpoint's record --
+refused if it no longer matches the fingerprint -- plus the trained encoder, bridge and LoRA),
+then on every clip of DIR:
+
+* `val_loss`: masked next-token cross-entropy of the clip's LANGUAGE text (per target token);
+* greedy feedback generation, scored against the clip's ground truth:
+  - `rep_accuracy`: fraction of clips whose generated text states the true rep count
+    (`faults.reps_from_text`; truth = the clip's `reps` field, else
+    `wave_features.harmonic.oscillation_count`);
+  - `fault_precision` / `fault_recall` / `fault_f1`: micro-averaged over clips with labelled
+    faults, `faults.faults_from_text(generated)` against the clip's `faults`;
+  - `rouge_l`: mean ROUGE-L F-measure against LANGUAGE;
+* the same generation metrics with the soft tokens zeroed (`ablations.zero_soft_tokens`) and
+  with each clip's soft tokens swapped for those of the next clip of its batch, a fixed
+  permutation (`ablations.shuffled_soft_tokens`). A model that reads the motion loses
+  accuracy under both.
+
+`evaluate(model, examples, tokenizer, config)` is the library entry point (train.py calls it at
+the end of a run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+from tqdm import tqdm
+
+from wavepose_jax import faults as faults_lib
+from wavepose_jax import generate as generate_lib
+from wavepose_jax import hf
+from wavepose_jax.data import pipeline
+from wavepose_jax.data.schema import ClipError
+from wavepose_jax.models import wavellm
+from wavepose_jax.models.lora import trainable_filter
+from wavepose_jax.training import checkpoint as ckpt_lib
+
+# Stop generation on <|end|>, <|assistant|> and <|endoftext|> (Phi-3's generation_config).
+STOP_TOKENS = ("<|end|>", "<|assistant|>", "<|endoftext|>")
+ABLATIONS = ("zero_soft_tokens", "shuffled_soft_tokens")
+NUM_SAMPLES = 3  # generated texts included in the result, for a look by eye
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def rep_accuracy(predicted: Sequence[int | None], true: Sequence[int | None]) -> float | None:
+    """Fraction of clips with a known true count whose predicted count equals it (None: none)."""
+    pairs = [(p, t) for p, t in zip(predicted, true, strict=True) if t is not None]
+    if not pairs:
+        return None
+    return sum(p == t for p, t in pairs) / len(pairs)
+
+
+def fault_scores(predicted: Sequence[Sequence[str]], true: Sequence[Sequence[str] | None]
+                 ) -> dict[str, float | None]:
+    """Micro-averaged fault precision, recall and F1 over clips with labelled faults.
+
+    Counts true/false positives and false negatives of fault ids over all labelled clips. A
+    ratio with an empty denominator is 1 when the other count is also empty (nothing to find,
+    nothing claimed), else 0.
+    """
+    tp = fp = fn = n = 0
+    for pred, gold in zip(predicted, true, strict=True):
+        if gold is None:
+            continue
+        n += 1
+        pred, gold = set(pred), set(gold)
+        tp += len(pred & gold)
+        fp += len(pred - gold)
+        fn += len(gold - pred)
+    if n == 0:
+        return {"fault_precision": None, "fault_recall": None, "fault_f1": None}
+    precision = tp / (tp + fp) if tp + fp else float(fn == 0)
+    recall = tp / (tp + fn) if tp + fn else float(fp == 0)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"fault_precision": precision, "fault_recall": recall, "fault_f1": f1}
+
+
+def rouge_l(predicted: Sequence[str], references: Sequence[str]) -> float | None:
+    """Mean ROUGE-L F-measure (stemmed) of predicted texts against references."""
+    from rouge_score import rouge_scorer  # Imported lazily: loads nltk.
+
+    if not references:
+        return None
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    scores = [scorer.score(ref, pred)["rougeL"].fmeasure
+              for pred, ref in zip(predicted, references, strict=True)]
+    return float(np.mean(scores))
+
+
+def text_metrics(texts: Sequence[str], infos: Sequence[pipeline.ClipInfo]) -> dict[str, Any]:
+    """rep_accuracy, fault precision/recall/F1 and rouge_l of generated texts."""
+    reps = [faults_lib.reps_from_text(t) for t in texts]
+    found = [faults_lib.faults_from_text(t, info.exercise) for t, info in zip(texts, infos)]
+    return {
+        "rep_accuracy": rep_accuracy(reps, [info.reps for info in infos]),
+        **fault_scores(found, [info.faults for info in infos]),
+        "rouge_l": rouge_l(texts, [info.language for info in infos]),
+    }
+
+
+# ----------------------------------------------------------------------------- model passes
+
+
+class _Passes:
+    """The jitted forward passes of one model: loss sums and soft tokens of a batch.
+
+    Jitted over the split state (one compile per batch shape), so evaluation dispatches a few
+    programs per batch instead of the encoder and bridge op by op.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        graphdef, state = nnx.split(model)
+
+        @jax.jit
+        def loss_sums(state, batch):
+            terms = nnx.merge(graphdef, state)(batch, deterministic=True)
+            return terms.ce_sum, terms.num_tokens
+
+        @jax.jit
+        def soft_tokens(state, waves, frame_mask):
+            return nnx.merge(graphdef, state).soft_tokens(waves, frame_mask)  # [B, S, D]
+
+        self._state, self._loss_sums, self._soft_tokens = state, loss_sums, soft_tokens
+
+    def loss_sums(self, batch: dict[str, np.ndarray]) -> tuple[float, float]:
+        ce, n = self._loss_sums(self._state, {k: batch[k] for k in _LOSS_KEYS})
+        return float(ce), float(n)
+
+    def soft_tokens(self, batch: dict[str, np.ndarray]) -> jax.Array:
+        return self._soft_tokens(self._state, batch["waves"], batch["frame_mask"])
+
+
+_LOSS_KEYS = ("waves", "frame_mask", "phase", "phase_mask", "tokens", "token_mask", "loss_mask",
+              "example_weight")
+
+
+def _shift_permutation(n_real: int, batch_size: int) -> np.ndarray:
+    """Row i takes the soft tokens of row i+1 (mod n_real); padding rows keep their own."""
+    perm = np.arange(batch_size)
+    if n_real > 1:
+        perm[:n_real] = np.roll(np.arange(n_real), -1)
+    return perm
+
+
+def _generate(llm, soft: jax.Array, batch: dict[str, np.ndarray], n_real: int, tokenizer: Any,
+              eos_ids: tuple[int, ...], max_new_tokens: int) -> list[str]:
+    """Greedy feedback for the real rows of a batch after the soft tokens `soft` [B, S, D].
+
+    Equivalent to `WaveLLM.generate_feedback`, whose `zero_soft_tokens` / `shuffle_soft`
+    ablations are applied to `soft` by the caller, so the encoder and bridge run once per
+    batch for all three generations.
+    """
+    prompt_width = int(batch["prompt_len"].max())
+    prompt = batch["tokens"][:, :prompt_width]                                   # [B, P]
+    prompt_mask = np.arange(prompt_width)[None] < batch["prompt_len"][:, None]   # [B, P]
+    out = generate_lib.generate(llm, prompt, prompt_mask, prefix_embeds=soft,
+                                max_new_tokens=max_new_tokens, eos_ids=eos_ids,
+                                pad_id=pipeline.pad_id(tokenizer), temperature=0.0)
+    tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+    return [tokenizer.decode(tokens[i, :lengths[i]].tolist(), skip_special_tokens=True).strip()
+            for i in range(n_real)]
+
+
+def stop_ids(tokenizer: Any) -> tuple[int, ...]:
+    """Ids of the stop tokens the tokenizer has."""
+    ids = []
+    for token in STOP_TOKENS:
+        try:
+            ids.append(pipeline.special_id(tokenizer, token))
+        except ValueError:
+            continue
+    return tuple(dict.fromkeys(ids))
+
+
+def evaluate(model, examples: pipeline.ExampleSource, tokenizer: Any, config: Any, *,
+             batch_size: int | None = None, max_new_tokens: int | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Validation loss, feedback metrics and ablations of `model` on `examples`.
+
+    Args:
+      model: a `models.wavellm.WaveLLM` (trained encoder, bridge and LoRA).
+      examples: a `pipeline.ExampleSource` or a list of `pipeline.build_example` outputs
+        (every example is used once, in order).
+      tokenizer: the base model's tokenizer.
+      config: the run config (data, eval and train groups).
+      batch_size: clips per batch (default `eval.batch_size`, else `train.batch_size`).
+      max_new_tokens: generation budget (default `eval.max_new_tokens`).
+      progress: show a tqdm bar.
+
+    Returns:
+      {"n_clips", "val_loss", "rep_accuracy", "fault_precision", "fault_recall", "fault_f1",
+       "rouge_l", "n_rep_clips", "n_fault_clips", "ablations": {name: {...}}, "samples": [...]}.
+      A metric with no labelled clip is None.
+    """
+    if len(examples) == 0:
+        raise ValueError("no clips to evaluate")
+    if not isinstance(examples, pipeline.ExampleSource):
+        examples = pipeline.ExampleSource([e["info"].source for e in examples], tokenizer,
+                                          config, list(examples))
+    eval_cfg = config.get("eval", {})
+    batch_size = int(batch_size or eval_cfg.get("batch_size") or config.train.batch_size)
+    max_new_tokens = int(max_new_tokens or eval_cfg.get("max_new_tokens") or 128)
+    eos_ids = stop_ids(tokenizer)
+    infos = [examples[i]["info"] for i in range(len(examples))]
+    passes = _Passes(model)
+    texts = {name: [] for name in ("model", *ABLATIONS)}
+    ce_sum = num_tokens = 0.0
+
+    batches = pipeline.make_eval_batches(examples, config, batch_size=batch_size)
+    total = pipeline.num_eval_batches(examples, config, batch_size)
+    for index, batch in enumerate(tqdm(batches, total=total, desc="evaluate",
+                                       disable=not progress, file=sys.stderr)):
+        n_real = min(batch_size, len(examples) - index * batch_size)
+        ce, n = passes.loss_sums(batch)
+        ce_sum, num_tokens = ce_sum + ce, num_tokens + n
+        soft = passes.soft_tokens(batch)                                  # [B, S, D]
+        variants = {"model": soft, "zero_soft_tokens": jnp.zeros_like(soft),
+                    "shuffled_soft_tokens": soft[_shift_permutation(n_real, len(soft))]}
+        for name, prefix in variants.items():
+            texts[name] += _generate(model.llm, prefix, batch, n_real, tokenizer, eos_ids,
+                                     max_new_tokens)
+
+    result = {"n_clips": len(examples),
+              "val_loss": ce_sum / num_tokens if num_tokens else None,
+              **text_metrics(texts["model"], infos),
+              "n_rep_clips": sum(i.reps is not None for i in infos),
+              "n_fault_clips": sum(i.faults is not None for i in infos)}
+    result["ablations"] = {name: text_metrics(texts[name], infos) for name in ABLATIONS}
+    result["samples"] = [{"video_id": info.video_id, "generated": text, "reference": info.language}
+                         for text, info in zip(texts["model"][:NUM_SAMPLES], infos)]
+    return result
+
+
+# ----------------------------------------------------------------------------- restoring a run
+
+
+def read_run(workdir: str, step: int | None = None, base_path: str | None = None):
+    """(step, config, base record) of a training run's checkpoint (default: the latest step).
+
+    `base_path` replaces the base-model path of the record (the weights moved); the
+    fingerprint check still applies when the model is loaded.
+
+    Raises:
+      CheckpointMismatchError: no checkpoint, or its base model has no weights to load.
+    """
+    with ckpt_lib.Checkpointer(workdir, read_only=True) as ckpt:
+        step, config_dict, record = ckpt.read_record(step)
+    if base_path is not None:
+        record = dataclasses.replace(record, path=str(base_path))
+    if record.path is None:
+        raise ckpt_lib.CheckpointMismatchError(
+            f"{ckpt.directory}/{step}: base model was randomly initialised; it has no weights "
+            "or tokenizer to load")
+    return step, ml_collections.ConfigDict(config_dict), record
+
+
+def load_model(workdir: str, step: int | None = None, base_path: str | None = None):
+    """(model, config, step) of a training run's checkpoint (default: the latest step).
+
+    The base model is loaded from the path in the checkpoint's record and must match its
+    fingerprint; the trained parameters (encoder, bridge, LoRA) are restored onto it.
+
+    Raises:
+      CheckpointMismatchError: no checkpoint, or the base model changed.
+      hf.WeightsError: the base model cannot be loaded.
+    """
+    step, config, record = read_run(workdir, step, base_path)
+    llm = hf.load_pretrained(record.path, **wavellm.llm_overrides(config))
+    current = ckpt_lib.base_record_of(llm, path=record.path)
+    ckpt_lib.check_base(record, current, os.path.join(workdir, "checkpoints", str(step)))
+    model = wavellm.build_wavellm(config, llm)
+    params = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(
+            x.shape, jnp.float32 if jnp.issubdtype(x.dtype, jnp.floating) else x.dtype),
+        nnx.state(model, trainable_filter(config)))
+    with ckpt_lib.Checkpointer(workdir, read_only=True) as ckpt:
+        restored = ckpt.restore(step, abstract_state={"params": params}, base=current,
+                                partial=True)
+    nnx.update(model, restored.state["params"])
+    return model, config, step
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", required=True, help="training run directory (WORKDIR)")
+    parser.add_argument("--data", required=True, help="directory of clip JSON files")
+    parser.add_argument("--json", help="write the metrics here as JSON")
+    parser.add_argument("--max_clips", type=int, help="evaluate the first N clips only")
+    parser.add_argument("--step", type=int, help="checkpoint step (default: latest)")
+    parser.add_argument("--batch_size", type=int, help="clips per batch")
+    parser.add_argument("--max_new_tokens", type=int, help="generation budget per clip")
+    parser.add_argument("--base", help="base model directory or hub id (default: the path "
+                                       "recorded in the checkpoint)")
+    args = parser.parse_args(argv)
+
+    logging.set_verbosity(logging.ERROR)  # Orbax's notes on read-only checkpoint managers
+    try:
+        step, config, record = read_run(args.ckpt, args.step, args.base)
+        tokenizer = hf.load_tokenizer(record.path)
+        paths = pipeline.list_clip_files(args.data)[:args.max_clips]
+        good, examples, _ = pipeline.scan_clips(paths, tokenizer, config)
+        if not good:
+            raise ValueError(f"{args.data}: no usable clip files ({len(paths)} found)")
+        model, config, step = load_model(args.ckpt, step, args.base)
+        source = pipeline.ExampleSource(good, tokenizer, config, examples)
+        result = evaluate(model, source, tokenizer, config, batch_size=args.batch_size,
+                          max_new_tokens=args.max_new_tokens)
+    except (ckpt_lib.CheckpointMismatchError, hf.WeightsError, ClipError, FileNotFoundError,
+            ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    result = {"checkpoint": os.path.abspath(args.ckpt), "step": step, **result}
+    text = json.dumps(result, indent=2)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
