@@ -1,0 +1,138 @@
+"""The inference command line on a tiny checkpoint: JSON lines, bad files, reports, errors."""
+
+import base64
+import html.parser
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from test_evaluate import build_tiny_run  # the tiny checkpoint of the evaluation tests
+from wavepose_jax import faults as faults_lib
+from wavepose_jax import infer
+from wavepose_jax.data import pose, synthetic
+from wavepose_jax.data.schema import SIGNAL_NAMES
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAX_NEW_TOKENS = "5"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return str(build_tiny_run(tmp_path_factory.mktemp("infer_run"))[0])
+
+
+def keypoint_and_signal_clips(seed: int = 4) -> tuple[dict, dict]:
+    """One synthetic squat twice: COCO-17 keypoints only, and the 7 signals derived from them."""
+    full = json.loads(json.dumps(synthetic.generate_clip(seed, "squat", reps=3)))
+    keypoints_only = {k: v for k, v in full.items()
+                      if k not in SIGNAL_NAMES and k not in ("wave_features", "LANGUAGE")}
+    keypoints_only["video_id"] = "from-keypoints"
+    signals = pose.keypoints_to_signals(np.asarray(full["keypoints"], np.float64),
+                                        np.asarray(full["confidence"], np.float64), full["fps"])
+    signals_only = {k: v for k, v in keypoints_only.items() if k not in ("keypoints", "confidence")}
+    signals_only.update({name: np.asarray(signals[name], np.float64).tolist()
+                         for name in SIGNAL_NAMES})
+    signals_only["video_id"] = "from-signals"
+    return keypoints_only, signals_only
+
+
+class _Images(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sources, self.sections = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        self.sources += [dict(attrs)["src"]] if tag == "img" else []
+        self.sections += tag == "section"
+
+
+def test_directory_json_lines_bad_file_and_report(workdir, tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    keypoints_only, signals_only = keypoint_and_signal_clips()
+    (clips / "a_keypoints.json").write_text(json.dumps(keypoints_only))
+    (clips / "b_signals.json").write_text(json.dumps(signals_only))
+    (clips / "c_bad.json").write_text(json.dumps({**signals_only, "fps": "fast"}))
+    page = tmp_path / "report.html"
+    proc = subprocess.run(
+        [sys.executable, "infer.py", "--input", str(clips), "--ckpt", workdir, "--json",
+         "--report", str(page), "--max_new_tokens", MAX_NEW_TOKENS, "--batch_size", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: {clips / 'c_bad.json'}: field 'fps': expected a number in "
+                      "(0, 1000], got 'fast'"]
+
+    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["video_id"] for r in results] == ["from-keypoints", "from-signals"]
+    kp, sig = results
+    assert kp["summary"] == sig["summary"]  # keypoints -> the same signals -> the same summary
+    assert kp["exercise"] == "squat" and kp["reps"] == kp["summary"]["reps"] == 3
+    assert kp["quality_grade"] == kp["summary"]["grade"]
+    for r in results:
+        assert isinstance(r["feedback"], str)
+        assert r["faults"] == faults_lib.faults_from_text(r["feedback"], "squat")
+        timing = r["timing"]
+        assert timing["batch_size"] == 2
+        assert timing["prefill_s"] > 0 and timing["decode_s"] >= 0 and timing["compile_s"] > 0
+
+    images = _Images()
+    images.feed(page.read_text())
+    images.close()
+    assert images.sections == 2 and len(images.sources) >= 3
+    for src in images.sources:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG")
+
+
+def test_single_clip_prints_summary_then_feedback(workdir, tmp_path, capsys, monkeypatch):
+    _, signals_only = keypoint_and_signal_clips()
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps(signals_only))
+    printed = []  # stdout printed between two chunks handed back by the decoder
+    stream = infer.generate_lib.generate_stream
+
+    def recording_stream(*args, **kwargs):
+        for tokens in stream(*args, **kwargs):
+            printed.append(capsys.readouterr().out)
+            yield tokens
+
+    monkeypatch.setattr(infer.generate_lib, "generate_stream", recording_stream)
+    new_tokens = 12  # 3 chunks: the prefill's token, then 8 and 3 tokens
+    rc = infer.main(["--input", str(path), "--ckpt", workdir, "--max_new_tokens", str(new_tokens)])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert len(printed) == 3
+    lines = "".join(printed + [out]).splitlines()
+    assert lines[0] == f"== from-signals ({path})"
+    assert lines[1].startswith("exercise: squat | reps: 3 | grade: ")
+    assert lines[2].startswith("phases: descent ")
+    assert lines[3].startswith("feedback: ") and lines[4].startswith("faults: ")
+    # The feedback was printed while decoding ran: the first chunk's text before the second
+    # chunk was decoded, the second's before the third.
+    assert printed[0].endswith("\nfeedback: ") and printed[1] and printed[2]
+
+
+def test_missing_checkpoint_is_one_line(tmp_path, capsys):
+    _, signals_only = keypoint_and_signal_clips()
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps(signals_only))
+    missing = str(tmp_path / "no_run")
+    assert infer.main(["--input", str(path), "--ckpt", missing]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith(f"error: {missing}: no checkpoint")
+    assert f"python train.py --config configs/tiny.py --workdir {missing}" in err
+
+
+def test_usage_errors(tmp_path, capsys):
+    assert infer.main(["--input", str(tmp_path / "nothing.json"), "--ckpt", "x"]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'nothing.json'}: no such file or directory\n"
+    assert infer.main(["--input", str(tmp_path), "--top_p", "0"]) == 2
+    assert "--top_p must be in (0, 1]" in capsys.readouterr().err

@@ -1,0 +1,414 @@
+"""Coaching feedback for exercise clips from a trained WavePose checkpoint.
+
+    python infer.py --input CLIP.json|DIR [--ckpt WORKDIR] [--json] [--report FILE.html]
+                    [--max_new_tokens N] [--temperature T] [--top_p P] [--seed S]
+                    [--batch_size B]
+
+CLIP.json holds the 7 body-region signals or only COCO-17 `keypoints` (+ `confidence`); the
+signals, wave features and physics summary are derived as in training. A directory is run
+in batches of B clips (one jitted encoder pass and one jitted generation per batch, plus a
+one-token generation timing the prefill with --json); a bad file is reported on stderr in
+one line (file and field) and skipped.
+
+The model is the run in WORKDIR (default `runs/tiny`, the CPU demo's run): the base LLM named
+in its checkpoint -- refused when it no longer matches the checkpoint's fingerprint -- plus
+the trained encoder, bridge and LoRA (`evaluate.load_model`).
+
+Output: for each clip the summary the model was given (exercise, reps, grade, phases), then
+the generated feedback and the faults it names (a single clip's summary is printed before
+its generation starts and its feedback as it is decoded, every few tokens; the clips of a
+directory are printed when their batch ends); with --json one JSON object per clip per line
+instead: video_id, exercise, reps, quality_grade, summary, feedback, faults and the batch's
+timing (prefill_s: encoder, bridge and prompt prefill; decode_s; tokens_per_s; compile_s: JAX
+tracing and compilation, excluded from the other times; batch_size).
+--report writes one self-contained HTML page with a section per clip (`report.py`).
+
+Exit status: 0 every clip processed, 1 some clip files were bad, 2 usage or checkpoint error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from flax import nnx
+from tqdm import tqdm
+
+from wavepose_jax import evaluate, hf, report
+from wavepose_jax import faults as faults_lib
+from wavepose_jax import generate as generate_lib
+from wavepose_jax.data import pipeline
+from wavepose_jax.data import waves as waves_lib
+from wavepose_jax.data.clip import Clip, load_clip
+from wavepose_jax.data.schema import ClipError
+from wavepose_jax.prompt import PhysicsSummary, prompt_ids
+from wavepose_jax.training.checkpoint import CheckpointMismatchError
+
+DEFAULT_CKPT = os.path.join("runs", "tiny")
+TRAIN_COMMAND = "python train.py --config configs/tiny.py --workdir {workdir}"
+# JAX's monitoring events of tracing, lowering and compiling a jitted function (top level
+# only, so they never overlap); their durations are excluded from the reported timings.
+COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                  "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                  "/jax/core/compile/backend_compile_duration")
+EXIT_OK, EXIT_BAD_CLIPS, EXIT_USAGE = 0, 1, 2
+STREAM_CHUNK = 8  # tokens decoded between two prints of a single clip's feedback
+
+
+@dataclasses.dataclass
+class Prepared:
+    """One validated clip and its model inputs."""
+
+    clip: Clip
+    summary: PhysicsSummary
+    waves: np.ndarray       # [T, 7] f32, T = config.data.seq_len
+    frame_mask: np.ndarray  # [T] bool
+    prompt: np.ndarray      # [P] int32
+
+
+@dataclasses.dataclass
+class Result:
+    """The model's answer for one clip."""
+
+    prepared: Prepared
+    feedback: str
+    faults: list[str]
+    attention: np.ndarray   # [Q, T_real] bridge attention (mean over heads and layers)
+    timing: dict[str, float | int | None]
+
+    def to_json(self) -> dict[str, Any]:
+        clip, summary = self.prepared.clip, self.prepared.summary
+        return {"video_id": clip.video_id, "exercise": clip.exercise, "reps": summary.reps,
+                "quality_grade": summary.grade, "summary": summary.to_dict(),
+                "feedback": self.feedback, "faults": self.faults, "timing": self.timing}
+
+
+class _CompileClock:
+    """Running total of the seconds JAX spends tracing and compiling (while installed)."""
+
+    def __init__(self):
+        self.total = 0.0
+
+    def _listen(self, event: str, duration: float, **_) -> None:
+        if event in COMPILE_EVENTS:
+            self.total += duration
+
+    def timed(self, fn, *args):
+        """(fn(*args) ready on device, its wall seconds minus tracing and compilation)."""
+        t0, c0 = time.perf_counter(), self.total
+        out = jax.block_until_ready(fn(*args))
+        return out, (time.perf_counter() - t0) - (self.total - c0)
+
+    def __enter__(self) -> _CompileClock:
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
+class Predictor:
+    """A restored WaveLLM with its tokenizer and run config, run batch by batch."""
+
+    def __init__(self, model, tokenizer: Any, config: Any):
+        self.tokenizer, self.config = tokenizer, config
+        self.llm = nnx.view(model.llm, deterministic=True, raise_if_not_found=False)
+        self.eos_ids = evaluate.stop_ids(tokenizer)
+        self.pad_id = pipeline.pad_id(tokenizer)
+        graphdef, self._state = nnx.split(model)
+
+        @jax.jit
+        def encode(state, waves, frame_mask):
+            """waves [B, T, 7], frame_mask [B, T] -> soft [B, Q, D], attention [B, L, Q, T]."""
+            return nnx.merge(graphdef, state).soft_tokens(waves, frame_mask,
+                                                          return_attention=True)
+
+        self._encode = encode
+
+    @property
+    def frame_rate(self) -> float | None:
+        """Frame rate of the model input (None: the clip's own)."""
+        return self.config.data.target_fps
+
+    def prepare(self, clip: Clip) -> Prepared:
+        """The model inputs of a clip, exactly as training builds them (minus the target)."""
+        data = self.config.data
+        waves, frame_mask = clip.model_input(data.seq_len, normalization=data.normalization,
+                                             target_fps=data.target_fps)
+        summary = PhysicsSummary.from_wave_features(clip.wave_features, clip.exercise,
+                                                    clip.expert)
+        ids = prompt_ids(summary, self.tokenizer, compact=data.compact_prompt)
+        return Prepared(clip, summary, waves, frame_mask, np.asarray(ids, np.int32))
+
+    def run(self, batch: Sequence[Prepared], *, rows: int, max_new_tokens: int,
+            temperature: float, top_p: float, rng, split_timing: bool = True,
+            on_text: Callable[[str], None] | None = None) -> list[Result]:
+        """Feedback for up to `rows` prepared clips (padded to `rows`: one compile per shape).
+
+        With `on_text`, decoding returns to Python every `STREAM_CHUNK` tokens
+        (`generate.generate_stream`) and `on_text` gets the first clip's feedback decoded so
+        far after each chunk (the last call's text is that clip's `Result.feedback`).
+
+        Timing (seconds; per batch): `encode_s` (encoder and bridge), `generate_s` (prefill
+        and decoding), `compile_s` (JAX tracing and compilation, excluded from the others) and,
+        with `split_timing`, `prefill_s` (encode plus a one-token generation: the prompt
+        prefill), `decode_s` (generate_s minus that one-token generation) and `tokens_per_s`.
+        The split costs one more generation program (compile and prefill).
+        """
+        n = len(batch)
+        padded = list(batch) + [batch[-1]] * (rows - n)
+        waves = np.stack([p.waves for p in padded])                     # [B, T, 7]
+        frame_mask = np.stack([p.frame_mask for p in padded])           # [B, T]
+        width = max(len(p.prompt) for p in padded)
+        prompt = np.full((rows, width), self.pad_id, np.int32)          # [B, P]
+        prompt_mask = np.zeros((rows, width), bool)                     # [B, P]
+        for i, p in enumerate(padded):
+            prompt[i, :len(p.prompt)], prompt_mask[i, :len(p.prompt)] = p.prompt, True
+
+        def decode(soft, count):
+            return generate_lib.generate(
+                self.llm, prompt, prompt_mask, prefix_embeds=soft, max_new_tokens=count,
+                eos_ids=self.eos_ids, pad_id=self.pad_id, temperature=temperature,
+                top_p=top_p, rng=rng)
+
+        def text(ids: np.ndarray) -> str:
+            return self.tokenizer.decode(ids.tolist(), skip_special_tokens=True).strip()
+
+        def stream(soft):
+            pieces = []
+            for piece in generate_lib.generate_stream(
+                    self.llm, prompt, prompt_mask, chunk=STREAM_CHUNK, prefix_embeds=soft,
+                    max_new_tokens=max_new_tokens, eos_ids=self.eos_ids, pad_id=self.pad_id,
+                    temperature=temperature, top_p=top_p, rng=rng):
+                pieces.append(piece)  # [B, k]
+                ids = np.concatenate(pieces, axis=1)[0]
+                on_text(text(ids[:_length(ids, self.eos_ids)]))
+            tokens = np.concatenate(pieces, axis=1)  # [B, K]
+            return generate_lib.GenerateOutput(
+                tokens=tokens, lengths=np.array([_length(row, self.eos_ids) for row in tokens]))
+
+        with _CompileClock() as clock:
+            (soft, attention), encode_s = clock.timed(self._encode, self._state, waves,
+                                                      frame_mask)
+            if split_timing:
+                _, first_s = clock.timed(decode, soft, 1)  # the prompt prefill and one token
+            if on_text is None:
+                out, generate_s = clock.timed(decode, soft, max_new_tokens)
+            else:
+                out, generate_s = clock.timed(stream, soft)
+        tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+        timing = {"encode_s": round(encode_s, 4), "generate_s": round(generate_s, 4)}
+        if split_timing:
+            decode_s = max(generate_s - first_s, 0.0)
+            new_tokens = int(lengths[:n].sum()) - n  # each row's first token is the prefill's
+            timing.update(prefill_s=round(encode_s + first_s, 4), decode_s=round(decode_s, 4),
+                          tokens_per_s=round(new_tokens / decode_s, 1) if decode_s > 0 else None)
+        timing.update(compile_s=round(clock.total, 3), batch_size=n)
+        attention = np.asarray(attention, np.float32).mean(axis=1)  # [B, Q, T]
+        results = []
+        for i, p in enumerate(batch):
+            feedback = text(tokens[i, :lengths[i]])
+            results.append(Result(
+                prepared=p, feedback=feedback,
+                faults=faults_lib.faults_from_text(feedback, p.clip.exercise),
+                attention=attention[i, :, :int(p.frame_mask.sum())], timing=timing))
+        return results
+
+
+def _length(ids: np.ndarray, eos_ids: Sequence[int]) -> int:
+    """Tokens of a decoded row [K] up to and including its first eos (K without one)."""
+    hits = np.flatnonzero(np.isin(ids, eos_ids))
+    return int(hits[0]) + 1 if hits.size else len(ids)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="infer.py", description=__doc__.split("\n\n", 1)[0],
+        epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True,
+                        help="clip JSON file, or a directory of them (searched recursively)")
+    parser.add_argument("--ckpt", default=DEFAULT_CKPT,
+                        help=f"training run directory (default: {DEFAULT_CKPT})")
+    parser.add_argument("--json", action="store_true", help="one JSON object per clip per line")
+    parser.add_argument("--report", metavar="FILE.html",
+                        help="write an HTML report, one section per clip")
+    parser.add_argument("--max_new_tokens", type=int,
+                        help="generation budget per clip (default: the run's eval.max_new_tokens)")
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="0 for greedy decoding (default), else sampling temperature")
+    parser.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling mass")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--batch_size", type=int, default=8, help="clips per generation batch")
+    return parser
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        parser.error("--max_new_tokens must be >= 1")
+    if args.temperature < 0:
+        parser.error("--temperature must be >= 0")
+    if not 0 < args.top_p <= 1:
+        parser.error("--top_p must be in (0, 1]")
+    if args.batch_size < 1:
+        parser.error("--batch_size must be >= 1")
+    if args.report and not os.path.isdir(os.path.dirname(os.path.abspath(args.report))):
+        parser.error(f"--report: directory of {args.report} does not exist")
+
+
+def _input_files(path: str) -> list[str]:
+    """The clip files named by --input; ValueError (one line) if there are none."""
+
+    if os.path.isdir(path):
+        files = pipeline.list_clip_files(path)
+        if not files:
+            raise ValueError(f"{path}: no *.json clip files in this directory")
+        return files
+    if not os.path.exists(path):
+        raise ValueError(f"{path}: no such file or directory")
+    return [path]
+
+
+def restore(workdir: str):
+    """(model, tokenizer, config) of the run in `workdir`, through `evaluate`'s restore."""
+
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        raise FileNotFoundError(
+            f"{workdir}: no checkpoint (no {os.path.join(workdir, 'checkpoints')} directory); "
+            f"create one with `{TRAIN_COMMAND.format(workdir=workdir)}`")
+    step, _, record = evaluate.read_run(workdir)
+    tokenizer = hf.load_tokenizer(record.path)
+    model, config, _ = evaluate.load_model(workdir, step)
+    return model, tokenizer, config
+
+
+def _print_summary(prepared: Prepared) -> None:
+    clip, s = prepared.clip, prepared.summary
+    reps = "unknown" if s.reps is None else s.reps
+    tempo = "" if s.tempo_sec is None else f" | tempo: {s.tempo_sec:.2f} s/rep"
+    phases = ", ".join(f"{k} {d:.2f} s" for k, d in s.phases) or "none"
+    print(f"== {clip.video_id} ({clip.source})\n"
+          f"exercise: {s.exercise} | reps: {reps} | grade: {s.grade}{tempo}\n"
+          f"phases: {phases}", flush=True)
+
+
+def _print_faults(result: Result) -> None:
+    faults = ", ".join(f"{faults_lib.phrase_for(f)} ({f})" for f in result.faults) or "none named"
+    print(f"faults: {faults}\n", flush=True)
+
+
+def _print_feedback(result: Result) -> None:
+    print(f"feedback: {result.feedback}", flush=True)
+    _print_faults(result)
+
+
+class _FeedbackStream:
+    """Prints `feedback: ` and then, as the text decoded so far grows, its new suffix."""
+
+    def __init__(self):
+        self.printed = ""
+        print("feedback: ", end="", flush=True)
+
+    def __call__(self, text: str) -> None:
+        text = text.rstrip("\ufffd")  # a character's first bytes wait for the rest
+        if text.startswith(self.printed):
+            print(text[len(self.printed):], end="", flush=True)
+            self.printed = text
+
+    def finish(self, result: Result) -> None:
+        """Ends the feedback line (printed again whole if the decoded text was revised)."""
+        if result.feedback.startswith(self.printed):
+            print(result.feedback[len(self.printed):], flush=True)
+        else:
+            print(f"\nfeedback: {result.feedback}", flush=True)
+        _print_faults(result)
+
+
+def _report_item(result: Result, fps: float | None) -> report.ClipReport:
+    clip = result.prepared.clip
+    return report.ClipReport(
+        clip=clip, analysis=waves_lib.analyze_reps(clip.signals, clip.fps, clip.exercise),
+        summary=result.prepared.summary, feedback=result.feedback, faults=result.faults,
+        attention=result.attention, attention_fps=fps or clip.fps, timing=result.timing)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status (see the module docstring)."""
+    logging.set_verbosity(logging.ERROR)  # Orbax's notes on read-only checkpoint managers
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+        _check_args(parser, args)
+    except SystemExit as e:  # argparse's usage errors (2) and --help (0)
+        return int(e.code or 0)
+
+    try:
+        files = _input_files(args.input)
+        model, tokenizer, config = restore(args.ckpt)
+    except (ValueError, OSError, CheckpointMismatchError, hf.WeightsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+    predictor = Predictor(model, tokenizer, config)
+    max_new_tokens = args.max_new_tokens or int(config.eval.get("max_new_tokens") or 128)
+    rows = min(args.batch_size, len(files))
+    key = jax.random.key(args.seed)
+    single = len(files) == 1
+    failed, reports, pending = 0, [], []
+    bar = tqdm(total=len(files), desc="infer", unit="clip", file=sys.stderr,
+               disable=single)
+
+    def flush(index: int) -> None:
+        stream = _FeedbackStream() if single and not args.json else None
+        results = predictor.run(pending, rows=rows, max_new_tokens=max_new_tokens,
+                                temperature=args.temperature, top_p=args.top_p,
+                                rng=jax.random.fold_in(key, index), split_timing=args.json,
+                                on_text=stream)
+        for result in results:
+            if args.json:
+                print(json.dumps(result.to_json()), flush=True)
+            elif stream is not None:
+                stream.finish(result)
+            else:
+                _print_summary(result.prepared)
+                _print_feedback(result)
+            if args.report:
+                reports.append(_report_item(result, predictor.frame_rate))
+        bar.update(len(pending))
+        pending.clear()
+
+    batches = 0
+    for path in files:
+        try:
+            pending.append(predictor.prepare(load_clip(path)))
+            if single and not args.json:
+                _print_summary(pending[-1])
+        except ClipError as e:
+            failed += 1
+            bar.update(1)
+            tqdm.write(f"error: {e}", file=sys.stderr)
+            continue
+        if len(pending) == rows:
+            flush(batches)
+            batches += 1
+    if pending:
+        flush(batches)
+    bar.close()
+
+    if args.report and reports:
+        report.write_report(args.report, reports)
+        print(f"report: {args.report} ({len(reports)} clips)", file=sys.stderr)
+    if failed:
+        print(f"{failed} of {len(files)} clip files failed", file=sys.stderr)
+    return EXIT_BAD_CLIPS if failed else EXIT_OK
