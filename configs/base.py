@@ -12,7 +12,7 @@ device count. Many hosts: start the same command on every host with
 JAX_PROCESS_ID in the environment), and use `mesh.data=<hosts>` so parameters are sharded
 within a host and replicated across hosts.
 
-Runtime: not measured here (no GPU was available while writing this config); train.py logs
+Runtime: not yet measured on a GPU (no figure is claimed); train.py logs
 step_time_s, tokens_per_s and MFU every `train.log_every` steps, and the progress bar shows the
 ETA.
 
@@ -43,6 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.llm.param_dtype = "bfloat16"  # storage dtype of the frozen base weights
     c.llm.remat = False  # rematerialise each decoder layer in the backward pass (saves memory)
     c.llm.attention_impl = config_dict.placeholder(str)  # None (XLA picks) | "xla" | "cudnn"
+    c.llm.adapter = ""  # PEFT LoRA adapter directory to start from ("" = fresh LoRA)
 
     # ---- LoRA deltas on the fused Phi-3 projections
     c.lora = ml_collections.ConfigDict()
@@ -75,6 +76,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.dir = ""  # directory of clip JSON files; "" = generate a synthetic set in WORKDIR/data
     c.data.synthetic_n = 1000  # clips generated when data.dir is ""
     c.data.synthetic_seed = 0  # seed of the generated training clips
+    c.data.synthetic_keypoints = True  # store keypoints in generated clips (False: signals only)
     c.data.val_fraction = 0.1  # fraction of videos held out for validation (split by video_id)
     c.data.seq_len = 300  # frames per clip after pad/truncate
     c.data.target_fps = config_dict.placeholder(float)  # resample clips to this rate (None: keep)
@@ -99,6 +101,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.adam_eps = 1e-8  # AdamW epsilon
     c.train.clip_norm = 1.0  # global gradient-norm clipping
     c.train.aux_loss_weight = 0.1  # weight of the wave-dynamics loss on dynamic_state (0: off)
+    c.train.fault_loss_weight = 0.0  # weight of the bridge's fault-classification BCE (0: off)
     c.train.trainable = DEFAULT_TRAINABLE  # regexes over parameter paths; (".*",) = full fine-tune
     c.train.seed = 0  # init of encoder/bridge/LoRA, dropout, data order and split
     c.train.log_every = 10  # steps between metric lines

@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from wavepose_jax import sharding as sharding_lib
+from wavepose_jax.jsonfile import read_json_object
 from wavepose_jax.models.phi3 import Linear, Phi3Config, Phi3ForCausalLM
 
 CONFIG_FILE = "config.json"
@@ -68,14 +69,7 @@ def resolve(path_or_repo_id: str | os.PathLike) -> Path:
 def load_config(path_or_repo_id, **overrides) -> Phi3Config:
     """Reads ``config.json`` into a ``Phi3Config`` (overrides: compute settings or HF fields)."""
     file = resolve(path_or_repo_id) / CONFIG_FILE
-    if not file.is_file():
-        raise WeightsError(f"{file}: missing")
-    try:
-        hf = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise WeightsError(f"{file}: invalid JSON ({e})") from None
-    if not isinstance(hf, dict):
-        raise WeightsError(f"{file}: expected a JSON object")
+    hf = read_json_object(file, WeightsError)
     try:
         return Phi3Config.from_hf(hf, **overrides)
     except (ValueError, TypeError) as e:

@@ -35,6 +35,7 @@ from jax.experimental import multihost_utils
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from wavepose_jax.jsonfile import read_json_object
 from wavepose_jax.models.bridge import BridgeConfig, WaveBridge
 from wavepose_jax.models.encoder import EncoderConfig, WavePoseEncoder
 from wavepose_jax.models.lora import LoraConfig, apply_lora, path_str
@@ -176,14 +177,7 @@ def save_peft_adapter(llm: Phi3ForCausalLM, directory, *, base_model_name_or_pat
 def read_adapter_config(directory) -> AdapterSpec:
     """Parses and checks `adapter_config.json`; AdapterError names the offending field."""
     file = Path(directory) / ADAPTER_CONFIG
-    if not file.is_file():
-        raise AdapterError(f"{file}: missing")
-    try:
-        cfg = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AdapterError(f"{file}: invalid JSON ({e})") from None
-    if not isinstance(cfg, dict):
-        raise AdapterError(f"{file}: expected a JSON object")
+    cfg = read_json_object(file, AdapterError)
     if cfg.get("peft_type") != "LORA":
         raise AdapterError(f"{file}: peft_type: expected 'LORA', got {cfg.get('peft_type')!r}")
     for field in _UNSUPPORTED:
@@ -343,15 +337,9 @@ def load_motion(directory) -> tuple[WavePoseEncoder, WaveBridge]:
     """The encoder and bridge written by `save_motion`."""
     directory = Path(directory)
     config_file, weights_file = directory / MOTION_CONFIG, directory / MOTION_WEIGHTS
-    for file in (config_file, weights_file):
-        if not file.is_file():
-            raise AdapterError(f"{file}: missing")
-    try:
-        cfg = json.loads(config_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AdapterError(f"{config_file}: invalid JSON ({e})") from None
-    if not isinstance(cfg, dict):
-        raise AdapterError(f"{config_file}: expected a JSON object")
+    if not weights_file.is_file():
+        raise AdapterError(f"{weights_file}: missing")
+    cfg = read_json_object(config_file, AdapterError)
     encoder_cfg = _config_from_json(EncoderConfig, cfg.get("encoder"), config_file, "encoder")
     bridge_cfg = _config_from_json(BridgeConfig, cfg.get("bridge"), config_file, "bridge")
     embed_rms = cfg.get("embed_rms")
