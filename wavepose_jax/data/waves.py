@@ -27,8 +27,8 @@ Segmentation (`analyze_reps`):
 5. Around each turning point the rep starts when the signal leaves the rest level (by
    `BAND_FRAC` of that side's range), reaches the turning band (within `BAND_FRAC` of the
    turning value), leaves it, and ends back within `BAND_FRAC` of the next rest level. Hence
-   phases descent / bottom / ascent / lockout, and `descent_sec` is the time from leaving the
-   top band to reaching the bottom band (the eccentric movement without pauses).
+   phases descent / bottom / ascent / lockout. `descent_sec` times the eccentric movement
+   without pauses between narrower `MOVE_BAND_FRAC` bands, scaled to the whole excursion.
 
 Per-rep measurements use the exercise's *key measure* (`key_measure`): the knee angle (squat),
 shoulder height above the hands (push-up), hip angle (deadlift) and hand height above the
@@ -63,6 +63,7 @@ PROMINENCE_FRAC = 0.25    # Turning-point prominence as a fraction of the robust
 EDGE_ZONE_FRAC = 0.25     # A clip edge is a rest/turn extreme only this close to a level.
 MAX_MIN_DISTANCE_SEC = 0.5  # Cap of the minimum peak distance (0.25 periods); tempo varies.
 BAND_FRAC = 0.10          # Band around rest and turning levels that bounds movement phases.
+MOVE_BAND_FRAC = 0.07     # Narrower band that times descents and ascents (`_movement_sec`).
 MIN_RANGE = {"angle": 8.0, "position": 0.06}   # Below this robust range there are no reps.
 
 # Nominal physics for the energy figures (the clip carries no body mass or scale).
@@ -93,7 +94,7 @@ class Rep:
             above the hands; deadlift: min hip angle, deg; press: hand height above the shoulders).
         lockout: key measure at the top (max knee / hip angle, or the height above).
         rom: lockout - depth.
-        descent_sec: the eccentric movement, top band to bottom band.
+        descent_sec: the eccentric movement, top to bottom without pauses (`_movement_sec`).
         ascent_sec: the concentric movement, bottom band to top band.
         bottom_pause_sec / top_pause_sec: time inside the bottom / top band within the rep.
         duration_sec: end - start (movement and the pause at the turning point).
@@ -239,6 +240,19 @@ def _extra_measures(exercise: str, sig: dict[str, np.ndarray], start: int, top: 
     return {}
 
 
+def _movement_sec(seg: np.ndarray, rom: float, fps: float) -> float:
+    """Duration of the movement from rest to the turning point in ``seg`` (rest first, rising).
+
+    Timed between the last frame within `MOVE_BAND_FRAC` of the rest level and the first frame
+    within `MOVE_BAND_FRAC` of the turning value, then scaled by 1 / (1 - 2 * MOVE_BAND_FRAC) to
+    the whole excursion: close to the true top-to-bottom time for smooth (cosine, minimum-jerk)
+    and linear profiles alike, where the wider phase bands would cut ~40% off a smooth descent.
+    """
+    start = int(np.flatnonzero(seg <= seg[0] + MOVE_BAND_FRAC * rom)[-1])
+    arrive = int(np.flatnonzero(seg >= seg[-1] - MOVE_BAND_FRAC * rom)[0])
+    return max(arrive - start, 0) / fps / (1.0 - 2.0 * MOVE_BAND_FRAC)
+
+
 def analyze_reps(signals: dict[str, np.ndarray], fps: float, exercise: str) -> RepAnalysis:
     """Segments the clip into reps and phases (method in the module docstring).
 
@@ -301,14 +315,15 @@ def analyze_reps(signals: dict[str, np.ndarray], fps: float, exercise: str) -> R
         b1 = p + int(np.flatnonzero(seg_r >= s[p] - BAND_FRAC * rom_r)[-1])
         end = p + int(np.flatnonzero(seg_r <= s[right] + BAND_FRAC * rom_r)[0])
         nxt = piv[turn_idx[r + 1]][0] if r + 1 < len(turn_idx) else n
+        into_turn, out_of_turn = _movement_sec(seg_l, rom_l, fps), _movement_sec(seg_r[::-1], rom_r, fps)
         if turn == "bottom":
             bottom = b0 + int(np.argmin(key[b0:b1 + 1]))
             top = b1 + int(np.argmax(key[b1:nxt]))
-            descent, ascent = (b0 - start) / fps, (end - b1) / fps
+            descent, ascent = into_turn, out_of_turn
         else:
             top = b0 + int(np.argmax(key[b0:b1 + 1]))
             bottom = b1 + int(np.argmin(key[b1:nxt]))
-            ascent, descent = (b0 - start) / fps, (end - b1) / fps
+            ascent, descent = into_turn, out_of_turn
         turn_pause = (b1 - b0) / fps
         depth, lockout = float(key[bottom]), float(key[top])
         reps.append(Rep(
