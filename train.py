@@ -1,10 +1,11 @@
 """Fine-tune WavePose (motion encoder + bridge + LoRA on a frozen Phi-3) on exercise clips.
 
-    python train.py --config configs/tiny.py --workdir runs/tiny
+    python train.py --config configs/tiny.py
     python train.py --config configs/base.py --config.data.dir=clips/ --workdir runs/base \
         [--config.train.steps=100 ...]
 
-Writes WORKDIR/metrics.jsonl, WORKDIR/tensorboard/, WORKDIR/checkpoints/ and, at the end, the
+The run directory WORKDIR defaults to runs/<config file name> (runs/tiny for configs/tiny.py,
+the run infer.py reads by default). Writes WORKDIR/metrics.jsonl, WORKDIR/tensorboard/, WORKDIR/checkpoints/ and, at the end, the
 evaluation of held-out clips in WORKDIR/eval.json. A run resumes from the latest checkpoint
 in WORKDIR (parameters, optimizer state, step and data position). A bad config, path or data
 directory is reported in one line on stderr with exit status 1.
@@ -38,33 +39,29 @@ from wavepose_jax.training import step as step_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Run directory (logs, checkpoints).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (logs, checkpoints); default: "
+                                "runs/<config file name without .py>.")
 
 
-def _synthetic_dir(root: str, n: int, seed: int) -> str:
-    """Generates n synthetic clips with `seed` under root (once; deterministic content)."""
-    out = os.path.join(root, f"synthetic-n{n}-seed{seed}")
+def default_workdir(config_file: str) -> str:
+    """runs/<name> for configs/<name>.py (an override suffix `:...` is ignored)."""
+    name = os.path.splitext(os.path.basename(config_file.split(":")[0]))[0]
+    return os.path.join("runs", name or "default")
+
+
+def _synthetic_dir(root: str, n: int, seed: int, keypoints: bool = True) -> str:
+    """Generates n synthetic clips with `seed` under root (once; deterministic content).
+
+    Without keypoints the clips carry only the 7 signals derived from them at generation time
+    (the same values; smaller files, faster to load).
+    """
+    kind = "" if keypoints else "-signals"
+    out = os.path.join(root, f"synthetic-n{n}-seed{seed}{kind}")
     if not os.path.isdir(out):
         tmp = f"{out}.tmp{os.getpid()}"
-        synthetic.write_dataset(tmp, n=n, seed=seed)
+        synthetic.write_dataset(tmp, n=n, seed=seed, keypoints=keypoints)
         os.replace(tmp, out)
     return out
-
-
-class _BarConsole:
-    """A text stream that prints whole lines above the progress bar (tqdm.write)."""
-
-    def __init__(self):
-        self._buffer = ""
-
-    def write(self, text: str) -> None:
-        self._buffer += text
-        *lines, self._buffer = self._buffer.split("\n")
-        for line in lines:
-            tqdm.write(line, file=sys.stdout)
-
-    def flush(self) -> None:
-        sys.stdout.flush()
 
 
 class Trainer:
@@ -77,7 +74,8 @@ class Trainer:
         self.tokenizer = hf.load_tokenizer(config.llm.path)
 
         data_dir = config.data.dir or _synthetic_dir(
-            os.path.join(workdir, "data"), config.data.synthetic_n, config.data.synthetic_seed)
+            os.path.join(workdir, "data"), config.data.synthetic_n, config.data.synthetic_seed,
+            keypoints=bool(config.data.get("synthetic_keypoints", True)))
         self.train_src, self.val_src, report = pipeline.prepare_dataset(
             data_dir, self.tokenizer, config)
         self.log(f"data: {data_dir}: {report.summary()}")
@@ -97,7 +95,10 @@ class Trainer:
         self.loader = pipeline.make_train_loader(
             self.train_src, config, seed=config.train.seed, process_index=jax.process_index(),
             process_count=jax.process_count())
-        self.writer = metrics_lib.MetricsWriter(workdir, console=_BarConsole())
+        # Per-window metrics go to metrics.jsonl and TensorBoard; the console shows the progress
+        # bar (loss, ETA) and one line per validation.
+        self._devnull = open(os.devnull, "w", encoding="utf-8")
+        self.writer = metrics_lib.MetricsWriter(workdir, console=self._devnull)
         self.peak_flops = metrics_lib.peak_flops()
         self._train_step = self._eval_step = None
 
@@ -179,11 +180,15 @@ class Trainer:
         flops = metrics_lib.flops_per_token(seq_len=self.num_soft + pending[-1][1],
                                             **self._flops_args)
         self.writer.write(step, {
-            "loss": last["loss"], "aux_loss": last["aux_loss"], "lr": last["lr"],
+            "loss": last["loss"], "aux_loss": last["aux_loss"],
+            "fault_loss": last["fault_loss"], "lr": last["lr"],
             "grad_norm": last["grad_norm"], "tokens_per_s": tokens_per_s,
             "step_time_s": elapsed / len(pending),
             "mfu": metrics_lib.mfu(tokens_per_s, flops, self.peak_flops)})
-        bar.set_postfix(loss=f"{last['loss']:.3f}")
+        postfix = {"loss": f"{last['loss']:.3f}"}
+        if self.config.train.get("fault_loss_weight", 0.0) > 0:
+            postfix["fault_loss"] = f"{last['fault_loss']:.3f}"
+        bar.set_postfix(postfix)
 
     def fit(self) -> None:
         t = self.config.train
@@ -203,6 +208,7 @@ class Trainer:
                 if len(self.val_src):
                     val = self.validate()
                     self.writer.write(done, val)
+                    self.log(f"step {done} | val_loss {val['val_loss']:.3f}")
                 if jax.process_count() == 1:
                     for sample in self.samples():
                         self.log(f"  sample {sample['video_id']}: {sample['generated']!r}\n"
@@ -244,6 +250,7 @@ class Trainer:
     def close(self) -> None:
         self.ckpt.close()
         self.writer.close()
+        self._devnull.close()
 
 
 def run(config: Any, workdir: str) -> dict[str, Any] | None:
@@ -279,7 +286,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
 
-    logging.set_verbosity(logging.WARNING)  # keep Orbax's per-save INFO lines off the console
+    logging.set_verbosity(logging.ERROR)  # keep Orbax's per-save notes off the console
     config = _CONFIG.value
     try:
         config.get("llm")  # a config file that failed to load raises here
@@ -290,7 +297,9 @@ def main(argv: list[str]) -> None:
         print("error: --config is required (e.g. --config configs/tiny.py)", file=sys.stderr)
         sys.exit(1)
     try:
-        run(config, _WORKDIR.value)
+        workdir = _WORKDIR.value or default_workdir(
+            config_flags.get_config_filename(flags.FLAGS["config"]))
+        run(config, workdir)
     except (hf.WeightsError, ClipError, ckpt_lib.CheckpointMismatchError, FileNotFoundError,
             ValueError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)

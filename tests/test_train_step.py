@@ -242,7 +242,8 @@ def test_train_py_end_to_end(tmp_path):
     args = ["--config", str(REPO / "configs" / "tiny.py"), "--config.train.steps=2",
             "--config.train.log_every=1", "--config.train.ckpt_every=1",
             "--config.train.eval_every=0", "--config.train.num_eval_samples=0",
-            "--config.data.synthetic_n=12", "--config.eval.synthetic_n=2",
+            "--config.data.synthetic_n=12", "--config.train.batch_size=4",
+            "--config.eval.synthetic_n=2",
             "--config.eval.max_new_tokens=4"]
     run = _train_py(*args, workdir=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]

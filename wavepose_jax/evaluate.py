@@ -150,7 +150,7 @@ class _Passes:
 
 
 _LOSS_KEYS = ("waves", "frame_mask", "phase", "phase_mask", "tokens", "token_mask", "loss_mask",
-              "example_weight")
+              "example_weight", "faults", "fault_mask")
 
 
 def _shift_permutation(n_real: int, batch_size: int) -> np.ndarray:

@@ -2,7 +2,7 @@
 
     train, val, report = prepare_dataset(data_dir, tokenizer, config)
     loader = make_train_loader(train, config, seed=config.train.seed)   # grain DataLoader iterator
-    batch = next(loader)                                                # numpy dict, contracts.md
+    batch = next(loader)                                                # numpy dict (see `collate`)
     for batch in make_eval_batches(val, config): ...                    # fixed order, padded
 
 An *example* is one clip turned into model inputs (`build_example`): the normalised signals
@@ -34,6 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from wavepose_jax import prompt as prompt_lib
+from wavepose_jax.faults import ANY_EXERCISE, FAULTS
 from wavepose_jax.data import waves as waves_lib
 from wavepose_jax.data.clip import Clip, load_clip, resample
 from wavepose_jax.data.schema import ClipError
@@ -120,6 +121,28 @@ def pad_id(tokenizer: Any) -> int:
     return int(value)
 
 
+def fault_labels(faults: Sequence[str] | None, exercise: str) -> tuple[np.ndarray, np.ndarray]:
+    """Multi-hot fault labels over the global vocabulary (`faults.FAULTS` order) and their mask.
+
+    Returns:
+      labels: float32 [F], 1 for each fault of the clip.
+      mask: bool [F], True for the faults that apply to the clip's exercise when the clip is
+        labelled (`faults` not None); all False for an unlabelled clip.
+    """
+    ids = list(FAULTS)
+    labels = np.zeros(len(ids), np.float32)
+    mask = np.zeros(len(ids), bool)
+    if faults is None:
+        return labels, mask
+    for i, fault in enumerate(FAULTS.values()):
+        mask[i] = fault.exercise in (exercise, ANY_EXERCISE)
+    for fault_id in faults:
+        if fault_id in FAULTS:
+            labels[ids.index(fault_id)] = 1.0
+            mask[ids.index(fault_id)] = True
+    return labels, mask
+
+
 def build_example(clip: Clip, tokenizer: Any, config: Any) -> dict[str, Any]:
     """One clip -> model inputs (see the module docstring) plus a `ClipInfo` under "info".
 
@@ -177,7 +200,19 @@ def example_length(example: dict[str, Any]) -> int:
 
 def collate(examples: Sequence[dict[str, Any]], config: Any, pad_id: int,
             weights: Sequence[float] | None = None, min_length: int = 0) -> dict[str, np.ndarray]:
-    """Examples -> one batch dict (contracts.md), tokens right-padded to a bucket length.
+    """Examples -> one batch dict, tokens right-padded to a bucket length.
+
+    Batch format (numpy; B examples, T = data.seq_len frames, L = bucket length, F = number of
+    faults in `faults.FAULTS`):
+
+      waves [B, T, 7] f32, frame_mask [B, T] bool   normalised signals, real frames
+      phase [B, T] f32, phase_mask [B, T] bool      rep phase (radians), frames inside a rep
+      faults [B, F] f32, fault_mask [B, F] bool     multi-hot fault labels (FAULTS order) from
+                                                    each example's ClipInfo; mask: labelled
+                                                    and applicable to the exercise
+      tokens, token_mask, loss_mask [B, L]          prompt + target + <|end|>, right-padded;
+                                                    loss_mask marks the target
+      prompt_len [B] int32, example_weight [B] f32  prompt length; 0 = padding example
 
     Args:
       examples: outputs of `build_example`.
@@ -195,6 +230,7 @@ def collate(examples: Sequence[dict[str, Any]], config: Any, pad_id: int,
     token_mask = np.zeros((b, length), bool)           # [B, L]
     loss_mask = np.zeros((b, length), bool)            # [B, L]
     prompt_len = np.zeros(b, np.int32)                 # [B]
+    labels = [fault_labels(e["info"].faults, e["info"].exercise) for e in examples]
     for i, e in enumerate(examples):
         p, t = len(e["prompt_ids"]), len(e["target_ids"])
         tokens[i, :p] = e["prompt_ids"]
@@ -207,6 +243,8 @@ def collate(examples: Sequence[dict[str, Any]], config: Any, pad_id: int,
         "frame_mask": np.stack([e["frame_mask"] for e in examples]),  # [B, T]
         "phase": np.stack([e["phase"] for e in examples]),            # [B, T]
         "phase_mask": np.stack([e["phase_mask"] for e in examples]),  # [B, T]
+        "faults": np.stack([f for f, _ in labels]),                   # [B, F]
+        "fault_mask": np.stack([m for _, m in labels]),               # [B, F]
         "tokens": tokens,
         "token_mask": token_mask,
         "loss_mask": loss_mask,

@@ -3,8 +3,14 @@
     [phi | dynamic_state] [B, T, d_model + state_dim] -> Linear(d_model) + sinusoidal positions
     num_queries learned event queries [Q, d_model]
       -> num_layers pre-LN cross-attention layers (queries <- real frames only), each with an FFN
-      -> LayerNorm -> Linear(llm_dim) -> unit RMS per token -> x embed_rms * (1 + tanh(gate))
+      -> LayerNorm = event states [B, Q, d_model]
+      -> Linear(llm_dim) -> unit RMS per token -> x embed_rms * (1 + tanh(gate))
     soft tokens [B, Q, llm_dim]
+
+With `num_faults > 0` the bridge also has a fault head: mean of the event states over the
+queries -> Linear(num_faults) logits, one per fault of the global vocabulary
+(`wavepose_jax.faults.FAULTS` order). Trained with an auxiliary BCE loss, it makes the event
+states fault-aware from the first steps, before the language model has learned to read them.
 
 The gate starts at 0, so at initialisation every soft token has exactly the RMS of the LLM's
 token embeddings (`embed_rms`, measured from the loaded embedding table by the caller) and
@@ -38,6 +44,7 @@ class BridgeConfig:
     num_heads: int = 8  # attention heads (d_model must divide evenly)
     mlp_ratio: int = 4  # feed-forward width = mlp_ratio * d_model
     dropout: float = 0.1  # dropout on residual branches (training only)
+    num_faults: int = 0  # fault-head outputs (0: no fault head)
     dtype: Any = jnp.float32  # compute dtype
     param_dtype: Any = jnp.float32  # parameter dtype
 
@@ -98,13 +105,15 @@ class WaveBridge(nnx.Module):
         self.to_llm = nnx.Linear(config.d_model, config.llm_dim, **kw)
         self.gate = nnx.Param(jnp.zeros((config.llm_dim,), config.param_dtype))  # [llm_dim]
         self.embed_rms = EmbedScale(jnp.asarray(embed_rms, jnp.float32))
+        self.fault_head = (nnx.Linear(config.d_model, config.num_faults, **kw)
+                           if config.num_faults > 0 else None)
 
-    def __call__(self, phi: jax.Array, dynamic_state: jax.Array, mask: jax.Array, *,
-                 deterministic: bool = True, return_attention: bool = False):
+    def events(self, phi: jax.Array, dynamic_state: jax.Array, mask: jax.Array, *,
+               deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
         """phi [B, T, d_model], dynamic_state [B, T, state_dim], mask [B, T] bool (True = real).
 
-        Returns soft tokens [B, num_queries, llm_dim]; with return_attention also the attention
-        weights [B, num_layers, num_queries, T] averaged over heads (zero on padded frames).
+        Returns the event states [B, num_queries, d_model] (after the final LayerNorm) and the
+        attention weights [B, num_layers, num_queries, T] averaged over heads (zero on padding).
         """
         cfg = self.config
         if phi.shape[:2] != dynamic_state.shape[:2] or phi.shape[:2] != mask.shape:
@@ -120,10 +129,30 @@ class WaveBridge(nnx.Module):
         for layer in self.layers:
             queries, weights = layer(queries, context, mask, deterministic=deterministic)
             attention.append(weights.mean(axis=1))  # [B, Q, T]
-        tokens = self.to_llm(self.final_norm(queries)).astype(jnp.float32)  # [B, Q, llm_dim]
+        return self.final_norm(queries), jnp.stack(attention, axis=1)  # [B, Q, D], [B, L, Q, T]
+
+    def project(self, events: jax.Array) -> jax.Array:
+        """Event states [B, Q, d_model] -> soft tokens [B, Q, llm_dim] in the compute dtype."""
+        tokens = self.to_llm(events).astype(jnp.float32)  # [B, Q, llm_dim]
         tokens = tokens * jax.lax.rsqrt(jnp.mean(jnp.square(tokens), -1, keepdims=True) + _RMS_EPS)
         scale = self.embed_rms[...] * (1.0 + jnp.tanh(self.gate[...].astype(jnp.float32)))
-        soft_tokens = (tokens * scale).astype(cfg.dtype)  # [B, Q, llm_dim]
+        return (tokens * scale).astype(self.config.dtype)
+
+    def fault_logits(self, events: jax.Array) -> jax.Array:
+        """Event states [B, Q, d_model] -> fault logits [B, num_faults] (float32)."""
+        if self.fault_head is None:
+            raise ValueError("this bridge has no fault head (BridgeConfig.num_faults is 0)")
+        return self.fault_head(events.mean(axis=1)).astype(jnp.float32)  # [B, F]
+
+    def __call__(self, phi: jax.Array, dynamic_state: jax.Array, mask: jax.Array, *,
+                 deterministic: bool = True, return_attention: bool = False):
+        """phi [B, T, d_model], dynamic_state [B, T, state_dim], mask [B, T] bool (True = real).
+
+        Returns soft tokens [B, num_queries, llm_dim]; with return_attention also the attention
+        weights [B, num_layers, num_queries, T] averaged over heads (zero on padded frames).
+        """
+        events, attention = self.events(phi, dynamic_state, mask, deterministic=deterministic)
+        soft_tokens = self.project(events)  # [B, Q, llm_dim]
         if return_attention:
-            return soft_tokens, jnp.stack(attention, axis=1)  # [B, L, Q, T]
+            return soft_tokens, attention
         return soft_tokens

@@ -1,6 +1,6 @@
 """WavePose motion encoder: 7 body-region signals over time -> latent motion sequence.
 
-    waves [B, T, 7] -> Linear(d_model) + sinusoidal positions
+    waves [B, T, 7] -> x input_gain -> Linear(d_model) + sinusoidal positions
                     -> num_layers pre-LN transformer layers (self-attention over real frames)
                     -> LayerNorm -> phi [B, T, d_model]
                     -> 2-layer GELU head -> dynamic_state [B, T, state_dim]
@@ -39,6 +39,9 @@ class EncoderConfig:
     mlp_ratio: int = 4  # feed-forward width = mlp_ratio * d_model
     dropout: float = 0.1  # dropout on residual branches (training only)
     state_dim: int = 32  # width of dynamic_state
+    # Multiplies the normalised signals before the input projection: their size relative to
+    # the unit-amplitude positional encoding, i.e. how much the first layers see of the motion.
+    input_gain: float = 1.0
     max_len: int = 4096  # longest accepted sequence
     dtype: Any = jnp.float32  # compute dtype
     param_dtype: Any = jnp.float32  # parameter dtype
@@ -156,7 +159,7 @@ class WavePoseEncoder(nnx.Module):
             raise ValueError(f"sequence length {length} exceeds max_len {cfg.max_len}")
         mask = mask.astype(bool)
         keep = mask[..., None].astype(cfg.dtype)  # [B, T, 1]
-        waves = jnp.where(mask[..., None], waves, 0.0).astype(cfg.dtype)
+        waves = jnp.where(mask[..., None], waves * cfg.input_gain, 0.0).astype(cfg.dtype)
         x = self.input_proj(waves) + sinusoidal_positions(length, cfg.d_model).astype(cfg.dtype)
         x = self.input_dropout(x, deterministic=deterministic)  # [B, T, D]
         for layer in self.layers:

@@ -13,6 +13,11 @@ never enter the loss.
 `__call__` returns `LossTerms` (sums, not means) so the train step divides by the token count
 of the global batch: exact with padding, padded examples and gradient accumulation.
 
+Two auxiliary losses ground the motion path (each on when its weight is > 0): the encoder's
+wave-dynamics loss on `dynamic_state`, and the bridge's fault loss, a masked BCE of the fault
+head's logits against the clip's fault labels (`faults` / `fault_mask` of the batch, global
+`wavepose_jax.faults.FAULTS` order).
+
 Parameter paths: `encoder/...`, `bridge/...`, `llm/...` (Hugging Face names below `llm`, LoRA
 deltas as `.../qkv_proj/lora_a`).
 """
@@ -30,7 +35,9 @@ from flax import nnx
 
 from wavepose_jax import generate as generate_lib
 from wavepose_jax import hf
+from wavepose_jax import peft_io
 from wavepose_jax import sharding as sharding_lib
+from wavepose_jax.faults import FAULTS
 from wavepose_jax.models.bridge import BridgeConfig, WaveBridge, embedding_rms
 from wavepose_jax.models.encoder import EncoderConfig, WavePoseEncoder, wave_dynamics_targets
 from wavepose_jax.models.lora import apply_lora
@@ -43,18 +50,25 @@ class LossTerms(NamedTuple):
     ce_sum: jax.Array  # [] f32: sum over target tokens of CE x example_weight
     num_tokens: jax.Array  # [] f32: sum over target tokens of example_weight
     aux_loss: jax.Array  # [] f32: wave-dynamics loss of this batch (0 when its weight is 0)
+    fault_loss: jax.Array  # [] f32: mean fault BCE over labelled entries (0 when its weight is 0)
 
 
 class WaveLLM(nnx.Module):
     """Encoder + bridge + language model, trained end to end on masked next-token CE."""
 
     def __init__(self, encoder: WavePoseEncoder, bridge: WaveBridge, llm: Phi3ForCausalLM, *,
-                 aux_loss_weight: float = 0.0, fps: float | None = 30.0):
-        """aux_loss_weight: weight of the wave-dynamics loss; fps: frame rate of `waves`."""
+                 aux_loss_weight: float = 0.0, fault_loss_weight: float = 0.0,
+                 fps: float | None = 30.0):
+        """aux_loss_weight / fault_loss_weight: weights of the wave-dynamics and fault losses
+        (the fault loss needs a bridge with a fault head); fps: frame rate of `waves`."""
+        if fault_loss_weight > 0 and bridge.fault_head is None:
+            raise ValueError("config field 'train.fault_loss_weight': > 0 needs a bridge with a "
+                             "fault head (bridge num_faults > 0)")
         self.encoder = encoder
         self.bridge = bridge
         self.llm = llm
         self.aux_loss_weight = float(aux_loss_weight)
+        self.fault_loss_weight = float(fault_loss_weight)
         self.fps = fps
 
     @property
@@ -75,12 +89,15 @@ class WaveLLM(nnx.Module):
         """Loss sums of a training batch (see contracts of the batch; keys below).
 
         Uses waves [B, T, 7], frame_mask [B, T], tokens / token_mask / loss_mask [B, L],
-        example_weight [B], and phase / phase_mask [B, T] when the auxiliary loss is on.
+        example_weight [B], phase / phase_mask [B, T] when the auxiliary loss is on, and
+        faults / fault_mask [B, F] when the fault loss is on (fault_loss is 0 without them).
         """
         waves, frame_mask = batch["waves"], batch["frame_mask"].astype(bool)
         tokens = batch["tokens"]  # [B, L]
         phi, state = self.encoder(waves, frame_mask, deterministic=deterministic)
-        soft = self.bridge(phi, state, frame_mask, deterministic=deterministic)  # [B, S, D]
+        events, _ = self.bridge.events(phi, state, frame_mask,
+                                       deterministic=deterministic)  # [B, S, d_bridge]
+        soft = self.bridge.project(events)  # [B, S, D]
 
         b, s = soft.shape[:2]
         length = tokens.shape[1]
@@ -105,7 +122,12 @@ class WaveLLM(nnx.Module):
             targets = wave_dynamics_targets(waves, real, self.fps, batch.get("phase"),
                                             batch.get("phase_mask"))
             aux = self.encoder.aux_loss(state, targets, real)
-        return LossTerms(ce_sum=ce_sum, num_tokens=jnp.sum(weight), aux_loss=aux)
+        fault = jnp.zeros((), jnp.float32)
+        if self.fault_loss_weight > 0 and "faults" in batch:
+            fault = fault_bce(self.bridge.fault_logits(events), batch["faults"],
+                              batch["fault_mask"].astype(bool) & (example_weight > 0)[:, None])
+        return LossTerms(ce_sum=ce_sum, num_tokens=jnp.sum(weight), aux_loss=aux,
+                         fault_loss=fault)
 
     def generate_feedback(self, waves: jax.Array, frame_mask: jax.Array, prompt_tokens: jax.Array,
                           prompt_mask: jax.Array, max_new_tokens: int = 128,
@@ -139,6 +161,17 @@ class WaveLLM(nnx.Module):
             rng=rng)
 
 
+def fault_bce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean binary cross-entropy over the entries where mask is set (0 when none is).
+
+    logits [B, F], labels [B, F] in {0, 1}, mask [B, F] bool -> [] float32.
+    """
+    bce = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32),
+                                             labels.astype(jnp.float32))  # [B, F]
+    mask = mask.astype(jnp.float32)
+    return jnp.sum(bce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
 # ------------------------------------------------------------------------------------------------
 # Construction
 
@@ -168,7 +201,10 @@ def encoder_config(config: Any) -> EncoderConfig:
 
 
 def bridge_config(config: Any, llm_dim: int) -> BridgeConfig:
-    return BridgeConfig(llm_dim=llm_dim, **config.bridge.to_dict())
+    """The bridge of a run: a fault head over the global vocabulary iff the fault loss is on."""
+    with_head = float(config.train.get("fault_loss_weight", 0.0)) > 0
+    return BridgeConfig(llm_dim=llm_dim, num_faults=len(FAULTS) if with_head else 0,
+                        **config.bridge.to_dict())
 
 
 def create_wavellm(config: Any, llm_config: Phi3Config, embed_rms: float,
@@ -180,6 +216,7 @@ def create_wavellm(config: Any, llm_config: Phi3Config, embed_rms: float,
     bridge = WaveBridge(bridge_config(config, llm_config.hidden_size), embed_rms=embed_rms,
                         rngs=rngs)
     return WaveLLM(encoder, bridge, llm, aux_loss_weight=config.train.aux_loss_weight,
+                   fault_loss_weight=config.train.get("fault_loss_weight", 0.0),
                    fps=config.data.target_fps or 30.0)
 
 
@@ -227,6 +264,8 @@ def build_wavellm(config: Any, llm: Phi3ForCausalLM | None = None,
     init_new = jax.jit(lambda k: nnx.state(create(k), new_filter), **jit_kwargs)
     nnx.update(model, init_new(key))
     nnx.update(model.llm, base)
+    if config.llm.get("adapter"):
+        peft_io.load_peft_adapter(model.llm, config.llm.adapter)
     return model
 
 

@@ -9,8 +9,8 @@
   each data-parallel shard contributes to every micro-batch) and a `lax.scan` sums their
   gradients. Every micro-batch's CE sum is divided by the target-token count of the WHOLE batch,
   so k micro-batches of b give exactly the update of one batch of k * b. The auxiliary
-  wave-dynamics loss, a per-batch mean, enters as the mean over micro-batches.
-* Metrics: loss (token-mean CE), aux_loss, grad_norm (before clipping), lr, tokens (real
+  wave-dynamics and fault losses, per-batch means, enter as means over micro-batches.
+* Metrics: loss (token-mean CE), aux_loss, fault_loss, grad_norm (before clipping), lr, tokens (real
   sequence tokens: soft tokens + text tokens of real examples), target_tokens.
 """
 
@@ -30,7 +30,7 @@ from wavepose_jax.training.state import TrainState, state_shardings
 
 # Batch entries the model reads (contracts of the training batch); other keys stay on the host.
 BATCH_KEYS = ("waves", "frame_mask", "phase", "phase_mask", "tokens", "token_mask", "loss_mask",
-              "example_weight")
+              "example_weight", "faults", "fault_mask")
 
 
 def model_batch(batch: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +59,8 @@ def _micro_objective(params, state: TrainState, batch, rng, denom, num_micro: in
     model = nnx.merge(state.graphdef, params, state.frozen, state.rest, copy=True)
     nnx.reseed(model, dropout=rng)
     terms = model(batch, deterministic=False)
-    objective = terms.ce_sum / denom + model.aux_loss_weight * terms.aux_loss / num_micro
+    objective = (terms.ce_sum / denom + model.aux_loss_weight * terms.aux_loss / num_micro
+                 + model.fault_loss_weight * terms.fault_loss / num_micro)
     return objective, terms
 
 
@@ -73,23 +74,24 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     if grad_accum == 1:
         (_, terms), grads = grad_fn(state.params, state, batch, jax.random.fold_in(rng, 0),
                                     denom, 1)
-        ce_sum, aux_sum = terms.ce_sum, terms.aux_loss
+        ce_sum, aux_sum, fault_sum = terms.ce_sum, terms.aux_loss, terms.fault_loss
     else:
         micro = _split_micro(batch, grad_accum)
 
         def body(carry, xs):
-            grads_acc, ce_acc, aux_acc = carry
+            grads_acc, ce_acc, aux_acc, fault_acc = carry
             mb, i = xs
             (_, terms), g = grad_fn(state.params, state, mb, jax.random.fold_in(rng, i), denom,
                                     grad_accum)
             grads_acc = jax.tree.map(jnp.add, grads_acc, g)
-            return (grads_acc, ce_acc + terms.ce_sum, aux_acc + terms.aux_loss), None
+            return (grads_acc, ce_acc + terms.ce_sum, aux_acc + terms.aux_loss,
+                    fault_acc + terms.fault_loss), None
 
         zeros = jax.tree.map(jnp.zeros_like, state.params)
-        init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
-        (grads, ce_sum, aux_sum), _ = jax.lax.scan(
-            body, init, (micro, jnp.arange(grad_accum)))
-        aux_sum = aux_sum / grad_accum
+        scalar = jnp.zeros((), jnp.float32)
+        (grads, ce_sum, aux_sum, fault_sum), _ = jax.lax.scan(
+            body, (zeros, scalar, scalar, scalar), (micro, jnp.arange(grad_accum)))
+        aux_sum, fault_sum = aux_sum / grad_accum, fault_sum / grad_accum
 
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
@@ -97,6 +99,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     metrics = {
         "loss": ce_sum / denom,
         "aux_loss": aux_sum,
+        "fault_loss": fault_sum,
         "grad_norm": grad_norm,
         "lr": state.lr_fn(state.step),
         **_token_counts(state, batch),
@@ -112,9 +115,11 @@ def _token_counts(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, j
 
 
 def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    """Deterministic loss sums of a batch: ce_sum, num_tokens, aux_loss (sum them over a set)."""
+    """Deterministic loss terms of a batch: ce_sum, num_tokens (sum them over a set), aux_loss
+    and fault_loss (batch means)."""
     terms = state.model()(batch, deterministic=True)
-    return {"ce_sum": terms.ce_sum, "num_tokens": terms.num_tokens, "aux_loss": terms.aux_loss}
+    return {"ce_sum": terms.ce_sum, "num_tokens": terms.num_tokens, "aux_loss": terms.aux_loss,
+            "fault_loss": terms.fault_loss}
 
 
 def batch_shardings(batch: dict[str, Any], mesh: Mesh) -> dict[str, NamedSharding]:

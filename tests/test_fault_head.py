@@ -1,0 +1,144 @@
+"""The bridge's fault head, its BCE loss and the batch's fault labels."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from configs import tiny as tiny_config  # noqa: E402
+from wavepose_jax.data import pipeline  # noqa: E402
+from wavepose_jax.faults import FAULTS  # noqa: E402
+from wavepose_jax.models import wavellm  # noqa: E402
+from wavepose_jax.models.bridge import BridgeConfig, WaveBridge  # noqa: E402
+from wavepose_jax.models.encoder import EncoderConfig, WavePoseEncoder  # noqa: E402
+from wavepose_jax.models.phi3 import Phi3Config, Phi3ForCausalLM  # noqa: E402
+
+F = len(FAULTS)
+B, T = 6, 16
+ENC = EncoderConfig(d_model=32, num_layers=1, num_heads=4, mlp_ratio=2, state_dim=8,
+                    dropout=0.0)
+BRIDGE = BridgeConfig(llm_dim=48, d_model=32, state_dim=8, num_queries=4, num_layers=1,
+                      num_heads=4, mlp_ratio=2, dropout=0.0, num_faults=F)
+
+
+def _example(exercise: str, faults):
+    info = pipeline.ClipInfo("c.json", "v", exercise, "text", faults, 3)
+    return {"waves": np.zeros((8, 7), np.float32), "frame_mask": np.ones(8, bool),
+            "phase": np.zeros(8, np.float32), "phase_mask": np.zeros(8, bool),
+            "prompt_ids": np.arange(5, dtype=np.int32), "target_ids": np.ones(3, np.int32),
+            "info": info}
+
+
+def test_batch_has_fault_labels_and_mask():
+    config = tiny_config.get_config()
+    examples = [_example("squat", ("shallow_depth", "fast_eccentric")),
+                _example("pushup", ()), _example("press", None)]
+    batch = pipeline.collate(examples, config, pad_id=0)
+    assert batch["faults"].shape == (3, F) and batch["faults"].dtype == np.float32
+    assert batch["fault_mask"].shape == (3, F) and batch["fault_mask"].dtype == bool
+    ids = list(FAULTS)
+    on = [ids[i] for i in np.flatnonzero(batch["faults"][0])]
+    assert on == ["shallow_depth", "fast_eccentric"]
+    # The mask covers the faults of the clip's exercise plus those of any exercise.
+    masked = {ids[i] for i in np.flatnonzero(batch["fault_mask"][1])}
+    assert masked == {"pushup_partial_range", "pushup_hip_sag", "fast_eccentric", "uneven_tempo"}
+    assert batch["faults"][1].sum() == 0
+    assert not batch["fault_mask"][2].any()  # unlabelled clip: no fault loss
+
+
+def test_fault_head_shapes_and_absent_head():
+    bridge = WaveBridge(BRIDGE, embed_rms=0.5, rngs=nnx.Rngs(0))
+    phi = jax.random.normal(jax.random.key(0), (B, T, ENC.d_model))
+    state = jax.random.normal(jax.random.key(1), (B, T, ENC.state_dim))
+    mask = jnp.ones((B, T), bool)
+    events, attention = bridge.events(phi, state, mask)
+    assert events.shape == (B, BRIDGE.num_queries, BRIDGE.d_model)
+    assert attention.shape == (B, BRIDGE.num_layers, BRIDGE.num_queries, T)
+    np.testing.assert_allclose(bridge.project(events), bridge(phi, state, mask), atol=1e-6)
+    logits = bridge.fault_logits(events)
+    assert logits.shape == (B, F) and logits.dtype == jnp.float32
+    plain = WaveBridge(BridgeConfig(**{**BRIDGE.__dict__, "num_faults": 0}), embed_rms=0.5,
+                       rngs=nnx.Rngs(0))
+    assert plain.fault_head is None
+    with pytest.raises(ValueError, match="no fault head"):
+        plain.fault_logits(events)
+
+
+def test_fault_bce_is_masked():
+    logits = jnp.array([[3.0, -2.0], [0.0, 100.0]])
+    labels = jnp.array([[1.0, 0.0], [1.0, 0.0]])
+    mask = jnp.array([[True, True], [False, False]])
+    expected = float(np.mean([np.log1p(np.exp(-3.0)), np.log1p(np.exp(-2.0))]))
+    assert float(wavellm.fault_bce(logits, labels, mask)) == pytest.approx(expected, rel=1e-5)
+    assert float(wavellm.fault_bce(logits, labels, jnp.zeros_like(mask))) == 0.0
+
+
+def test_fault_bce_decreases_when_training_encoder_and_bridge():
+    """Faults that depend on the signals are learnt: the BCE on a fixed batch drops."""
+    rng = np.random.default_rng(0)
+    waves = rng.normal(size=(B, T, 7)).astype(np.float32)
+    labels = np.zeros((B, F), np.float32)
+    labels[:, 0] = waves[:, :, 4].mean(1) > 0   # a fault from the knee-angle channel
+    labels[:, 8] = waves[:, :, 0].std(1) > 1.0  # another from the hip channel
+    mask = jnp.ones((B, T), bool)
+    model = nnx.List([WavePoseEncoder(ENC, rngs=nnx.Rngs(0)),
+                      WaveBridge(BRIDGE, embed_rms=0.5, rngs=nnx.Rngs(1))])
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optax.adam(3e-3)
+    opt_state = tx.init(params)
+
+    def loss_fn(p):
+        encoder, bridge = nnx.merge(graphdef, p, rest)
+        phi, state = encoder(jnp.asarray(waves), mask)
+        events, _ = bridge.events(phi, state, mask)
+        return wavellm.fault_bce(bridge.fault_logits(events), jnp.asarray(labels),
+                                 jnp.ones((B, F), bool))
+
+    @jax.jit
+    def step(p, o):
+        loss, grads = jax.value_and_grad(loss_fn)(p)
+        updates, o = tx.update(grads, o, p)
+        return optax.apply_updates(p, updates), o, loss
+
+    losses = []
+    for _ in range(40):
+        params, opt_state, loss = step(params, opt_state)
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_wavellm_fault_loss_follows_its_weight():
+    llm_config = Phi3Config(vocab_size=64, hidden_size=32, intermediate_size=64,
+                            num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                            max_position_embeddings=64, original_max_position_embeddings=64,
+                            pad_token_id=0)
+    config = tiny_config.get_config()
+    config.encoder.update(d_model=32, num_layers=1, num_heads=4, mlp_ratio=2, state_dim=8)
+    config.bridge.update(num_queries=4, num_layers=1, num_heads=4, mlp_ratio=2)
+    config.lora.update(rank=2, alpha=4.0)
+    assert config.train.fault_loss_weight > 0
+    model = wavellm.build_wavellm(config, Phi3ForCausalLM(llm_config, rngs=nnx.Rngs(0)))
+    assert model.bridge.fault_head is not None
+    rng = np.random.default_rng(1)
+    labels = (rng.random((2, F)) < 0.3).astype(np.float32)
+    batch = {"waves": rng.normal(size=(2, T, 7)).astype(np.float32),
+             "frame_mask": np.ones((2, T), bool), "tokens": np.ones((2, 6), np.int32),
+             "token_mask": np.ones((2, 6), bool), "loss_mask": np.ones((2, 6), bool),
+             "example_weight": np.ones(2, np.float32), "faults": labels,
+             "fault_mask": np.ones((2, F), bool)}
+    terms = model(batch)
+    assert np.isfinite(float(terms.fault_loss)) and float(terms.fault_loss) > 0.1
+    config.train.fault_loss_weight = 0.0
+    plain = wavellm.build_wavellm(config, Phi3ForCausalLM(llm_config, rngs=nnx.Rngs(0)))
+    assert plain.bridge.fault_head is None and float(plain(batch).fault_loss) == 0.0
