@@ -61,6 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.encoder.dropout = 0.1  # residual dropout (training only)
     c.encoder.state_dim = 32  # width of the learned dynamic_state
     c.encoder.input_gain = 1.0  # signals x gain before the input projection (vs. positions)
+    c.encoder.conv_kernel = 1  # frames per input projection: 1 = Dense per frame, k > 1 = temporal conv
 
     # ---- cross-attention bridge (models/bridge.py BridgeConfig; llm_dim comes from the base)
     c.bridge = ml_collections.ConfigDict()

@@ -182,3 +182,18 @@ def test_encoder_rejects_bad_shapes(models):
         encoder(jnp.zeros((B, T, 5)), _mask())
     with pytest.raises(ValueError, match="max_len"):
         encoder(jnp.zeros((1, 65, ENC.num_signals)), jnp.ones((1, 65), bool))
+
+
+def test_conv_input_sees_neighbours_but_never_padding():
+    """conv_kernel > 1: a frame's output depends on its neighbours, never on padded frames."""
+    import dataclasses
+
+    encoder = WavePoseEncoder(dataclasses.replace(ENC, conv_kernel=5), rngs=nnx.Rngs(3))
+    mask = _mask()
+    waves = _waves(0)
+    noisy = jnp.where(mask[..., None], waves, 100.0 * _waves(1))
+    np.testing.assert_allclose(encoder(waves, mask)[0], encoder(noisy, mask)[0], atol=1e-5)
+    # The input projection alone: moving frame 3 changes frames 1..5 and nothing further away.
+    x = waves.at[0, 3].add(1.0)
+    delta = jnp.abs(encoder.input_proj(x) - encoder.input_proj(waves))[0].max(-1)  # [T]
+    assert float(delta[1:6].min()) > 0 and float(jnp.concatenate([delta[:1], delta[6:]]).max()) == 0

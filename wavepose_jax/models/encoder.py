@@ -1,6 +1,7 @@
 """WavePose motion encoder: 7 body-region signals over time -> latent motion sequence.
 
-    waves [B, T, 7] -> x input_gain -> Linear(d_model) + sinusoidal positions
+    waves [B, T, 7] -> x input_gain -> Linear(d_model) (or a temporal Conv of width conv_kernel)
+                    + sinusoidal positions
                     -> num_layers pre-LN transformer layers (self-attention over real frames)
                     -> LayerNorm -> phi [B, T, d_model]
                     -> 2-layer GELU head -> dynamic_state [B, T, state_dim]
@@ -42,6 +43,9 @@ class EncoderConfig:
     # Multiplies the normalised signals before the input projection: their size relative to
     # the unit-amplitude positional encoding, i.e. how much the first layers see of the motion.
     input_gain: float = 1.0
+    # Frames the input projection sees at once: 1 projects each frame alone (Dense); k > 1 is a
+    # temporal convolution of width k, so the first layer already sees velocity and curvature.
+    conv_kernel: int = 1
     max_len: int = 4096  # longest accepted sequence
     dtype: Any = jnp.float32  # compute dtype
     param_dtype: Any = jnp.float32  # parameter dtype
@@ -134,7 +138,11 @@ class WavePoseEncoder(nnx.Module):
     def __init__(self, config: EncoderConfig, *, rngs: nnx.Rngs):
         self.config = config
         kw = dict(dtype=config.dtype, param_dtype=config.param_dtype, rngs=rngs)
-        self.input_proj = nnx.Linear(config.num_signals, config.d_model, **kw)
+        if config.conv_kernel > 1:
+            self.input_proj = nnx.Conv(config.num_signals, config.d_model,
+                                       kernel_size=(config.conv_kernel,), padding="SAME", **kw)
+        else:
+            self.input_proj = nnx.Linear(config.num_signals, config.d_model, **kw)
         self.input_dropout = nnx.Dropout(config.dropout, rngs=rngs)
         self.layers = nnx.List([EncoderLayer(config, rngs=rngs) for _ in range(config.num_layers)])
         self.final_norm = nnx.LayerNorm(config.d_model, **kw)
