@@ -132,3 +132,16 @@ def test_fault_vocabulary_is_reexported():
     for name in ("FAULTS", "Fault", "faults_for", "phrase_for", "fault_from_phrase",
                  "faults_from_text", "reps_from_text", "compose_feedback"):
         assert getattr(prompt, name) is getattr(faults, name)
+
+
+def test_summary_tempo_is_the_rep_duration_the_feedback_states():
+    """Rest between reps is not part of a rep: the summary's tempo matches the text's."""
+    import re
+
+    from wavepose_jax.data.synthetic import generate_clip
+
+    for seed, exercise in enumerate(["squat", "pushup", "deadlift", "press"] * 2):
+        clip = generate_clip(seed, exercise, keypoints=False, max_reps=6)
+        summary = PhysicsSummary.from_wave_features(clip["wave_features"], exercise)
+        stated = float(re.search(r"(\d+(?:\.\d+)?) ?s(?:econds)?\b", clip["LANGUAGE"]).group(1))
+        assert summary.tempo_sec == pytest.approx(stated, abs=0.35), clip["LANGUAGE"]

@@ -83,6 +83,11 @@ def _phases(waves: Any) -> tuple[tuple[str, float], ...]:
     return tuple((kind, sum(d) / len(d)) for kind, d in totals.items())
 
 
+# The wave phase that is rest between reps rather than part of one: standing / arms extended
+# at the top, except for the press, which rests with the bar at the shoulders.
+_REST_PHASE = {"press": "bottom"}
+
+
 @dataclasses.dataclass(frozen=True)
 class PhysicsSummary:
     """What the model is told about a clip. None marks a quantity the features did not give."""
@@ -94,7 +99,7 @@ class PhysicsSummary:
     smoothness: float | None
     control: float | None
     consistency: float | None
-    tempo_sec: float | None  # mean rep duration
+    tempo_sec: float | None  # mean rep duration (rest between reps excluded)
     phases: tuple[tuple[str, float], ...]  # (wave type, mean duration in seconds)
     dominant_hz: float | None
     expert: bool | None = None
@@ -109,7 +114,10 @@ class PhysicsSummary:
         phases = _phases(wf.get("waves"))
         dominant_hz = _number(_section(wf, "frequency").get("dominant_hz"))
         waves = wf.get("waves") if isinstance(wf.get("waves"), (list, tuple)) else ()
-        total = sum(_number(w.get("duration_sec")) or 0.0 for w in waves if isinstance(w, Mapping))
+        exercise_id = canonical_exercise(str(exercise))
+        rest = _REST_PHASE.get(exercise_id, "lockout")
+        total = sum(_number(w.get("duration_sec")) or 0.0 for w in waves
+                    if isinstance(w, Mapping) and w.get("type") != rest)
         if reps and total > 0:
             tempo = total / reps
         elif dominant_hz is not None and dominant_hz > 0:
