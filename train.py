@@ -97,8 +97,7 @@ class Trainer:
             process_count=jax.process_count())
         # Per-window metrics go to metrics.jsonl and TensorBoard; the console shows the progress
         # bar (loss, ETA) and one line per validation.
-        self._devnull = open(os.devnull, "w", encoding="utf-8")
-        self.writer = metrics_lib.MetricsWriter(workdir, console=self._devnull)
+        self.writer = metrics_lib.MetricsWriter(workdir, use_console=False)
         self.peak_flops = metrics_lib.peak_flops()
         self._train_step = self._eval_step = None
 
@@ -250,7 +249,6 @@ class Trainer:
     def close(self) -> None:
         self.ckpt.close()
         self.writer.close()
-        self._devnull.close()
 
 
 def run(config: Any, workdir: str) -> dict[str, Any] | None:

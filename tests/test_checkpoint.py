@@ -214,3 +214,10 @@ def test_resume_equals_uninterrupted(tmp_path):
     # Continuing from the initial state instead would not match: the restore mattered.
     assert not np.allclose(jax.tree.leaves(run(init, pipeline.make_train_loader(
         train, config, seed=0), 2)[0].params)[0], jax.tree.leaves(straight.params)[0])
+
+
+def test_metrics_writer_without_console_still_logs(tmp_path, capsys):
+    with metrics_lib.MetricsWriter(tmp_path, use_tensorboard=False, use_console=False) as writer:
+        writer.write(1, {"loss": 0.5})
+    assert capsys.readouterr().out == ""
+    assert json.loads(open(tmp_path / "metrics.jsonl").readline())["loss"] == 0.5

@@ -125,9 +125,10 @@ class MetricsWriter:
     """Writes scalar metrics to the console, `WORKDIR/metrics.jsonl` and TensorBoard."""
 
     def __init__(self, workdir: str | os.PathLike, use_tensorboard: bool = True,
-                 console: TextIO | None = None):
+                 console: TextIO | None = None, use_console: bool = True):
+        """`console`: where the line goes (default stdout); `use_console=False`: no line."""
         self._active = jax.process_index() == 0
-        self._console = console if console is not None else sys.stdout
+        self._console = (console or sys.stdout) if use_console else None
         self._jsonl = None
         self._tb = None
         if not self._active:
@@ -146,7 +147,8 @@ class MetricsWriter:
             return
         values = {f"{prefix}{k}": _to_float(v) for k, v in metrics.items()}
         line = " | ".join([f"step {int(step)}"] + [_format(k, v) for k, v in values.items()])
-        print(line, file=self._console, flush=True)
+        if self._console is not None:
+            print(line, file=self._console, flush=True)
         record = {"step": int(step), "time": round(time.time(), 3), **values}
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
