@@ -1,6 +1,6 @@
 """WaveLLM: the composed model, motion encoder -> bridge -> soft tokens -> Phi-3 (+ LoRA).
 
-The language model reads one sequence per clip (contracts of the training batch):
+The language model reads one sequence per clip (batch format: data/pipeline.py):
 
     [ soft tokens (S = bridge.num_queries) | tokens (prompt + target + <|end|>, right-padded) ]
     positions 0 .. S + L - 1,   attention mask [ones(S) | token_mask]
@@ -86,7 +86,7 @@ class WaveLLM(nnx.Module):
                            return_attention=return_attention)
 
     def __call__(self, batch: dict[str, jax.Array], deterministic: bool = True) -> LossTerms:
-        """Loss sums of a training batch (see contracts of the batch; keys below).
+        """Loss sums of a training batch (batch format: wavepose_jax/data/pipeline.py; keys below).
 
         Uses waves [B, T, 7], frame_mask [B, T], tokens / token_mask / loss_mask [B, L],
         example_weight [B], phase / phase_mask [B, T] when the auxiliary loss is on, and

@@ -28,7 +28,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from wavepose_jax import sharding as sharding_lib
 from wavepose_jax.training.state import TrainState, state_shardings
 
-# Batch entries the model reads (contracts of the training batch); other keys stay on the host.
+# Batch entries the model reads (batch format: wavepose_jax/data/pipeline.py); other keys stay
+# on the host.
 BATCH_KEYS = ("waves", "frame_mask", "phase", "phase_mask", "tokens", "token_mask", "loss_mask",
               "example_weight", "faults", "fault_mask")
 
