@@ -140,17 +140,13 @@ class Trainer:
             return []
         examples = [self.val_src[i] for i in range(n)]
         batch = pipeline.collate(examples, self.config, pipeline.pad_id(self.tokenizer))
-        width = int(batch["prompt_len"].max())
-        prompt_mask = np.arange(width)[None] < batch["prompt_len"][:, None]
-        out = self.state.model().generate_feedback(
-            batch["waves"], batch["frame_mask"], batch["tokens"][:, :width], prompt_mask,
-            max_new_tokens=int(self.config.eval.max_new_tokens),
-            eos_ids=evaluate_lib.stop_ids(self.tokenizer))
-        tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
-        return [{"video_id": e["info"].video_id,
-                 "generated": self.tokenizer.decode(tokens[i, :lengths[i]].tolist(),
-                                                    skip_special_tokens=True).strip(),
-                 "reference": e["info"].language} for i, e in enumerate(examples)]
+        model = self.state.model()
+        soft = model.soft_tokens(batch["waves"], batch["frame_mask"])  # [B, S, D]
+        texts = evaluate_lib.generate_texts(
+            model.llm, soft, batch, n, self.tokenizer, evaluate_lib.stop_ids(self.tokenizer),
+            int(self.config.eval.max_new_tokens))
+        return [{"video_id": e["info"].video_id, "generated": text,
+                 "reference": e["info"].language} for e, text in zip(examples, texts)]
 
     # -- loop ------------------------------------------------------------------------------------
 

@@ -161,17 +161,17 @@ def _shift_permutation(n_real: int, batch_size: int) -> np.ndarray:
     return perm
 
 
-def _generate(llm, soft: jax.Array, batch: dict[str, np.ndarray], n_real: int, tokenizer: Any,
-              eos_ids: tuple[int, ...], max_new_tokens: int) -> list[str]:
-    """Greedy feedback for the real rows of a batch after the soft tokens `soft` [B, S, D].
+def generate_texts(llm, soft: jax.Array, batch: dict[str, np.ndarray], n_real: int,
+                   tokenizer: Any, eos_ids: tuple[int, ...], max_new_tokens: int) -> list[str]:
+    """Greedy feedback for the real rows of a collated batch after the soft tokens [B, S, D].
 
-    Equivalent to `WaveLLM.generate_feedback`, whose `zero_soft_tokens` / `shuffle_soft`
-    ablations are applied to `soft` by the caller, so the encoder and bridge run once per
-    batch for all three generations.
+    The soft tokens come from the caller, so ablations (zeroed, shuffled) reuse one encoder
+    and bridge pass; the prompt is the start of `batch["tokens"]` (`prompt_len` per row).
     """
     prompt_width = int(batch["prompt_len"].max())
     prompt = batch["tokens"][:, :prompt_width]                                   # [B, P]
     prompt_mask = np.arange(prompt_width)[None] < batch["prompt_len"][:, None]   # [B, P]
+    llm = nnx.view(llm, deterministic=True, raise_if_not_found=False)  # no LoRA dropout
     out = generate_lib.generate(llm, prompt, prompt_mask, prefix_embeds=soft,
                                 max_new_tokens=max_new_tokens, eos_ids=eos_ids,
                                 pad_id=pipeline.pad_id(tokenizer), temperature=0.0)
@@ -236,7 +236,7 @@ def evaluate(model, examples: pipeline.ExampleSource, tokenizer: Any, config: An
         variants = {"model": soft, "zero_soft_tokens": jnp.zeros_like(soft),
                     "shuffled_soft_tokens": soft[_shift_permutation(n_real, len(soft))]}
         for name, prefix in variants.items():
-            texts[name] += _generate(model.llm, prefix, batch, n_real, tokenizer, eos_ids,
+            texts[name] += generate_texts(model.llm, prefix, batch, n_real, tokenizer, eos_ids,
                                      max_new_tokens)
 
     result = {"n_clips": len(examples),

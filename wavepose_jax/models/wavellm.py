@@ -33,7 +33,6 @@ import numpy as np
 import optax
 from flax import nnx
 
-from wavepose_jax import generate as generate_lib
 from wavepose_jax import hf
 from wavepose_jax import peft_io
 from wavepose_jax import sharding as sharding_lib
@@ -128,37 +127,6 @@ class WaveLLM(nnx.Module):
                               batch["fault_mask"].astype(bool) & (example_weight > 0)[:, None])
         return LossTerms(ce_sum=ce_sum, num_tokens=jnp.sum(weight), aux_loss=aux,
                          fault_loss=fault)
-
-    def generate_feedback(self, waves: jax.Array, frame_mask: jax.Array, prompt_tokens: jax.Array,
-                          prompt_mask: jax.Array, max_new_tokens: int = 128,
-                          eos_ids: tuple[int, ...] = (), temperature: float = 0.0,
-                          top_p: float = 1.0, rng: jax.Array | None = None,
-                          zero_soft_tokens: bool = False,
-                          shuffle_soft: jax.Array | None = None) -> generate_lib.GenerateOutput:
-        """Feedback tokens for a batch of clips and their prompts.
-
-        Args:
-          waves: [B, T, 7]; frame_mask: [B, T] bool.
-          prompt_tokens: [B, P] prompt ids, right-padded; prompt_mask: [B, P] bool.
-          max_new_tokens, eos_ids, temperature, top_p, rng: decoding settings (generate.py).
-          zero_soft_tokens: ablation, replace the soft tokens by zeros.
-          shuffle_soft: ablation, [B] int permutation; clip i gets the soft tokens of clip
-            shuffle_soft[i].
-
-        Returns:
-          GenerateOutput(tokens [B, N], lengths [B]).
-        """
-        soft = self.soft_tokens(jnp.asarray(waves), jnp.asarray(frame_mask, bool))  # [B, S, D]
-        if zero_soft_tokens:
-            soft = jnp.zeros_like(soft)
-        if shuffle_soft is not None:
-            soft = soft[jnp.asarray(shuffle_soft)]
-        pad_id = self.llm.config.pad_token_id
-        return generate_lib.generate(
-            nnx.view(self.llm, deterministic=True, raise_if_not_found=False), jnp.asarray(prompt_tokens), jnp.asarray(prompt_mask, bool),
-            prefix_embeds=soft, max_new_tokens=max_new_tokens, eos_ids=tuple(eos_ids),
-            pad_id=0 if pad_id is None else int(pad_id), temperature=temperature, top_p=top_p,
-            rng=rng)
 
 
 def fault_bce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
