@@ -165,29 +165,28 @@ def test_metrics_writer_sinks_and_mfu(tmp_path):
 
 
 def test_resume_equals_uninterrupted(tmp_path):
-    from test_evaluate import make_tiny_base, tiny_run_config
-
-    from wavepose_jax import hf
-    from wavepose_jax.data import pipeline, synthetic
-    from wavepose_jax.models import wavellm
+    from wavepose_jax import pipeline
+    from wavepose_jax.data import synthetic
+    from wavepose_jax.run import new_model
+    from wavepose_jax.testing import make_tiny_base, tiny_run_config
     from wavepose_jax.training.checkpoint import base_record_of
     from wavepose_jax.training.state import create_train_state
-    from wavepose_jax.training.step import model_batch, train_step
+    from wavepose_jax.training.step import train_step
 
     tokenizer = make_tiny_base(tmp_path / "base")
     synthetic.write_dataset(tmp_path / "clips", 6, seed=1, exercises=["squat"], progress=False)
     config = tiny_run_config(tmp_path / "base")
     config.data.val_fraction = 0.0
     train, _, _ = pipeline.prepare_dataset(tmp_path / "clips", tokenizer, config)
-    llm = hf.load_pretrained(tmp_path / "base", **wavellm.llm_overrides(config))
-    record = base_record_of(llm, path=str(tmp_path / "base"))
-    init = create_train_state(wavellm.build_wavellm(config, llm), config)
+    model = new_model(config)
+    record = base_record_of(model.llm, path=str(tmp_path / "base"))
+    init = create_train_state(model, config)
     step = jax.jit(train_step)
     rng = jax.random.key(0)
 
     def run(state, loader, n):
         for _ in range(n):
-            state, metrics = step(state, model_batch(next(loader)), rng)
+            state, metrics = step(state, next(loader), rng)
         return state, float(metrics["loss"])
 
     straight, straight_loss = run(init, pipeline.make_train_loader(train, config, seed=0), 4)

@@ -1,53 +1,16 @@
 """Evaluation: metric functions on hand-made texts, and the CLI on a tiny checkpoint."""
 
 import json
-import os
-import sys
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
 from wavepose_jax import evaluate as evaluate_lib
-from wavepose_jax import faults as faults_lib
-from wavepose_jax import hf, tiny
-from wavepose_jax.data import pipeline, synthetic
-from wavepose_jax.models import wavellm
-from wavepose_jax.models.phi3 import Phi3Config, Phi3ForCausalLM
-from wavepose_jax.training import checkpoint as ckpt_lib
-from wavepose_jax.training.state import create_train_state
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-from configs import tiny as tiny_config  # noqa: E402  (configs/ lives at the repository root)
-
-
-def make_tiny_base(directory, seed=0, **hf_overrides):
-    """A tiny random Phi-3 HF directory with the demo tokenizer; returns the tokenizer."""
-    texts = [reply for _, reply in tiny.coaching_corpus(200, seed=0)]
-    tokenizer = tiny.build_tokenizer(texts, vocab_size=400)
-    hf_config = {**tiny.tiny_phi3_hf_config(tokenizer), "hidden_size": 32,
-                 "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                 "num_key_value_heads": 1, **hf_overrides}
-    llm = Phi3ForCausalLM(Phi3Config.from_hf(hf_config), rngs=nnx.Rngs(seed))
-    hf.save_pretrained(llm, directory, tokenizer=tokenizer)
-    return tokenizer
-
-
-def tiny_run_config(base_dir) -> ml_collections.ConfigDict:
-    """configs/tiny.py shrunk to a few-second CPU test."""
-    c = tiny_config.get_config()
-    c.llm.path = str(base_dir)
-    c.lora.rank = 2
-    c.encoder.update(d_model=16, num_layers=1, num_heads=2, state_dim=8)
-    c.bridge.update(num_queries=2, num_heads=2)
-    c.data.update(seq_len=48, max_prompt_tokens=120, max_target_tokens=100, buckets=(192, 256))
-    c.train.update(batch_size=2, warmup_steps=1, aux_loss_weight=0.0)
-    c.eval.update(batch_size=2, max_new_tokens=6)
-    return c
+from wavepose_jax import pipeline
+from wavepose_jax.data import faults as faults_lib
+from wavepose_jax.testing import build_tiny_run, make_tiny_base
 
 
 def test_metric_functions_on_hand_made_texts():
@@ -84,22 +47,6 @@ def test_shift_permutation_moves_every_real_row():
     perm = evaluate_lib._shift_permutation(3, 5)
     assert perm.tolist() == [1, 2, 0, 3, 4]
     assert evaluate_lib._shift_permutation(1, 2).tolist() == [0, 1]
-
-
-def build_tiny_run(root):
-    """A checkpoint of a tiny model whose trained parameters differ from a fresh init."""
-    base_dir, workdir, data_dir = root / "base", root / "work", root / "clips"
-    make_tiny_base(base_dir)
-    synthetic.write_dataset(data_dir, 3, seed=5, exercises=["squat"], progress=False)
-    config = tiny_run_config(base_dir)
-    llm = hf.load_pretrained(base_dir, **wavellm.llm_overrides(config))
-    model = wavellm.build_wavellm(config, llm)
-    state = create_train_state(model, config)
-    params = jax.tree.map(lambda x: x + 0.01, state.params)
-    record = ckpt_lib.base_record_of(model.llm, path=str(base_dir))
-    with ckpt_lib.Checkpointer(workdir, config=config, base=record) as ckpt:
-        ckpt.save(7, {**state.checkpoint_items(), "params": params})
-    return workdir, data_dir, params
 
 
 @pytest.fixture(scope="module")

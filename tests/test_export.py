@@ -12,13 +12,12 @@ import peft
 import pytest
 import torch
 import transformers
-from conftest import call, hf_logits
 from flax import nnx
-from test_evaluate import tiny_run_config
 
 from wavepose_jax import export, hf, peft_io
-from wavepose_jax.models import wavellm
 from wavepose_jax.models.lora import DEFAULT_TARGETS, LoraConfig, apply_lora, trainable_filter
+from wavepose_jax.run import new_model
+from wavepose_jax.testing import call, reference_logits, tiny_run_config
 from wavepose_jax.training import checkpoint as ckpt_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,9 +73,9 @@ def test_peft_export_loads_in_peft_and_matches(exported):
     model = peft.PeftModel.from_pretrained(torch_base(base_dir), str(out)).eval()
     names = {n for n, _ in model.named_parameters() if "lora_" in n}
     assert len(names) == 2 * 4 * 2  # 2 layers x 4 projections x (A, B)
-    expected = hf_logits(model, IDS, MASK)
+    expected = reference_logits(model, IDS, MASK)
     assert_logits_close(call(llm, IDS, MASK), expected, MASK)
-    plain = hf_logits(torch_base(base_dir), IDS, MASK)
+    plain = reference_logits(torch_base(base_dir), IDS, MASK)
     assert np.abs(expected - plain).max() > 1e-2  # the adapter changes the logits
 
 
@@ -113,7 +112,7 @@ def test_adapter_made_by_peft_loads_and_matches(hf_checkpoint, tmp_path):
     assert spec.scale == pytest.approx(5 / np.sqrt(3))
     assert sorted(peft_io.adapted_modules(llm)) == [
         f"model.layers.{i}.{m}" for i in range(2) for m in ("mlp.down_proj", "self_attn.qkv_proj")]
-    assert_logits_close(call(llm, IDS, MASK), hf_logits(model, IDS, MASK), MASK)
+    assert_logits_close(call(llm, IDS, MASK), reference_logits(model, IDS, MASK), MASK)
 
 
 def _edited(src, dst, **changes):
@@ -153,8 +152,7 @@ def trained_run(exported, tmp_path_factory):
     LoRA with non-zero B) are a fresh init + 0.01, and the model holding those parameters."""
     base_dir = exported[0]
     config = tiny_run_config(base_dir)
-    llm = hf.load_pretrained(base_dir, **wavellm.llm_overrides(config))
-    model = wavellm.build_wavellm(config, llm)
+    model = new_model(config)
     params = jax.tree.map(lambda x: x + 0.01, nnx.state(model, trainable_filter(config)))
     nnx.update(model, params)
     workdir = tmp_path_factory.mktemp("run")
@@ -183,12 +181,12 @@ def test_cli_exports_a_run(trained_run, tmp_path):
     mask = np.array([[1] * 9, [1] * 6 + [0] * 3])
     want = np.asarray(call(model.llm, ids, mask))  # the trained JAX model (base + LoRA)
 
-    plain = hf_logits(torch_base(base_path), ids, mask)
+    plain = reference_logits(torch_base(base_path), ids, mask)
     assert np.abs(plain - want)[mask.astype(bool)].max() > 1e-3  # the trained LoRA matters
     with_adapter = peft.PeftModel.from_pretrained(torch_base(base_path), str(adapter)).eval()
-    assert_logits_close(hf_logits(with_adapter, ids, mask), want, mask)
+    assert_logits_close(reference_logits(with_adapter, ids, mask), want, mask)
     merged_torch = torch_base(merged)
-    assert_logits_close(hf_logits(merged_torch, ids, mask), want, mask)
+    assert_logits_close(reference_logits(merged_torch, ids, mask), want, mask)
     reloaded = hf.load_pretrained(merged, dtype=jnp.float32)
     assert not peft_io.adapted_modules(reloaded)
     assert_logits_close(call(reloaded, ids, mask), want, mask)
@@ -226,7 +224,7 @@ def test_partial_lora_exports_as_regex(exported, tmp_path):
 
     model = peft.PeftModel.from_pretrained(torch_base(base_dir), str(tmp_path)).eval()
     assert len([n for n, _ in model.named_parameters() if "lora_" in n]) == 2
-    assert_logits_close(call(llm, IDS, MASK), hf_logits(model, IDS, MASK), MASK)
+    assert_logits_close(call(llm, IDS, MASK), reference_logits(model, IDS, MASK), MASK)
     back = hf.load_pretrained(base_dir, dtype=jnp.float32)
     peft_io.load_peft_adapter(back, tmp_path)
     assert {n: (a.tobytes(), b.tobytes(), s) for n, (a, b, s) in lora_arrays(back).items()} == \

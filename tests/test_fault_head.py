@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,17 +9,14 @@ import optax
 import pytest
 from flax import nnx
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from configs import tiny as tiny_config  # noqa: E402
-from wavepose_jax.data import pipeline  # noqa: E402
-from wavepose_jax.faults import FAULTS  # noqa: E402
-from wavepose_jax.models import wavellm  # noqa: E402
-from wavepose_jax.models.bridge import BridgeConfig, WaveBridge  # noqa: E402
-from wavepose_jax.models.encoder import EncoderConfig, WavePoseEncoder  # noqa: E402
-from wavepose_jax.models.phi3 import Phi3Config, Phi3ForCausalLM  # noqa: E402
+from wavepose_jax import pipeline
+from wavepose_jax.configs import tiny as tiny_config
+from wavepose_jax.data.faults import FAULTS
+from wavepose_jax.models.bridge import BridgeConfig, WaveBridge
+from wavepose_jax.models.encoder import EncoderConfig, WavePoseEncoder
+from wavepose_jax.run import new_model
+from wavepose_jax.testing import make_batch, tiny_llm
+from wavepose_jax.training.loss import LossWeights, fault_bce, model_loss_terms
 
 F = len(FAULTS)
 B, T = 6, 16
@@ -34,10 +28,12 @@ BRIDGE = BridgeConfig(llm_dim=48, d_model=32, state_dim=8, num_queries=4, num_la
 
 def _example(exercise: str, faults):
     info = pipeline.ClipInfo("c.json", "v", exercise, "text", faults, 3)
-    return {"waves": np.zeros((8, 7), np.float32), "frame_mask": np.ones(8, bool),
-            "phase": np.zeros(8, np.float32), "phase_mask": np.zeros(8, bool),
-            "prompt_ids": np.arange(5, dtype=np.int32), "target_ids": np.ones(3, np.int32),
-            "info": info}
+    inputs = pipeline.ModelInputs(waves=np.zeros((8, 7), np.float32),
+                                  frame_mask=np.ones(8, bool),
+                                  prompt_ids=np.arange(5, dtype=np.int32), summary=None)
+    return pipeline.Example(inputs=inputs, phase=np.zeros(8, np.float32),
+                            phase_mask=np.zeros(8, bool), target_ids=np.ones(3, np.int32),
+                            info=info)
 
 
 def test_batch_has_fault_labels_and_mask():
@@ -45,16 +41,16 @@ def test_batch_has_fault_labels_and_mask():
     examples = [_example("squat", ("shallow_depth", "fast_eccentric")),
                 _example("pushup", ()), _example("press", None)]
     batch = pipeline.collate(examples, config, pad_id=0)
-    assert batch["faults"].shape == (3, F) and batch["faults"].dtype == np.float32
-    assert batch["fault_mask"].shape == (3, F) and batch["fault_mask"].dtype == bool
+    assert batch.faults.shape == (3, F) and batch.faults.dtype == np.float32
+    assert batch.fault_mask.shape == (3, F) and batch.fault_mask.dtype == bool
     ids = list(FAULTS)
-    on = [ids[i] for i in np.flatnonzero(batch["faults"][0])]
+    on = [ids[i] for i in np.flatnonzero(batch.faults[0])]
     assert on == ["shallow_depth", "fast_eccentric"]
     # The mask covers the faults of the clip's exercise plus those of any exercise.
-    masked = {ids[i] for i in np.flatnonzero(batch["fault_mask"][1])}
+    masked = {ids[i] for i in np.flatnonzero(batch.fault_mask[1])}
     assert masked == {"pushup_partial_range", "pushup_hip_sag", "fast_eccentric", "uneven_tempo"}
-    assert batch["faults"][1].sum() == 0
-    assert not batch["fault_mask"][2].any()  # unlabelled clip: no fault loss
+    assert batch.faults[1].sum() == 0
+    assert not batch.fault_mask[2].any()  # unlabelled clip: no fault loss
 
 
 def test_fault_head_shapes_and_absent_head():
@@ -80,8 +76,8 @@ def test_fault_bce_is_masked():
     labels = jnp.array([[1.0, 0.0], [1.0, 0.0]])
     mask = jnp.array([[True, True], [False, False]])
     expected = float(np.mean([np.log1p(np.exp(-3.0)), np.log1p(np.exp(-2.0))]))
-    assert float(wavellm.fault_bce(logits, labels, mask)) == pytest.approx(expected, rel=1e-5)
-    assert float(wavellm.fault_bce(logits, labels, jnp.zeros_like(mask))) == 0.0
+    assert float(fault_bce(logits, labels, mask)) == pytest.approx(expected, rel=1e-5)
+    assert float(fault_bce(logits, labels, jnp.zeros_like(mask))) == 0.0
 
 
 def test_fault_bce_decreases_when_training_encoder_and_bridge():
@@ -102,7 +98,7 @@ def test_fault_bce_decreases_when_training_encoder_and_bridge():
         encoder, bridge = nnx.merge(graphdef, p, rest)
         phi, state = encoder(jnp.asarray(waves), mask)
         events, _ = bridge.events(phi, state, mask)
-        return wavellm.fault_bce(bridge.fault_logits(events), jnp.asarray(labels),
+        return fault_bce(bridge.fault_logits(events), jnp.asarray(labels),
                                  jnp.ones((B, F), bool))
 
     @jax.jit
@@ -119,26 +115,20 @@ def test_fault_bce_decreases_when_training_encoder_and_bridge():
 
 
 def test_wavellm_fault_loss_follows_its_weight():
-    llm_config = Phi3Config(vocab_size=64, hidden_size=32, intermediate_size=64,
-                            num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
-                            max_position_embeddings=64, original_max_position_embeddings=64,
-                            pad_token_id=0)
     config = tiny_config.get_config()
     config.encoder.update(d_model=32, num_layers=1, num_heads=4, mlp_ratio=2, state_dim=8)
     config.bridge.update(num_queries=4, num_layers=1, num_heads=4, mlp_ratio=2)
     config.lora.update(rank=2, alpha=4.0)
     assert config.train.fault_loss_weight > 0
-    model = wavellm.build_wavellm(config, Phi3ForCausalLM(llm_config, rngs=nnx.Rngs(0)))
+    model = new_model(config, llm=tiny_llm(0, num_hidden_layers=1))
     assert model.bridge.fault_head is not None
-    rng = np.random.default_rng(1)
-    labels = (rng.random((2, F)) < 0.3).astype(np.float32)
-    batch = {"waves": rng.normal(size=(2, T, 7)).astype(np.float32),
-             "frame_mask": np.ones((2, T), bool), "tokens": np.ones((2, 6), np.int32),
-             "token_mask": np.ones((2, 6), bool), "loss_mask": np.ones((2, 6), bool),
-             "example_weight": np.ones(2, np.float32), "faults": labels,
-             "fault_mask": np.ones((2, F), bool)}
-    terms = model(batch)
+    batch = make_batch(1, batch=2, frames=T, length=6, labelled=True)
+    batch = batch.replace(example_weight=np.ones(2, np.float32))
+    weights = LossWeights.from_config(config)
+    terms = model_loss_terms(model, batch, weights, deterministic=True)
     assert np.isfinite(float(terms.fault_loss)) and float(terms.fault_loss) > 0.1
     config.train.fault_loss_weight = 0.0
-    plain = wavellm.build_wavellm(config, Phi3ForCausalLM(llm_config, rngs=nnx.Rngs(0)))
-    assert plain.bridge.fault_head is None and float(plain(batch).fault_loss) == 0.0
+    plain = new_model(config, llm=tiny_llm(0, num_hidden_layers=1))
+    plain_terms = model_loss_terms(plain, batch, LossWeights.from_config(config),
+                                   deterministic=True)
+    assert plain.bridge.fault_head is None and float(plain_terms.fault_loss) == 0.0

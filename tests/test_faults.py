@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from wavepose_jax import faults
+from wavepose_jax.data import faults
 from wavepose_jax.data.schema import EXERCISES
 from wavepose_jax.data.waves import Rep, RepAnalysis
 

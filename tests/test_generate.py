@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from wavepose_jax import hf
-from wavepose_jax.generate import (bucket_length, decode_chunk, decode_chunk_core, generate,
+from wavepose_jax.generate import (prompt_bucket, decode_chunk, decode_chunk_core, generate,
                                    generate_core, generate_stream, prefill)
 
 NEW = 32
@@ -132,4 +132,4 @@ def test_prefill_and_decode_chunk(setup):
 
 
 def test_bucket_length():
-    assert [bucket_length(n) for n in (1, 16, 17, 100, 512, 513, 1500)] == [16, 16, 32, 128, 512, 1024, 1536]
+    assert [prompt_bucket(n) for n in (1, 16, 17, 100, 512, 513, 1500)] == [16, 16, 32, 128, 512, 1024, 1536]

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import call, hf_logits
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
 from wavepose_jax import hf
+from wavepose_jax.testing import call, reference_logits
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 IDS = np.random.default_rng(0).integers(0, 96, (2, 21)).astype(np.int32)
@@ -27,14 +27,14 @@ def test_sharded_checkpoint_with_index(hf_checkpoint):
     shards = sorted(p.name for p in path.glob("model-*.safetensors"))
     assert len(shards) > 2 and (path / hf.INDEX_FILE).is_file()
     model = hf.load_pretrained(path, dtype=jnp.float32)
-    np.testing.assert_allclose(np.asarray(call(model, IDS)), hf_logits(torch_model, IDS), **TOL)
+    np.testing.assert_allclose(np.asarray(call(model, IDS)), reference_logits(torch_model, IDS), **TOL)
 
 
 def test_bf16_weights_on_disk(hf_checkpoint):
     torch_model, path = hf_checkpoint("bf16", dtype=torch.bfloat16, rope_scaling="longrope")
     model = hf.load_pretrained(path, dtype=jnp.float32)
     assert model.lm_head.kernel[...].dtype == jnp.float32
-    np.testing.assert_allclose(np.asarray(call(model, IDS)), hf_logits(torch_model, IDS), **TOL)
+    np.testing.assert_allclose(np.asarray(call(model, IDS)), reference_logits(torch_model, IDS), **TOL)
     as_bf16 = hf.load_pretrained(path)  # default dtype: bfloat16, exact copy of the stored weights
     np.testing.assert_array_equal(
         np.asarray(as_bf16.lm_head.kernel[...].astype(jnp.float32)),
@@ -47,13 +47,13 @@ def test_save_pretrained_round_trip(hf_checkpoint, tmp_path):
     out = hf.save_pretrained(model, tmp_path / "single")
     assert (out / "model.safetensors").is_file() and not (out / hf.INDEX_FILE).exists()
     reloaded = transformers.Phi3ForCausalLM.from_pretrained(out).eval()
-    np.testing.assert_allclose(hf_logits(reloaded, IDS), hf_logits(torch_model, IDS), **TOL)
+    np.testing.assert_allclose(reference_logits(reloaded, IDS), reference_logits(torch_model, IDS), **TOL)
 
     sharded = hf.save_pretrained(model, tmp_path / "sharded", max_shard_size="50KB")
     index = json.loads((sharded / hf.INDEX_FILE).read_text())
     assert len(set(index["weight_map"].values())) > 1
     reloaded = transformers.Phi3ForCausalLM.from_pretrained(sharded).eval()
-    np.testing.assert_allclose(hf_logits(reloaded, IDS), hf_logits(torch_model, IDS), **TOL)
+    np.testing.assert_allclose(reference_logits(reloaded, IDS), reference_logits(torch_model, IDS), **TOL)
 
 
 def test_tied_embeddings_round_trip(hf_checkpoint, tmp_path):
@@ -63,7 +63,7 @@ def test_tied_embeddings_round_trip(hf_checkpoint, tmp_path):
     out = hf.save_pretrained(model, tmp_path / "tied")
     assert "lm_head.weight" not in load_file(out / "model.safetensors")
     reloaded = transformers.Phi3ForCausalLM.from_pretrained(out).eval()
-    np.testing.assert_allclose(hf_logits(reloaded, IDS), hf_logits(torch_model, IDS), **TOL)
+    np.testing.assert_allclose(reference_logits(reloaded, IDS), reference_logits(torch_model, IDS), **TOL)
 
 
 def test_lora_saved_as_base_and_merge(hf_checkpoint, tmp_path):
@@ -82,7 +82,7 @@ def test_lora_saved_as_base_and_merge(hf_checkpoint, tmp_path):
     out = hf.save_pretrained(model, tmp_path / "base")
     assert not any("lora" in k for k in load_file(out / "model.safetensors"))
     reloaded = transformers.Phi3ForCausalLM.from_pretrained(out).eval()
-    np.testing.assert_allclose(hf_logits(reloaded, IDS), base_logits, **TOL)
+    np.testing.assert_allclose(reference_logits(reloaded, IDS), base_logits, **TOL)
 
     merged = hf.merge_lora(model)
     assert merged.model.layers[0].self_attn.qkv_proj.lora_a is None
@@ -158,7 +158,7 @@ def test_clear_errors(hf_checkpoint, tmp_path):
 def test_load_onto_mesh(hf_checkpoint, tmp_path):
     """Four host CPU devices (fsdp=2, tensor=2): parameters land sharded, logits unchanged."""
     torch_model, path = hf_checkpoint("longrope_gqa", rope_scaling="longrope")
-    expected = hf_logits(torch_model, IDS)
+    expected = reference_logits(torch_model, IDS)
     script = textwrap.dedent(f"""
         import jax, jax.numpy as jnp, numpy as np
         from flax import nnx

@@ -10,11 +10,12 @@ import sys
 import numpy as np
 import pytest
 
-from test_evaluate import build_tiny_run  # the tiny checkpoint of the evaluation tests
-from wavepose_jax import faults as faults_lib
+from wavepose_jax import generate as generate_lib
 from wavepose_jax import infer
+from wavepose_jax.data import faults as faults_lib
 from wavepose_jax.data import pose, synthetic
 from wavepose_jax.data.schema import SIGNAL_NAMES
+from wavepose_jax.testing import build_tiny_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_NEW_TOKENS = "5"
@@ -96,14 +97,14 @@ def test_single_clip_prints_summary_then_feedback(workdir, tmp_path, capsys, mon
     path = tmp_path / "one.json"
     path.write_text(json.dumps(signals_only))
     printed = []  # stdout printed between two chunks handed back by the decoder
-    stream = infer.generate_lib.generate_stream
+    stream = generate_lib.generate_stream
 
     def recording_stream(*args, **kwargs):
         for tokens in stream(*args, **kwargs):
             printed.append(capsys.readouterr().out)
             yield tokens
 
-    monkeypatch.setattr(infer.generate_lib, "generate_stream", recording_stream)
+    monkeypatch.setattr(generate_lib, "generate_stream", recording_stream)
     new_tokens = 12  # 3 chunks: the prefill's token, then 8 and 3 tokens
     rc = infer.main(["--input", str(path), "--ckpt", workdir, "--max_new_tokens", str(new_tokens)])
     out, err = capsys.readouterr()

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from configs import base as base_config  # noqa: E402
-from wavepose_jax.models import lora  # noqa: E402
-from wavepose_jax.models.phi3 import (  # noqa: E402
-    Linear, LongRopeScaling, Phi3Config, Phi3ForCausalLM)
-from wavepose_jax.training.state import format_memory_report, memory_report  # noqa: E402
-
-TINY = Phi3Config(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                  original_max_position_embeddings=64)
+from wavepose_jax.configs import base as base_config
+from wavepose_jax.models import lora
+from wavepose_jax.models.phi3 import Linear, LongRopeScaling, Phi3Config, Phi3ForCausalLM
+from wavepose_jax.testing import TINY_PHI3 as TINY
+from wavepose_jax.training.state import format_memory_report, memory_report
 LORA = lora.LoraConfig(rank=4, alpha=8.0, dropout=0.0)
 
 
@@ -50,7 +39,8 @@ def test_zero_b_reproduces_base_logits():
         "self_attn/qkv_proj", "self_attn/o_proj", "mlp/gate_up_proj", "mlp/down_proj")}
     assert model.lm_head.lora_a is None
     qkv_out = (4 + 2 * 2) * 8
-    per_layer = 4 * ((32 + qkv_out) + (32 + 32) + (32 + 96) + (48 + 32))
+    inter = TINY.intermediate_size
+    per_layer = 4 * ((32 + qkv_out) + (32 + 32) + (32 + 2 * inter) + (inter + 32))
     assert added == 2 * per_layer
 
 
@@ -109,7 +99,7 @@ def test_is_trainable_predicate():
 
 
 def test_memory_report_of_base_config_on_phi35_mini_shapes():
-    """configs/base.py traced abstractly with Phi-3.5-mini's real shapes (DESIGN.md facts)."""
+    """configs/base.py traced abstractly with Phi-3.5-mini's real shapes (the facts of its config.json)."""
     factors = (1.0,) * 48  # LongRoPE factors do not change parameter shapes
     phi35 = Phi3Config(
         vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,

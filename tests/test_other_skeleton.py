@@ -8,7 +8,7 @@ the clip loader, the pose front end, rep segmentation and the fault rules must g
 import numpy as np
 import pytest
 
-from wavepose_jax import faults
+from wavepose_jax.data import faults
 from wavepose_jax.data import waves
 from wavepose_jax.data.clip import clip_from_dict
 

@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import transformers
-from conftest import call, hf_logits
 from flax import nnx
 
 from wavepose_jax import hf
 from wavepose_jax.models.phi3 import Phi3Config, Phi3ForCausalLM
+from wavepose_jax.testing import TINY_PHI3, call, reference_logits
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 
@@ -32,7 +32,7 @@ def test_logits_match_transformers(hf_checkpoint, name, overrides, lengths):
     assert (model.lm_head is None) == overrides.get("tie_word_embeddings", False)
     for length in lengths:
         ids = _ids(2, length, seed=length)
-        np.testing.assert_allclose(np.asarray(call(model, ids)), hf_logits(torch_model, ids), **TOL)
+        np.testing.assert_allclose(np.asarray(call(model, ids)), reference_logits(torch_model, ids), **TOL)
 
 
 def test_longrope_switches_factors(hf_checkpoint):
@@ -53,14 +53,14 @@ def test_right_padded_batch(hf_checkpoint):
     mask = (np.arange(20)[None] < np.array(lengths)[:, None]).astype(np.int32)
     ids = np.where(mask == 1, ids, 0)
     out = np.asarray(call(model, ids, mask))
-    ref = hf_logits(torch_model, ids, mask)
+    ref = reference_logits(torch_model, ids, mask)
     real = mask.astype(bool)
     np.testing.assert_allclose(out[real], ref[real], **TOL)
     # Per-sequence LongRoPE choice: a short row next to a long one gets its unpadded logits.
     ids2 = _ids(2, 50, seed=6)
     mask2 = (np.arange(50)[None] < np.array([[50], [9]])).astype(np.int32)
     out2 = np.asarray(call(model, ids2, mask2))
-    np.testing.assert_allclose(out2[1, :9], hf_logits(torch_model, ids2[1:, :9])[0], **TOL)
+    np.testing.assert_allclose(out2[1, :9], reference_logits(torch_model, ids2[1:, :9])[0], **TOL)
 
 
 def test_inputs_embeds_and_positions(hf_checkpoint):
@@ -107,13 +107,8 @@ def test_bf16_compute_close_to_fp32(hf_checkpoint, param_dtype):
     assert (np.argmax(np.asarray(out), -1) == np.argmax(ref, -1)).mean() >= 0.9
 
 
-def _tiny_config(**kw):
-    return Phi3Config(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, **kw)
-
-
 def test_lora_hook_survives_nnx_transforms():
-    model = Phi3ForCausalLM(_tiny_config(), rngs=nnx.Rngs(0))
+    model = Phi3ForCausalLM(TINY_PHI3, rngs=nnx.Rngs(0))
     ids = _ids(2, 8, vocab=64)
     base = call(model, ids)
     target = model.model.layers[0].self_attn.qkv_proj
@@ -154,7 +149,7 @@ def test_remat_gives_same_loss_and_grads():
     ids = jnp.asarray(_ids(2, 8, vocab=64))
     grads = []
     for remat in (False, True):
-        model = Phi3ForCausalLM(_tiny_config(remat=remat), rngs=nnx.Rngs(0))
+        model = Phi3ForCausalLM(dataclasses.replace(TINY_PHI3, remat=remat), rngs=nnx.Rngs(0))
         grads.append(nnx.jit(nnx.grad(lambda m: jnp.mean(m(ids) ** 2)))(model))
     for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from wavepose_jax import tiny
-from wavepose_jax.data import pipeline
+from wavepose_jax import pipeline
 
 LANGUAGE = "Good set of 4 reps. Squat deeper: your hips stay above the knees."
 
@@ -63,26 +63,26 @@ def test_build_example_phase_prompt_and_target(tokenizer, tmp_path):
     config = _config()
     clip = load_clip(_write(tmp_path, "a.json", squat_clip("vid-a", reps=3)))
     ex = pipeline.build_example(clip, tokenizer, config)
-    assert ex["waves"].shape == (96, 7) and ex["waves"].dtype == np.float32
-    n_real = int(ex["frame_mask"].sum())
+    assert ex.inputs.waves.shape == (96, 7) and ex.inputs.waves.dtype == np.float32
+    n_real = int(ex.inputs.frame_mask.sum())
     assert n_real == 96   # 7 s at 30 fps resampled to 15 fps = 106 frames, truncated to 96
     # The prompt carries no ground truth.
-    prompt = tokenizer.decode(ex["prompt_ids"])
+    prompt = tokenizer.decode(ex.inputs.prompt_ids)
     assert "deeper" not in prompt and "shallow" not in prompt and "Squat deeper" not in prompt
     assert prompt.rstrip().endswith("<|assistant|>")
     # Target = LANGUAGE ids + <|end|>.
     end = tokenizer.convert_tokens_to_ids("<|end|>")
     expected = tokenizer(LANGUAGE, add_special_tokens=False)["input_ids"] + [end]
-    assert ex["target_ids"].tolist() == expected
+    assert ex.target_ids.tolist() == expected
     # Phase: 0 outside reps, rising 0 -> 2 pi inside each rep, pi near the knee-angle minimum.
-    phase, inside = ex["phase"], ex["phase_mask"]
+    phase, inside = ex.phase, ex.phase_mask
     assert inside.any() and not inside[:5].any()
     assert phase.min() >= 0 and phase.max() <= 2 * np.pi + 1e-5
     assert np.all(phase[~inside] == 0)
     frames = np.flatnonzero(inside)
     reps = np.split(frames, np.flatnonzero(np.diff(phase[frames]) < -np.pi) + 1)
     assert len(reps) == 3
-    knee = ex["waves"][:, 4]
+    knee = ex.inputs.waves[:, 4]
     for rep in reps[:2]:   # the third is cut by the 96-frame window
         assert np.all(np.diff(phase[rep]) > 0) and phase[rep[0]] < 0.5
         assert 2 * np.pi - phase[rep[-1]] < 0.5
@@ -95,20 +95,20 @@ def test_target_truncated_to_budget_keeps_end(tokenizer, tmp_path):
     config = _config(max_target_tokens=6)
     ex = pipeline.build_example(load_clip(_write(tmp_path, "a.json", squat_clip("v"))), tokenizer,
                                 config)
-    assert len(ex["target_ids"]) == 6
-    assert ex["target_ids"][-1] == tokenizer.convert_tokens_to_ids("<|end|>")
+    assert len(ex.target_ids) == 6
+    assert ex.target_ids[-1] == tokenizer.convert_tokens_to_ids("<|end|>")
 
 
 def _fake_examples(n, prompt_len=5, target_len=3):
     examples = []
     for i in range(n):
-        examples.append({
-            "waves": np.full((8, 7), i, np.float32), "frame_mask": np.ones(8, bool),
-            "phase": np.zeros(8, np.float32), "phase_mask": np.zeros(8, bool),
-            "prompt_ids": np.arange(10, 10 + prompt_len + i % 3, dtype=np.int32),
-            "target_ids": np.full(target_len + i % 2, 7, np.int32),
-            "info": pipeline.ClipInfo(f"{i}.json", f"v{i}", "squat", "text", None, None),
-        })
+        inputs = pipeline.ModelInputs(
+            waves=np.full((8, 7), i, np.float32), frame_mask=np.ones(8, bool),
+            prompt_ids=np.arange(10, 10 + prompt_len + i % 3, dtype=np.int32), summary=None)
+        examples.append(pipeline.Example(
+            inputs=inputs, phase=np.zeros(8, np.float32), phase_mask=np.zeros(8, bool),
+            target_ids=np.full(target_len + i % 2, 7, np.int32),
+            info=pipeline.ClipInfo(f"{i}.json", f"v{i}", "squat", "text", None, None)))
     return examples
 
 
@@ -116,17 +116,17 @@ def test_collate_layout_and_buckets():
     config = _config(buckets=(8, 12, 32))
     examples = _fake_examples(3)   # lengths 8, 10, 10
     batch = pipeline.collate(examples, config, pad_id=0, weights=[1, 1, 0])
-    assert batch["tokens"].shape == (3, 12) and batch["tokens"].dtype == np.int32
-    assert batch["waves"].shape == (3, 8, 7) and batch["frame_mask"].dtype == bool
-    np.testing.assert_array_equal(batch["prompt_len"], [5, 6, 7])
-    np.testing.assert_array_equal(batch["token_mask"].sum(1), [8, 10, 10])
-    np.testing.assert_array_equal(batch["loss_mask"].sum(1), [3, 4, 0])   # weight-0 row: none
-    row = batch["tokens"][1]
+    assert batch.tokens.shape == (3, 12) and batch.tokens.dtype == np.int32
+    assert batch.waves.shape == (3, 8, 7) and batch.frame_mask.dtype == bool
+    np.testing.assert_array_equal(batch.prompt_len, [5, 6, 7])
+    np.testing.assert_array_equal(batch.token_mask.sum(1), [8, 10, 10])
+    np.testing.assert_array_equal(batch.loss_mask.sum(1), [3, 4, 0])   # weight-0 row: none
+    row = batch.tokens[1]
     assert row[:6].tolist() == list(range(10, 16)) and row[6:10].tolist() == [7] * 4
     assert row[10:].tolist() == [0, 0]
-    assert batch["loss_mask"][1, 6:10].all() and not batch["loss_mask"][1, :6].any()
-    np.testing.assert_array_equal(batch["example_weight"], [1, 1, 0])
-    assert pipeline.collate(examples[:1], config, 0)["tokens"].shape == (1, 8)
+    assert batch.loss_mask[1, 6:10].all() and not batch.loss_mask[1, :6].any()
+    np.testing.assert_array_equal(batch.example_weight, [1, 1, 0])
+    assert pipeline.collate(examples[:1], config, 0).tokens.shape == (1, 8)
     with pytest.raises(ValueError, match="largest bucket"):
         pipeline.collate(_fake_examples(1, prompt_len=40), config, 0)
 
@@ -158,7 +158,7 @@ def _source(n):
 
 
 def _ids(batch):
-    return batch["waves"][:, 0, 0].astype(int).tolist()
+    return batch.waves[:, 0, 0].astype(int).tolist()
 
 
 def test_train_loader_shuffles_per_epoch_shards_and_resumes():
@@ -187,7 +187,7 @@ def test_train_loader_shuffles_per_epoch_shards_and_resumes():
     config = _config(buckets=(16, 24))
     batch = next(pipeline.make_train_loader(src, config, seed=3, process_index=1,
                                             process_count=2))
-    assert batch["tokens"].shape == (2, 24)
+    assert batch.tokens.shape == (2, 24)
 
 
 def test_eval_batches_fixed_order_and_padding():
@@ -196,9 +196,9 @@ def test_eval_batches_fixed_order_and_padding():
     assert len(batches) == pipeline.num_eval_batches(_source(10), config) == 3
     assert sum((_ids(b) for b in batches), [])[:10] == list(range(10))
     last = batches[-1]
-    np.testing.assert_array_equal(last["example_weight"], [1, 1, 0, 0])
-    assert not last["loss_mask"][2:].any() and last["loss_mask"][:2].any()
-    assert {b["tokens"].shape for b in batches} == {(4, 16)}
+    np.testing.assert_array_equal(last.example_weight, [1, 1, 0, 0])
+    assert not last.loss_mask[2:].any() and last.loss_mask[:2].any()
+    assert {b.tokens.shape for b in batches} == {(4, 16)}
     # Two processes: each gets its half of every global batch, padded to the global bucket.
     config = _config(buckets=(8, 10, 16))
     ex = _fake_examples(3)   # token lengths 8, 10, 10
@@ -206,7 +206,7 @@ def test_eval_batches_fixed_order_and_padding():
     halves = [next(pipeline.make_eval_batches(src, config, process_index=p, process_count=2))
               for p in range(2)]
     assert [_ids(h) for h in halves] == [[1, 2], [0, 0]]
-    assert {h["tokens"].shape for h in halves} == {(2, 10)}   # process 1 alone would pick 8
+    assert {h.tokens.shape for h in halves} == {(2, 10)}   # process 1 alone would pick 8
 
 
 def test_prepare_dataset_skips_bad_files(tokenizer, tmp_path, capsys):
@@ -221,10 +221,10 @@ def test_prepare_dataset_skips_bad_files(tokenizer, tmp_path, capsys):
     assert len(report.bad) == 2 and report.n_files == 10
     assert len(train) + len(val) == 8 and len(val) > 0
     assert report.n_train_videos + report.n_val_videos == 4
-    train_videos = {train[i]["info"].video_id for i in range(len(train))}
-    assert not train_videos & {val[i]["info"].video_id for i in range(len(val))}
-    assert val[0]["info"].faults == ("shallow_depth",) and val[0]["info"].reps is not None
+    train_videos = {train[i].info.video_id for i in range(len(train))}
+    assert not train_videos & {val[i].info.video_id for i in range(len(val))}
+    assert val[0].info.faults == ("shallow_depth",) and val[0].info.reps is not None
     batch = next(pipeline.make_train_loader(train, _config(), seed=0))
-    assert batch["tokens"].shape[1] in (64, 128, 256)
+    assert batch.tokens.shape[1] in (64, 128, 256)
     with pytest.raises(ValueError, match="no usable clip files"):
         pipeline.prepare_dataset(tmp_path, tokenizer, _config(), max_clips=1)  # broken.json only

@@ -6,7 +6,8 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from wavepose_jax import faults, prompt
+from wavepose_jax import prompt
+from wavepose_jax.data import faults
 from wavepose_jax.prompt import PhysicsSummary, build_messages, build_prompt, prompt_ids
 
 SPECIALS = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from wavepose_jax import faults as faults_lib
+from wavepose_jax.data import faults as faults_lib
 from wavepose_jax import report
 from wavepose_jax.data import clip as clip_lib
 from wavepose_jax.data import synthetic, waves

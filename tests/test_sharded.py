@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-HERE = Path(__file__).resolve().parent
 STEPS = 3
 
 
@@ -30,20 +29,20 @@ def _run(mesh_axes: dict, devices, local_rows: slice) -> dict[str, np.ndarray]:
     """Losses and final trainable parameters of STEPS steps on a mesh."""
     import jax
     from flax import nnx
-    from test_train_step import make_batch, small_config, tiny_llm
 
     from wavepose_jax import sharding as sharding_lib
-    from wavepose_jax.models import wavellm
+    from wavepose_jax.run import new_model
+    from wavepose_jax.testing import make_batch, small_config, tiny_llm
     from wavepose_jax.training import distributed
     from wavepose_jax.training import state as state_lib
     from wavepose_jax.training import step as step_lib
 
     config = small_config(aux_loss_weight=0.1)
     mesh = sharding_lib.make_mesh(mesh_axes, devices=devices)
-    model = wavellm.build_wavellm(config, llm=tiny_llm(), mesh=mesh)
+    model = new_model(config, mesh, llm=tiny_llm())
     state = state_lib.create_train_state(model, config, mesh)
-    full = step_lib.model_batch(make_batch(batch=4))
-    batch = distributed.global_batch({k: v[local_rows] for k, v in full.items()}, mesh)
+    full = make_batch(batch=4)
+    batch = distributed.global_batch(jax.tree.map(lambda v: v[local_rows], full), mesh)
     step_fn = step_lib.jit_train_step(state, batch, mesh)
     losses, aux = [], []
     for _ in range(STEPS):
@@ -150,5 +149,4 @@ def test_two_processes_equal_one(runs):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE))
     worker(sys.argv[1:])

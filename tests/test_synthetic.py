@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from wavepose_jax import faults
+from wavepose_jax.data import faults
 from wavepose_jax.data import clip as clip_lib
 from wavepose_jax.data import synthetic, waves
 from wavepose_jax.data.schema import EXERCISES, SIGNAL_NAMES

@@ -14,66 +14,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from wavepose_jax.models.lora import trainable_filter
+from wavepose_jax.run import new_model
+from wavepose_jax.testing import make_batch, small_config, tiny_llm
+from wavepose_jax.training import optim
+from wavepose_jax.training import state as state_lib
+from wavepose_jax.training import step as step_lib
+from wavepose_jax.training.loss import LossWeights, model_loss_terms
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from configs import tiny as tiny_config  # noqa: E402
-from wavepose_jax.models import wavellm  # noqa: E402
-from wavepose_jax.models.lora import trainable_filter  # noqa: E402
-from wavepose_jax.models.phi3 import Phi3Config, Phi3ForCausalLM  # noqa: E402
-from wavepose_jax.training import optim  # noqa: E402
-from wavepose_jax.training import state as state_lib  # noqa: E402
-from wavepose_jax.training import step as step_lib  # noqa: E402
-
-LLM_CONFIG = Phi3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                        original_max_position_embeddings=128, pad_token_id=0)
-
-
-def small_config(**train):
-    """configs/tiny.py shrunk to test sizes.
-
-    No dropout (deterministic steps) and no auxiliary loss: the auxiliary term is a
-    per-micro-batch mean, so only the CE is exact under accumulation (it is exercised by
-    test_sharded.py). A large Adam epsilon keeps round-off-level gradients (e.g. of biases
-    feeding a LayerNorm) from being normalised into full-size updates of random sign, so
-    parameters after a step can be compared tightly.
-    """
-    c = tiny_config.get_config()
-    c.encoder.update(d_model=32, num_layers=1, num_heads=4, mlp_ratio=2, state_dim=8, dropout=0.0)
-    c.bridge.update(num_queries=4, num_layers=1, num_heads=4, mlp_ratio=2, dropout=0.0)
-    c.lora.update(rank=4, alpha=8.0, dropout=0.0)
-    c.train.update({**dict(steps=100, warmup_steps=0, lr_encoder=1e-2, lr_bridge_lora=1e-2,
-                           aux_loss_weight=0.0, adam_eps=1e-5), **train})
-    return c
-
-
-def tiny_llm(seed: int = 1) -> Phi3ForCausalLM:
-    return Phi3ForCausalLM(LLM_CONFIG, rngs=nnx.Rngs(seed))
-
-
-def make_batch(seed: int = 0, batch: int = 4, frames: int = 16, length: int = 12) -> dict:
-    """A batch in the training format: varied prompt/target lengths, last row padding."""
-    rng = np.random.default_rng(seed)
-    tokens = rng.integers(1, LLM_CONFIG.vocab_size, (batch, length)).astype(np.int32)
-    token_mask = np.zeros((batch, length), bool)
-    loss_mask = np.zeros((batch, length), bool)
-    frame_mask = np.zeros((batch, frames), bool)
-    for b in range(batch):
-        prompt, total = 3 + b % 3, length - b % 4
-        token_mask[b, :total] = True
-        loss_mask[b, prompt:total] = True
-        frame_mask[b, :frames - 2 * (b % 3)] = True
-    tokens[~token_mask] = 0
-    weight = np.ones(batch, np.float32)
-    weight[-1] = 0.0
-    loss_mask[-1] = False
-    waves = rng.normal(size=(batch, frames, 7)).astype(np.float32)
-    phase = rng.uniform(0, 2 * np.pi, (batch, frames)).astype(np.float32)
-    return dict(waves=waves, frame_mask=frame_mask, phase=phase, phase_mask=frame_mask.copy(),
-                tokens=tokens, token_mask=token_mask, loss_mask=loss_mask,
-                prompt_len=np.full(batch, 3, np.int32), example_weight=weight)
 
 
 # One jitted step for every test here: states of one lineage share graphdef and optimizer, so
@@ -83,7 +32,7 @@ STEP = jax.jit(step_lib.train_step, static_argnames="grad_accum")
 
 @pytest.fixture(scope="module")
 def model():
-    return wavellm.build_wavellm(small_config(), llm=tiny_llm())
+    return new_model(small_config(), llm=tiny_llm())
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +42,7 @@ def initial_state(model):
 
 @pytest.fixture(scope="module")
 def batch():
-    return {k: jnp.asarray(v) for k, v in step_lib.model_batch(make_batch()).items()}
+    return jax.tree.map(jnp.asarray, make_batch())
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +64,7 @@ def test_loss_decreases(run20):
     # lr of step 19: cosine from 1e-2 towards 1e-3 over 100 steps, no warmup.
     expected = 1e-3 + 0.5 * 9e-3 * (1 + np.cos(np.pi * 19 / 100))
     assert float(metrics["lr"]) == pytest.approx(expected, rel=1e-5)
-    assert float(metrics["target_tokens"]) == make_batch()["loss_mask"].sum()
+    assert float(metrics["target_tokens"]) == make_batch().loss_mask.sum()
 
 
 def test_frozen_bit_identical_and_not_in_optimizer(initial_state, run20):
@@ -180,40 +129,38 @@ def test_bad_trainable_regex_is_one_line_error(model):
 @nnx.jit
 def _loss_and_reference(model, batch):
     """The model's loss terms, and log-probs of [soft | tokens] computed directly."""
-    terms = model(batch)
-    soft = model.soft_tokens(batch["waves"], batch["frame_mask"])
-    inputs = jnp.concatenate([soft, model.llm.embed(batch["tokens"])], axis=1)
-    mask = jnp.concatenate([jnp.ones(soft.shape[:2], bool), batch["token_mask"]], axis=1)
+    terms = model_loss_terms(model, batch, LossWeights(), deterministic=True)
+    soft = model.soft_tokens(batch.waves, batch.frame_mask)
+    inputs = jnp.concatenate([soft, model.llm.embed(batch.tokens)], axis=1)
+    mask = jnp.concatenate([jnp.ones(soft.shape[:2], bool), batch.token_mask], axis=1)
     return terms, jax.nn.log_softmax(model.llm(inputs_embeds=inputs, attention_mask=mask))
 
 
 def test_loss_only_on_targets_and_exact_with_padding(model):
     batch = make_batch(1)
-    terms, logp = _loss_and_reference(model, {k: jnp.asarray(v) for k, v in batch.items()})
+    terms, logp = _loss_and_reference(model, jax.tree.map(jnp.asarray, batch))
     logp = np.asarray(logp)
     s = model.num_soft_tokens
     ce, n = 0.0, 0.0  # label t is predicted at position S + t - 1
     for b in range(4):
-        for t in range(batch["tokens"].shape[1]):
-            if batch["loss_mask"][b, t] and batch["example_weight"][b] > 0:
-                ce -= logp[b, s + t - 1, batch["tokens"][b, t]]
+        for t in range(batch.tokens.shape[1]):
+            if batch.loss_mask[b, t] and batch.example_weight[b] > 0:
+                ce -= logp[b, s + t - 1, batch.tokens[b, t]]
                 n += 1
     np.testing.assert_allclose(float(terms.ce_sum), ce, rtol=1e-5)
     assert float(terms.num_tokens) == n
 
     # Right-padding columns and a weight-0 example (here a copy of row 0) change nothing.
-    padded = dict(batch)
-    for key in ("tokens", "token_mask", "loss_mask"):
-        padded[key] = np.pad(batch[key], ((0, 0), (0, 4)))
-    for key in batch:
-        padded[key][3] = padded[key][0]
-    padded["example_weight"][3] = 0.0
-    extra, _ = _loss_and_reference(model, {k: jnp.asarray(v) for k, v in padded.items()})
-    real_rows = batch["loss_mask"][:3].sum()
+    padded = batch.replace(**{key: np.pad(getattr(batch, key), ((0, 0), (0, 4)))
+                              for key in ("tokens", "token_mask", "loss_mask")})
+    padded = jax.tree.map(lambda x: np.concatenate([x[:3], x[:1]]), padded)
+    padded.example_weight[3] = 0.0
+    extra, _ = _loss_and_reference(model, jax.tree.map(jnp.asarray, padded))
+    real_rows = batch.loss_mask[:3].sum()
     assert float(extra.num_tokens) == real_rows
     np.testing.assert_allclose(float(extra.ce_sum), -sum(
-        logp[b, s + t - 1, batch["tokens"][b, t]] for b in range(3)
-        for t in range(batch["tokens"].shape[1]) if batch["loss_mask"][b, t]), rtol=1e-5)
+        logp[b, s + t - 1, batch.tokens[b, t]] for b in range(3)
+        for t in range(batch.tokens.shape[1]) if batch.loss_mask[b, t]), rtol=1e-5)
 
 
 def test_optimizer_masks_frozen_labels():

@@ -21,13 +21,12 @@ then on every clip of DIR:
   accuracy under both.
 
 `evaluate(model, examples, tokenizer, config)` is the library entry point (train.py calls it at
-the end of a run).
+the end of a run); the run is restored by `run.restore`.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -36,23 +35,20 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import logging
 from flax import nnx
 from tqdm import tqdm
 
-from wavepose_jax import faults as faults_lib
-from wavepose_jax import generate as generate_lib
-from wavepose_jax import hf
-from wavepose_jax.data import pipeline
+from wavepose_jax import hf, pipeline
+from wavepose_jax import run as run_lib
+from wavepose_jax.data import faults as faults_lib
+from wavepose_jax.data.batch import Batch
 from wavepose_jax.data.schema import ClipError
-from wavepose_jax.models import wavellm
-from wavepose_jax.models.lora import trainable_filter
+from wavepose_jax.sampler import Sampler
 from wavepose_jax.training import checkpoint as ckpt_lib
+from wavepose_jax.training.loss import LossWeights, model_loss_terms
 
-# Stop generation on <|end|>, <|assistant|> and <|endoftext|> (Phi-3's generation_config).
-STOP_TOKENS = ("<|end|>", "<|assistant|>", "<|endoftext|>")
 ABLATIONS = ("zero_soft_tokens", "shuffled_soft_tokens")
 NUM_SAMPLES = 3  # generated texts included in the result, for a look by eye
 
@@ -116,41 +112,24 @@ def text_metrics(texts: Sequence[str], infos: Sequence[pipeline.ClipInfo]) -> di
     }
 
 
-# ----------------------------------------------------------------------------- model passes
+# ----------------------------------------------------------------------------- evaluation
 
 
-class _Passes:
-    """The jitted forward passes of one model: loss sums and soft tokens of a batch.
+def _loss_sums_fn(model):
+    """A jitted (batch -> (CE sum, target tokens)) of `model`, deterministic, over its split state."""
+    graphdef, state = nnx.split(model)
 
-    Jitted over the split state (one compile per batch shape), so evaluation dispatches a few
-    programs per batch instead of the encoder and bridge op by op.
-    """
+    @jax.jit
+    def loss_sums(state, batch):
+        terms = model_loss_terms(nnx.merge(graphdef, state), batch, LossWeights(),
+                                 deterministic=True)
+        return terms.ce_sum, terms.num_tokens
 
-    def __init__(self, model):
-        self.model = model
-        graphdef, state = nnx.split(model)
-
-        @jax.jit
-        def loss_sums(state, batch):
-            terms = nnx.merge(graphdef, state)(batch, deterministic=True)
-            return terms.ce_sum, terms.num_tokens
-
-        @jax.jit
-        def soft_tokens(state, waves, frame_mask):
-            return nnx.merge(graphdef, state).soft_tokens(waves, frame_mask)  # [B, S, D]
-
-        self._state, self._loss_sums, self._soft_tokens = state, loss_sums, soft_tokens
-
-    def loss_sums(self, batch: dict[str, np.ndarray]) -> tuple[float, float]:
-        ce, n = self._loss_sums(self._state, {k: batch[k] for k in _LOSS_KEYS})
+    def run(batch: Batch) -> tuple[float, float]:
+        ce, n = loss_sums(state, batch)
         return float(ce), float(n)
 
-    def soft_tokens(self, batch: dict[str, np.ndarray]) -> jax.Array:
-        return self._soft_tokens(self._state, batch["waves"], batch["frame_mask"])
-
-
-_LOSS_KEYS = ("waves", "frame_mask", "phase", "phase_mask", "tokens", "token_mask", "loss_mask",
-              "example_weight", "faults", "fault_mask")
+    return run
 
 
 def _shift_permutation(n_real: int, batch_size: int) -> np.ndarray:
@@ -159,36 +138,6 @@ def _shift_permutation(n_real: int, batch_size: int) -> np.ndarray:
     if n_real > 1:
         perm[:n_real] = np.roll(np.arange(n_real), -1)
     return perm
-
-
-def generate_texts(llm, soft: jax.Array, batch: dict[str, np.ndarray], n_real: int,
-                   tokenizer: Any, eos_ids: tuple[int, ...], max_new_tokens: int) -> list[str]:
-    """Greedy feedback for the real rows of a collated batch after the soft tokens [B, S, D].
-
-    The soft tokens come from the caller, so ablations (zeroed, shuffled) reuse one encoder
-    and bridge pass; the prompt is the start of `batch["tokens"]` (`prompt_len` per row).
-    """
-    prompt_width = int(batch["prompt_len"].max())
-    prompt = batch["tokens"][:, :prompt_width]                                   # [B, P]
-    prompt_mask = np.arange(prompt_width)[None] < batch["prompt_len"][:, None]   # [B, P]
-    llm = nnx.view(llm, deterministic=True, raise_if_not_found=False)  # no LoRA dropout
-    out = generate_lib.generate(llm, prompt, prompt_mask, prefix_embeds=soft,
-                                max_new_tokens=max_new_tokens, eos_ids=eos_ids,
-                                pad_id=pipeline.pad_id(tokenizer), temperature=0.0)
-    tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
-    return [tokenizer.decode(tokens[i, :lengths[i]].tolist(), skip_special_tokens=True).strip()
-            for i in range(n_real)]
-
-
-def stop_ids(tokenizer: Any) -> tuple[int, ...]:
-    """Ids of the stop tokens the tokenizer has."""
-    ids = []
-    for token in STOP_TOKENS:
-        try:
-            ids.append(pipeline.special_id(tokenizer, token))
-        except ValueError:
-            continue
-    return tuple(dict.fromkeys(ids))
 
 
 def evaluate(model, examples: pipeline.ExampleSource, tokenizer: Any, config: Any, *,
@@ -202,7 +151,7 @@ def evaluate(model, examples: pipeline.ExampleSource, tokenizer: Any, config: An
         (every example is used once, in order).
       tokenizer: the base model's tokenizer.
       config: the run config (data, eval and train groups).
-      batch_size: clips per batch (default `eval.batch_size`, else `train.batch_size`).
+      batch_size: clips per batch (default `eval.batch_size`).
       max_new_tokens: generation budget (default `eval.max_new_tokens`).
       progress: show a tqdm bar.
 
@@ -214,14 +163,13 @@ def evaluate(model, examples: pipeline.ExampleSource, tokenizer: Any, config: An
     if len(examples) == 0:
         raise ValueError("no clips to evaluate")
     if not isinstance(examples, pipeline.ExampleSource):
-        examples = pipeline.ExampleSource([e["info"].source for e in examples], tokenizer,
+        examples = pipeline.ExampleSource([e.info.source for e in examples], tokenizer,
                                           config, list(examples))
-    eval_cfg = config.get("eval", {})
-    batch_size = int(batch_size or eval_cfg.get("batch_size") or config.train.batch_size)
-    max_new_tokens = int(max_new_tokens or eval_cfg.get("max_new_tokens") or 128)
-    eos_ids = stop_ids(tokenizer)
-    infos = [examples[i]["info"] for i in range(len(examples))]
-    passes = _Passes(model)
+    batch_size = int(batch_size or config.eval.batch_size)
+    max_new_tokens = int(max_new_tokens or config.eval.max_new_tokens)
+    infos = [examples[i].info for i in range(len(examples))]
+    sampler = Sampler(model, tokenizer)
+    loss_sums = _loss_sums_fn(model)
     texts = {name: [] for name in ("model", *ABLATIONS)}
     ce_sum = num_tokens = 0.0
 
@@ -230,14 +178,14 @@ def evaluate(model, examples: pipeline.ExampleSource, tokenizer: Any, config: An
     for index, batch in enumerate(tqdm(batches, total=total, desc="evaluate",
                                        disable=not progress, file=sys.stderr)):
         n_real = min(batch_size, len(examples) - index * batch_size)
-        ce, n = passes.loss_sums(batch)
+        ce, n = loss_sums(batch)
         ce_sum, num_tokens = ce_sum + ce, num_tokens + n
-        soft = passes.soft_tokens(batch)                                  # [B, S, D]
+        soft, _ = sampler.encode(batch.waves, batch.frame_mask)           # [B, S, D]
+        prompts = batch.prompts()[:n_real]
         variants = {"model": soft, "zero_soft_tokens": jnp.zeros_like(soft),
                     "shuffled_soft_tokens": soft[_shift_permutation(n_real, len(soft))]}
         for name, prefix in variants.items():
-            texts[name] += generate_texts(model.llm, prefix, batch, n_real, tokenizer, eos_ids,
-                                     max_new_tokens)
+            texts[name] += sampler.generate(prefix, prompts, max_new_tokens=max_new_tokens).texts
 
     result = {"n_clips": len(examples),
               "val_loss": ce_sum / num_tokens if num_tokens else None,
@@ -248,55 +196,6 @@ def evaluate(model, examples: pipeline.ExampleSource, tokenizer: Any, config: An
     result["samples"] = [{"video_id": info.video_id, "generated": text, "reference": info.language}
                          for text, info in zip(texts["model"][:NUM_SAMPLES], infos)]
     return result
-
-
-# ----------------------------------------------------------------------------- restoring a run
-
-
-def read_run(workdir: str, step: int | None = None, base_path: str | None = None):
-    """(step, config, base record) of a training run's checkpoint (default: the latest step).
-
-    `base_path` replaces the base-model path of the record (the weights moved); the
-    fingerprint check still applies when the model is loaded.
-
-    Raises:
-      CheckpointMismatchError: no checkpoint, or its base model has no weights to load.
-    """
-    with ckpt_lib.Checkpointer(workdir, read_only=True) as ckpt:
-        step, config_dict, record = ckpt.read_record(step)
-    if base_path is not None:
-        record = dataclasses.replace(record, path=str(base_path))
-    if record.path is None:
-        raise ckpt_lib.CheckpointMismatchError(
-            f"{ckpt.directory}/{step}: base model was randomly initialised; it has no weights "
-            "or tokenizer to load")
-    return step, ml_collections.ConfigDict(config_dict), record
-
-
-def load_model(workdir: str, step: int | None = None, base_path: str | None = None):
-    """(model, config, step) of a training run's checkpoint (default: the latest step).
-
-    The base model is loaded from the path in the checkpoint's record and must match its
-    fingerprint; the trained parameters (encoder, bridge, LoRA) are restored onto it.
-
-    Raises:
-      CheckpointMismatchError: no checkpoint, or the base model changed.
-      hf.WeightsError: the base model cannot be loaded.
-    """
-    step, config, record = read_run(workdir, step, base_path)
-    llm = hf.load_pretrained(record.path, **wavellm.llm_overrides(config))
-    current = ckpt_lib.base_record_of(llm, path=record.path)
-    ckpt_lib.check_base(record, current, os.path.join(workdir, "checkpoints", str(step)))
-    model = wavellm.build_wavellm(config, llm)
-    params = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(
-            x.shape, jnp.float32 if jnp.issubdtype(x.dtype, jnp.floating) else x.dtype),
-        nnx.state(model, trainable_filter(config)))
-    with ckpt_lib.Checkpointer(workdir, read_only=True) as ckpt:
-        restored = ckpt.restore(step, abstract_state={"params": params}, base=current,
-                                partial=True)
-    nnx.update(model, restored.state["params"])
-    return model, config, step
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -315,21 +214,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logging.set_verbosity(logging.ERROR)  # Orbax's notes on read-only checkpoint managers
     try:
-        step, config, record = read_run(args.ckpt, args.step, args.base)
-        tokenizer = hf.load_tokenizer(record.path)
-        paths = pipeline.list_clip_files(args.data)[:args.max_clips]
-        good, examples, _ = pipeline.scan_clips(paths, tokenizer, config)
-        if not good:
-            raise ValueError(f"{args.data}: no usable clip files ({len(paths)} found)")
-        model, config, step = load_model(args.ckpt, step, args.base)
-        source = pipeline.ExampleSource(good, tokenizer, config, examples)
-        result = evaluate(model, source, tokenizer, config, batch_size=args.batch_size,
-                          max_new_tokens=args.max_new_tokens)
+        pipeline.list_clip_files(args.data)  # a missing directory fails before any loading
+        run = run_lib.restore(args.ckpt, args.step, args.base)
+        source = pipeline.load_examples(args.data, run.tokenizer, run.config,
+                                        max_clips=args.max_clips)
+        result = evaluate(run.model, source, run.tokenizer, run.config,
+                          batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
     except (ckpt_lib.CheckpointMismatchError, hf.WeightsError, ClipError, FileNotFoundError,
             ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    result = {"checkpoint": os.path.abspath(args.ckpt), "step": step, **result}
+    result = {"checkpoint": os.path.abspath(args.ckpt), "step": run.step, **result}
     text = json.dumps(result, indent=2)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

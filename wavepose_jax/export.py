@@ -3,7 +3,7 @@
     python -m wavepose_jax.export --ckpt WORKDIR [--step S] [--peft OUT] [--merged OUT2]
 
 restores the run in WORKDIR (its base model, checked against the checkpoint's fingerprint, plus
-the trained encoder, bridge and LoRA; see `evaluate.load_model`) and writes either or both of:
+the trained encoder, bridge and LoRA; see `run.restore`) and writes either or both of:
 
 * `--peft OUT`: a PEFT LoRA adapter (`adapter_config.json`, `adapter_model.safetensors`) that
   `peft.PeftModel.from_pretrained` loads onto transformers' `Phi3ForCausalLM` of the base named
@@ -23,11 +23,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from wavepose_jax import evaluate, hf, peft_io
+from wavepose_jax import hf, peft_io
+from wavepose_jax import run as run_lib
 from wavepose_jax.training.checkpoint import CheckpointMismatchError
-
-# Files of a saved transformers tokenizer; the merged export copies the base's tokenizer if any.
-_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model")
 
 
 def base_location(path: str) -> str:
@@ -39,18 +37,16 @@ def base_location(path: str) -> str:
 def export(workdir: str, *, peft_dir: str | None = None, merged_dir: str | None = None,
            step: int | None = None) -> int:
     """Writes the requested exports of the run in `workdir`; returns the exported step."""
-    step, _, record = evaluate.read_run(workdir, step)
-    model, config, step = evaluate.load_model(workdir, step)
-    base = base_location(record.path)
+    run = run_lib.restore(workdir, step, need_tokenizer=False)
+    model = run.model
+    base = base_location(run.record.path)
     if peft_dir is not None:
         peft_io.save_peft_adapter(model.llm, peft_dir, base_model_name_or_path=base,
-                                  lora_dropout=float(config.lora.dropout))
+                                  lora_dropout=float(run.config.lora.dropout))
         peft_io.save_motion(model.encoder, model.bridge, peft_dir)
     if merged_dir is not None:
-        has_tokenizer = any((hf.resolve(base) / f).is_file() for f in _TOKENIZER_FILES)
-        tokenizer = hf.load_tokenizer(base) if has_tokenizer else None
-        hf.save_pretrained(hf.merge_lora(model.llm), merged_dir, tokenizer=tokenizer)
-    return step
+        hf.save_pretrained(hf.merge_lora(model.llm), merged_dir, tokenizer=run.tokenizer)
+    return run.step
 
 
 def main(argv: Sequence[str] | None = None) -> int:

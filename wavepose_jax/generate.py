@@ -71,7 +71,7 @@ class DecodeState:
         return int(self.step) >= self.max_new_tokens or bool(np.all(np.asarray(self.done)))
 
 
-def bucket_length(n: int) -> int:
+def prompt_bucket(n: int) -> int:
     """Compiled prompt length: a power of two >= 16 up to 512, then a multiple of 512."""
     if n <= 512:
         return max(16, 1 << max(0, n - 1).bit_length())
@@ -252,7 +252,7 @@ def _core_args(model: Phi3ForCausalLM, input_ids, attention_mask, prefix_embeds,
     sample = temperature > 0
     if sample and rng is None:
         raise ValueError("rng: a PRNG key is required when temperature > 0")
-    tb = bucket_length(t)
+    tb = prompt_bucket(t)
     ids = np.pad(ids.astype(np.int32), ((0, 0), (0, tb - t)), constant_values=pad_id)
     mask = np.pad(mask, ((0, 0), (0, tb - t)))
     eos = np.full(max(8, -(-len(eos_ids) // 8) * 8), -1, np.int32)  # padded: no recompiles

@@ -24,6 +24,7 @@ from safetensors.numpy import save_file
 
 from wavepose_jax import sharding as sharding_lib
 from wavepose_jax.jsonfile import read_json_object
+from wavepose_jax.models.lora import is_lora_path
 from wavepose_jax.models.phi3 import Linear, Phi3Config, Phi3ForCausalLM
 
 CONFIG_FILE = "config.json"
@@ -32,7 +33,6 @@ INDEX_FILE = "model.safetensors.index.json"
 _SHARD_RE = re.compile(r"model-\d+-of-\d+\.safetensors$")
 _IGNORED = re.compile(r"rotary_emb\.inv_freq$")  # non-persistent buffers in old checkpoints
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
-_LORA_FIELDS = ("lora_a", "lora_b")
 
 
 class WeightsError(ValueError):
@@ -76,11 +76,20 @@ def load_config(path_or_repo_id, **overrides) -> Phi3Config:
         raise WeightsError(f"{file}: {e}") from None
 
 
-def load_tokenizer(path_or_repo_id):
-    """transformers' tokenizer (AutoTokenizer) stored with the checkpoint."""
+# Files of a saved transformers tokenizer.
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model")
+
+
+def load_tokenizer(path_or_repo_id, required: bool = True):
+    """transformers' tokenizer (AutoTokenizer) stored with the checkpoint.
+
+    With `required=False`, None when the directory holds no tokenizer files.
+    """
     from transformers import AutoTokenizer
 
     directory = resolve(path_or_repo_id)
+    if not required and not any((directory / f).is_file() for f in TOKENIZER_FILES):
+        return None
     try:
         return AutoTokenizer.from_pretrained(str(directory))
     except Exception as e:
@@ -124,10 +133,6 @@ def hf_name(path: tuple) -> tuple[str, bool]:
     leaf = parts[-1]
     parts[-1] = "weight"
     return ".".join(parts), leaf == "kernel"
-
-
-def _is_lora(path: tuple) -> bool:
-    return any(str(p) in _LORA_FIELDS for p in path)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -183,16 +188,11 @@ def load_pretrained(path_or_repo_id, dtype=jnp.bfloat16, mesh=None, **config_ove
                     raise WeightsError(f"{file}: tensor {name!r}: shape {tuple(array.shape)}, "
                                        f"config.json implies {hf_shape}")
                 array = np.ascontiguousarray(array.T if transpose else array).astype(target_dtype)
-                values[i] = _place(array, None if shardings is None else shardings[i][1].get_value())
+                values[i] = sharding_lib.place(
+                    array, None if shardings is None else shardings[i][1].get_value())
                 del array
     state = nnx.from_flat_state([(path, var.replace(v)) for (path, var), v in zip(flat, values)])
     return nnx.merge(graphdef, state)
-
-
-def _place(array: np.ndarray, sharding) -> jax.Array:
-    if sharding is None:
-        return jax.device_put(array)
-    return jax.make_array_from_callback(array.shape, sharding, lambda idx: array[idx])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def save_pretrained(model: Phi3ForCausalLM, path, tokenizer=None, max_shard_size
     limit = _parse_size(max_shard_size if max_shard_size is not None else "5GB")
     entries = []
     for p, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        if not _is_lora(p):
+        if not is_lora_path(p):
             name, transpose = hf_name(p)
             entries.append((name, var.get_value(), transpose))
     shards, current, current_size = [], [], 0
@@ -295,4 +295,4 @@ def merge_lora(model: Phi3ForCausalLM) -> Phi3ForCausalLM:
 def num_params(model) -> int:
     """Number of base (non-LoRA) parameters."""
     return sum(math.prod(v.get_value().shape) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))
-               if not _is_lora(p))
+               if not is_lora_path(p))

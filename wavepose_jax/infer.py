@@ -12,7 +12,7 @@ one line (file and field) and skipped.
 
 The model is the run in WORKDIR (default `runs/tiny`, the CPU demo's run): the base LLM named
 in its checkpoint -- refused when it no longer matches the checkpoint's fingerprint -- plus
-the trained encoder, bridge and LoRA (`evaluate.load_model`).
+the trained encoder, bridge and LoRA (`run.restore`).
 
 Output: for each clip the summary the model was given (exercise, reps, grade, phases), then
 the generated feedback and the faults it names (a single clip's summary is printed before
@@ -40,17 +40,16 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
-from flax import nnx
 from tqdm import tqdm
 
-from wavepose_jax import evaluate, hf, report
-from wavepose_jax import faults as faults_lib
-from wavepose_jax import generate as generate_lib
-from wavepose_jax.data import pipeline
+from wavepose_jax import hf, pipeline, report
+from wavepose_jax import run as run_lib
+from wavepose_jax.data import faults as faults_lib
 from wavepose_jax.data import waves as waves_lib
 from wavepose_jax.data.clip import Clip, load_clip
 from wavepose_jax.data.schema import ClipError
-from wavepose_jax.prompt import PhysicsSummary, prompt_ids
+from wavepose_jax.prompt import PhysicsSummary
+from wavepose_jax.sampler import Sampler
 from wavepose_jax.training.checkpoint import CheckpointMismatchError
 
 DEFAULT_CKPT = os.path.join("runs", "tiny")
@@ -66,13 +65,14 @@ STREAM_CHUNK = 8  # tokens decoded between two prints of a single clip's feedbac
 
 @dataclasses.dataclass
 class Prepared:
-    """One validated clip and its model inputs."""
+    """One validated clip and what the model sees of it (`pipeline.model_inputs`)."""
 
     clip: Clip
-    summary: PhysicsSummary
-    waves: np.ndarray       # [T, 7] f32, T = config.data.seq_len
-    frame_mask: np.ndarray  # [T] bool
-    prompt: np.ndarray      # [P] int32
+    inputs: pipeline.ModelInputs
+
+    @property
+    def summary(self) -> PhysicsSummary:
+        return self.inputs.summary
 
 
 @dataclasses.dataclass
@@ -117,22 +117,11 @@ class _CompileClock:
 
 
 class Predictor:
-    """A restored WaveLLM with its tokenizer and run config, run batch by batch."""
+    """A restored run's model, tokenizer and config, run batch by batch."""
 
-    def __init__(self, model, tokenizer: Any, config: Any):
-        self.tokenizer, self.config = tokenizer, config
-        self.llm = nnx.view(model.llm, deterministic=True, raise_if_not_found=False)
-        self.eos_ids = evaluate.stop_ids(tokenizer)
-        self.pad_id = pipeline.pad_id(tokenizer)
-        graphdef, self._state = nnx.split(model)
-
-        @jax.jit
-        def encode(state, waves, frame_mask):
-            """waves [B, T, 7], frame_mask [B, T] -> soft [B, Q, D], attention [B, L, Q, T]."""
-            return nnx.merge(graphdef, state).soft_tokens(waves, frame_mask,
-                                                          return_attention=True)
-
-        self._encode = encode
+    def __init__(self, run: run_lib.Run):
+        self.tokenizer, self.config = run.tokenizer, run.config
+        self.sampler = Sampler(run.model, run.tokenizer)
 
     @property
     def frame_rate(self) -> float | None:
@@ -140,14 +129,8 @@ class Predictor:
         return self.config.data.target_fps
 
     def prepare(self, clip: Clip) -> Prepared:
-        """The model inputs of a clip, exactly as training builds them (minus the target)."""
-        data = self.config.data
-        waves, frame_mask = clip.model_input(data.seq_len, normalization=data.normalization,
-                                             target_fps=data.target_fps)
-        summary = PhysicsSummary.from_wave_features(clip.wave_features, clip.exercise,
-                                                    clip.expert)
-        ids = prompt_ids(summary, self.tokenizer, compact=data.compact_prompt)
-        return Prepared(clip, summary, waves, frame_mask, np.asarray(ids, np.int32))
+        """The model inputs of a clip, built exactly as training builds them."""
+        return Prepared(clip, pipeline.model_inputs(clip, self.tokenizer, self.config))
 
     def run(self, batch: Sequence[Prepared], *, rows: int, max_new_tokens: int,
             temperature: float, top_p: float, rng, split_timing: bool = True,
@@ -155,8 +138,8 @@ class Predictor:
         """Feedback for up to `rows` prepared clips (padded to `rows`: one compile per shape).
 
         With `on_text`, decoding returns to Python every `STREAM_CHUNK` tokens
-        (`generate.generate_stream`) and `on_text` gets the first clip's feedback decoded so
-        far after each chunk (the last call's text is that clip's `Result.feedback`).
+        (`Sampler.stream`) and `on_text` gets the first clip's feedback decoded so far after
+        each chunk (the last call's text is that clip's `Result.feedback`).
 
         Timing (seconds; per batch): `encode_s` (encoder and bridge), `generate_s` (prefill
         and decoding), `compile_s` (JAX tracing and compilation, excluded from the others) and,
@@ -166,68 +149,40 @@ class Predictor:
         """
         n = len(batch)
         padded = list(batch) + [batch[-1]] * (rows - n)
-        waves = np.stack([p.waves for p in padded])                     # [B, T, 7]
-        frame_mask = np.stack([p.frame_mask for p in padded])           # [B, T]
-        width = max(len(p.prompt) for p in padded)
-        prompt = np.full((rows, width), self.pad_id, np.int32)          # [B, P]
-        prompt_mask = np.zeros((rows, width), bool)                     # [B, P]
-        for i, p in enumerate(padded):
-            prompt[i, :len(p.prompt)], prompt_mask[i, :len(p.prompt)] = p.prompt, True
+        waves = np.stack([p.inputs.waves for p in padded])              # [B, T, 7]
+        frame_mask = np.stack([p.inputs.frame_mask for p in padded])    # [B, T]
+        prompts = [p.inputs.prompt_ids for p in batch]
+        options = dict(temperature=temperature, top_p=top_p, rng=rng)
 
         def decode(soft, count):
-            return generate_lib.generate(
-                self.llm, prompt, prompt_mask, prefix_embeds=soft, max_new_tokens=count,
-                eos_ids=self.eos_ids, pad_id=self.pad_id, temperature=temperature,
-                top_p=top_p, rng=rng)
-
-        def text(ids: np.ndarray) -> str:
-            return self.tokenizer.decode(ids.tolist(), skip_special_tokens=True).strip()
+            return self.sampler.generate(soft, prompts, max_new_tokens=count, **options)
 
         def stream(soft):
-            pieces = []
-            for piece in generate_lib.generate_stream(
-                    self.llm, prompt, prompt_mask, chunk=STREAM_CHUNK, prefix_embeds=soft,
-                    max_new_tokens=max_new_tokens, eos_ids=self.eos_ids, pad_id=self.pad_id,
-                    temperature=temperature, top_p=top_p, rng=rng):
-                pieces.append(piece)  # [B, k]
-                ids = np.concatenate(pieces, axis=1)[0]
-                on_text(text(ids[:_length(ids, self.eos_ids)]))
-            tokens = np.concatenate(pieces, axis=1)  # [B, K]
-            return generate_lib.GenerateOutput(
-                tokens=tokens, lengths=np.array([_length(row, self.eos_ids) for row in tokens]))
+            for samples in self.sampler.stream(soft, prompts, max_new_tokens=max_new_tokens,
+                                               chunk=STREAM_CHUNK, **options):
+                on_text(samples.texts[0])
+            return samples
 
         with _CompileClock() as clock:
-            (soft, attention), encode_s = clock.timed(self._encode, self._state, waves,
-                                                      frame_mask)
+            (soft, attention), encode_s = clock.timed(self.sampler.encode, waves, frame_mask)
             if split_timing:
                 _, first_s = clock.timed(decode, soft, 1)  # the prompt prefill and one token
             if on_text is None:
                 out, generate_s = clock.timed(decode, soft, max_new_tokens)
             else:
                 out, generate_s = clock.timed(stream, soft)
-        tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
         timing = {"encode_s": round(encode_s, 4), "generate_s": round(generate_s, 4)}
         if split_timing:
             decode_s = max(generate_s - first_s, 0.0)
-            new_tokens = int(lengths[:n].sum()) - n  # each row's first token is the prefill's
+            new_tokens = int(out.lengths.sum()) - n  # each row's first token is the prefill's
             timing.update(prefill_s=round(encode_s + first_s, 4), decode_s=round(decode_s, 4),
                           tokens_per_s=round(new_tokens / decode_s, 1) if decode_s > 0 else None)
         timing.update(compile_s=round(clock.total, 3), batch_size=n)
         attention = np.asarray(attention, np.float32).mean(axis=1)  # [B, Q, T]
-        results = []
-        for i, p in enumerate(batch):
-            feedback = text(tokens[i, :lengths[i]])
-            results.append(Result(
-                prepared=p, feedback=feedback,
-                faults=faults_lib.faults_from_text(feedback, p.clip.exercise),
-                attention=attention[i, :, :int(p.frame_mask.sum())], timing=timing))
-        return results
-
-
-def _length(ids: np.ndarray, eos_ids: Sequence[int]) -> int:
-    """Tokens of a decoded row [K] up to and including its first eos (K without one)."""
-    hits = np.flatnonzero(np.isin(ids, eos_ids))
-    return int(hits[0]) + 1 if hits.size else len(ids)
+        return [Result(prepared=p, feedback=feedback,
+                       faults=faults_lib.faults_from_text(feedback, p.clip.exercise),
+                       attention=attention[i, :, :int(p.inputs.frame_mask.sum())], timing=timing)
+                for i, (p, feedback) in enumerate(zip(batch, out.texts))]
 
 
 # ----------------------------------------------------------------------------- command line
@@ -280,17 +235,13 @@ def _input_files(path: str) -> list[str]:
     return [path]
 
 
-def restore(workdir: str):
-    """(model, tokenizer, config) of the run in `workdir`, through `evaluate`'s restore."""
-
+def restore(workdir: str) -> run_lib.Run:
+    """The run in `workdir`; a missing checkpoint says how to make one."""
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         raise FileNotFoundError(
             f"{workdir}: no checkpoint (no {os.path.join(workdir, 'checkpoints')} directory); "
             f"create one with `{TRAIN_COMMAND.format(workdir=workdir)}`")
-    step, _, record = evaluate.read_run(workdir)
-    tokenizer = hf.load_tokenizer(record.path)
-    model, config, _ = evaluate.load_model(workdir, step)
-    return model, tokenizer, config
+    return run_lib.restore(workdir)
 
 
 def _print_summary(prepared: Prepared) -> None:
@@ -355,13 +306,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         files = _input_files(args.input)
-        model, tokenizer, config = restore(args.ckpt)
+        run = restore(args.ckpt)
     except (ValueError, OSError, CheckpointMismatchError, hf.WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
 
-    predictor = Predictor(model, tokenizer, config)
-    max_new_tokens = args.max_new_tokens or int(config.eval.get("max_new_tokens") or 128)
+    predictor = Predictor(run)
+    max_new_tokens = args.max_new_tokens or int(run.config.eval.max_new_tokens)
     rows = min(args.batch_size, len(files))
     key = jax.random.key(args.seed)
     single = len(files) == 1

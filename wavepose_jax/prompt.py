@@ -5,7 +5,7 @@ Ground-truth fields of a clip (`LANGUAGE`, `faults`) never enter it, so the mode
 its training target.
 
 The fault vocabulary (fault id <-> canonical phrase, parsing of generated text) lives in
-`wavepose_jax.faults` and is re-exported here.
+`wavepose_jax.data.faults` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from wavepose_jax.data.schema import canonical_exercise
-from wavepose_jax.faults import (
+from wavepose_jax.data.faults import (
     FAULTS,
     Fault,
     compose_feedback,
@@ -107,7 +107,7 @@ class PhysicsSummary:
     @classmethod
     def from_wave_features(cls, wave_features: Mapping | None, exercise: str,
                            expert: bool | None = None) -> PhysicsSummary:
-        """Summary of a `wave_features` dict (DESIGN.md schema); missing parts become unknown."""
+        """Summary of a `wave_features` dict (schema: docs/architecture.md); missing parts become unknown."""
         wf = wave_features if isinstance(wave_features, Mapping) else {}
         quality = _section(wf, "quality")
         reps = _rep_count(wf)

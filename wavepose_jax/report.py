@@ -31,7 +31,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from wavepose_jax import faults as faults_lib
+from wavepose_jax.data import faults as faults_lib
 from wavepose_jax.data.clip import Clip
 from wavepose_jax.data.schema import SIGNAL_NAMES
 from wavepose_jax.data.waves import PRIMARY_SIGNAL, RepAnalysis

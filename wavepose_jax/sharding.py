@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -95,14 +96,24 @@ def param_shardings(abstract_state: nnx.State, mesh: Mesh,
     return nnx.from_flat_state(out)
 
 
+def place(x: Any, sharding: jax.sharding.Sharding | None = None) -> jax.Array:
+    """A host or device array onto `sharding` (default: the default device).
+
+    Every process holds the same full value (weights read from the same files, or a
+    deterministic init) and contributes the shards its devices own; nothing is copied when
+    `x` already has the sharding.
+    """
+    if sharding is None:
+        return jax.device_put(x)
+    if getattr(x, "sharding", None) == sharding:
+        return x
+    if jax.process_count() == 1:
+        return jax.device_put(x, sharding)
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Leading (batch) dimension split over the data-parallel axes present in the mesh."""
     axes = tuple(a for a in BATCH_AXES if a in mesh.shape)
     return NamedSharding(mesh, P(axes if axes else None))
-
-
-def shard_batch(batch, mesh: Mesh):
-    """Places a pytree of host arrays (this process's part of the batch) onto the mesh."""
-    sharding = batch_sharding(mesh)
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
-                        batch)

@@ -1,11 +1,11 @@
 """The tiny Phi-3-architecture base model of the CPU demo, and the tokenizer it uses.
 
-    python -m wavepose_jax.tiny --out assets/tiny-phi3 [--steps 400] [--seed 0]
+    python -m wavepose_jax.tiny --out wavepose_jax/assets/tiny-phi3 [--steps 400] [--seed 0]
 
 writes a real Hugging Face model directory (config.json, model.safetensors in fp32,
 tokenizer.json + tokenizer_config.json with the Phi-3 special tokens and chat template,
 generation_config.json) that `wavepose_jax.hf.load_pretrained` loads exactly as it loads
-Phi-3.5-mini. The committed copy in `assets/tiny-phi3/` was made by that command.
+Phi-3.5-mini. The committed copy in `wavepose_jax/assets/tiny-phi3/` was made by that command.
 
 What it is:
   * Tokenizer: a byte-fallback BPE in the style of Llama's SentencePiece (metaspace "▁", digits
@@ -86,7 +86,7 @@ def coaching_corpus(n: int, seed: int) -> list[tuple[list[dict], str]]:
     random faults. Grade and faults are drawn independently, so the base learns the language
     and the rep-count sentence but no clue about faults.
     """
-    from wavepose_jax import faults as faults_lib
+    from wavepose_jax.data import faults as faults_lib
     from wavepose_jax.prompt import PhysicsSummary, build_messages
 
     rng = np.random.default_rng(seed)
@@ -204,7 +204,7 @@ def build(out: str, *, steps: int, seed: int, n_texts: int = 12000, seq_len: int
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="assets/tiny-phi3")
+    p.add_argument("--out", default="wavepose_jax/assets/tiny-phi3")
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)

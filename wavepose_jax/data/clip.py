@@ -1,6 +1,6 @@
 """Clip files: loading, validation, and the model's input arrays.
 
-A clip is a JSON object (DESIGN.md, "Clip JSON contract") holding the 7 body-region signals of
+A clip is a JSON object (docs/architecture.md, "Clip files") holding the 7 body-region signals of
 ``schema.SIGNAL_NAMES`` and/or COCO-17 ``keypoints`` [T][17][2] (+ ``confidence`` [T][17]),
 from which ``pose.keypoints_to_signals`` derives the signals. When both are given, the file's
 signals win for every channel they provide and the keypoints fill the others.

@@ -7,7 +7,7 @@ clip draws body proportions, fps (24-60), 1-15 reps, tempo, depth, pauses at the
 bottom, idle time before and after, keypoint jitter and confidence drops (the far side of
 the body is less confident), and its faults: each fault of the exercise with probability
 `FAULT_PROB`, imposed on at least 60% of the reps (rushed descents on all of them) while the
-clean reps stay clearly inside the good range, so the rules of `wavepose_jax.faults` are
+clean reps stay clearly inside the good range, so the rules of `wavepose_jax.data.faults` are
 unambiguous. The 7 signals come from `pose.keypoints_to_signals`, the features and faults are
 then *measured* (`waves`, `faults.detect_faults`); a draw whose measurement disagrees with its
 intended reps or faults is redrawn, so labels, features and text always agree.
@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from wavepose_jax import faults as fault_rules
+from wavepose_jax.data import faults as fault_rules
 from wavepose_jax.data import pose, waves
 from wavepose_jax.data.schema import EXERCISES, canonical_exercise
 
@@ -405,7 +405,7 @@ def generate_clip(rng_or_seed: np.random.Generator | int | Sequence[int],
                   exercise: str | None = None, *, video_id: str | None = None,
                   keypoints: bool = True, max_reps: int = MAX_REPS,
                   fps_choices: Sequence[float] = DEFAULT_FPS, **overrides) -> dict:
-    """One synthetic clip as a JSON-ready dict (the clip contract of DESIGN.md).
+    """One synthetic clip as a JSON-ready dict (the clip contract of docs/architecture.md).
 
     Args:
       rng_or_seed: a numpy Generator, or a seed for `np.random.default_rng`.

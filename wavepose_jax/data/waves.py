@@ -393,7 +393,7 @@ def _frequency(x: np.ndarray, fps: float) -> dict:
 
 def compute_wave_features(signals: dict[str, np.ndarray], fps: float, exercise: str, *,
                           analysis: RepAnalysis | None = None) -> dict:
-    """The seed `wave_features` dict (DESIGN.md schema) of a clip; JSON-serialisable.
+    """The seed `wave_features` dict (schema: docs/architecture.md) of a clip; JSON-serialisable.
 
     quality (0..100): smoothness = mean phase smoothness (dimensionless jerk); control = mean
     eccentric duration relative to 1.2 s (capped); efficiency = `energy.efficiency_pct`;

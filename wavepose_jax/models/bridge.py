@@ -9,7 +9,7 @@
 
 With `num_faults > 0` the bridge also has a fault head: mean of the event states over the
 queries -> Linear(num_faults) logits, one per fault of the global vocabulary
-(`wavepose_jax.faults.FAULTS` order). Trained with an auxiliary BCE loss, it makes the event
+(`wavepose_jax.data.faults.FAULTS` order). Trained with an auxiliary BCE loss, it makes the event
 states fault-aware from the first steps, before the language model has learned to read them.
 
 The gate starts at 0, so at initialisation every soft token has exactly the RMS of the LLM's

@@ -9,9 +9,9 @@
 Padded frames (mask False) are never attended to as keys, and their outputs are zeroed, so the
 values in padded frames cannot change any output of a real frame.
 
-The auxiliary wave-dynamics loss grounds `dynamic_state`: a linear readout (`aux_head`) from it
-must predict each channel's per-frame velocity and, when the data pipeline supplies it, the rep
-phase as (sin, cos).
+The auxiliary wave-dynamics loss (training/loss.py) grounds `dynamic_state`: its linear readout
+(`dynamics`) must predict each channel's per-frame velocity and, when the data pipeline
+supplies it, the rep phase as (sin, cos).
 
 The attention, feed-forward and positional-encoding blocks here are shared with the bridge.
 """
@@ -176,70 +176,7 @@ class WavePoseEncoder(nnx.Module):
         state = self.state_out(jax.nn.gelu(self.state_hidden(phi))) * keep  # [B, T, S]
         return phi, state
 
-    def aux_loss(self, dynamic_state: jax.Array, targets: dict, mask: jax.Array) -> jax.Array:
-        """Wave-dynamics loss of this encoder's readout head; see `wave_dynamics_loss`."""
-        return wave_dynamics_loss(self.aux_head, dynamic_state, targets, mask)
-
-
-def wave_dynamics_targets(waves: jax.Array, mask: jax.Array, fps: float | None,
-                          phase: jax.Array | None = None,
-                          phase_mask: jax.Array | None = None) -> dict[str, jax.Array]:
-    """Targets of the auxiliary wave-dynamics loss.
-
-    Args:
-        waves: [B, T, C] signals, as fed to the encoder.
-        mask: [B, T] bool, True on real frames.
-        fps: frames per second; velocities are per second when given, per frame when None.
-        phase: optional [B, T] rep phase in radians (from the data pipeline's rep segmentation).
-        phase_mask: optional [B, T] bool, where `phase` is defined (defaults to `mask`).
-
-    Returns:
-        velocity [B, T, C]: backward finite difference (0 on frame 0 and next to padding);
-        velocity_mask [B, T]: frames whose difference spans two real frames;
-        velocity_scale [C]: RMS of each channel's velocity over valid frames (loss normaliser);
-        and, when `phase` is given, phase [B, T, 2] (sin, cos) and phase_mask [B, T].
-    """
-    waves = jnp.asarray(waves, jnp.float32)
-    mask = jnp.asarray(mask, bool)
-    diff = waves[:, 1:] - waves[:, :-1]  # [B, T-1, C]
-    if fps is not None:
-        diff = diff * float(fps)
-    valid = mask[:, 1:] & mask[:, :-1]  # [B, T-1]
-    velocity = jnp.pad(jnp.where(valid[..., None], diff, 0.0), ((0, 0), (1, 0), (0, 0)))
-    velocity_mask = jnp.pad(valid, ((0, 0), (1, 0)))
-    count = jnp.maximum(velocity_mask.sum(), 1)
-    scale = jnp.sqrt(jnp.sum(jnp.square(velocity), axis=(0, 1)) / count)  # [C]
-    targets = {
-        "velocity": velocity,
-        "velocity_mask": velocity_mask,
-        "velocity_scale": jnp.maximum(scale, 1e-6),
-    }
-    if phase is not None:
-        phase = jnp.asarray(phase, jnp.float32)
-        targets["phase"] = jnp.stack([jnp.sin(phase), jnp.cos(phase)], axis=-1)  # [B, T, 2]
-        phase_valid = mask if phase_mask is None else mask & jnp.asarray(phase_mask, bool)
-        targets["phase_mask"] = phase_valid
-    return targets
-
-
-def wave_dynamics_loss(head: nnx.Module, dynamic_state: jax.Array, targets: dict,
-                       mask: jax.Array) -> jax.Array:
-    """Masked MSE of the readout `head(dynamic_state)` against `wave_dynamics_targets`.
-
-    The velocity term is normalised per channel by `velocity_scale`, so every signal counts
-    alike whatever its unit (torso units or degrees); the phase term (when targets carry one)
-    is the MSE of (sin, cos). Returns the sum of both means, a float32 scalar.
-    """
-    pred = head(dynamic_state).astype(jnp.float32)  # [B, T, C + 2]
-    mask = jnp.asarray(mask, bool)
-    num_signals = targets["velocity"].shape[-1]
-    vel_err = (pred[..., :num_signals] - targets["velocity"]) / targets["velocity_scale"]
-    vel_mask = (mask & targets["velocity_mask"])[..., None]  # [B, T, 1]
-    vel_count = jnp.maximum(vel_mask.sum() * num_signals, 1)
-    loss = jnp.sum(jnp.where(vel_mask, jnp.square(vel_err), 0.0)) / vel_count
-    if "phase" in targets:
-        ph_err = pred[..., num_signals:num_signals + 2] - targets["phase"]  # [B, T, 2]
-        ph_mask = (mask & targets["phase_mask"])[..., None]
-        ph_count = jnp.maximum(ph_mask.sum() * 2, 1)
-        loss = loss + jnp.sum(jnp.where(ph_mask, jnp.square(ph_err), 0.0)) / ph_count
-    return loss
+    def dynamics(self, dynamic_state: jax.Array) -> jax.Array:
+        """dynamic_state [B, T, state_dim] -> readout [B, T, num_signals + 2] in float32: each
+        signal's velocity, then sin and cos of the rep phase (the wave-dynamics loss's target)."""
+        return self.aux_head(dynamic_state).astype(jnp.float32)

@@ -38,8 +38,11 @@ DEFAULT_TARGETS: tuple[str, ...] = (
     r".*self_attn/(qkv_proj|o_proj)",
     r".*mlp/(gate_up_proj|down_proj)",
 )
+# Names of the LoRA parameters beside a kernel (the only place they are spelled).
+LORA_A, LORA_B = "lora_a", "lora_b"
+LORA_PARAMS: tuple[str, ...] = (LORA_A, LORA_B)
 # Encoder, bridge and the LoRA deltas; `(".*",)` trains everything (full fine-tuning).
-DEFAULT_TRAINABLE: tuple[str, ...] = (r"encoder/.*", r"bridge/.*", r".*/lora_[ab]")
+DEFAULT_TRAINABLE: tuple[str, ...] = (r"encoder/.*", r"bridge/.*", rf".*/({LORA_A}|{LORA_B})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +81,15 @@ def path_str(path: Sequence[Any]) -> str:
     return "/".join(parts)
 
 
+def is_lora_path(path: Sequence[Any] | str) -> bool:
+    """Whether a parameter path (keys, or a '/'- or '.'-joined string) names a LoRA delta."""
+    if isinstance(path, str):
+        path = path.replace(".", "/").split("/")
+    return any(str(getattr(k, "key", getattr(k, "name", k))) in LORA_PARAMS for k in path)
+
+
 def _has_lora_hook(module: Any) -> bool:
-    return isinstance(module, nnx.Module) and hasattr(module, "kernel") and hasattr(module, "lora_a")
+    return isinstance(module, nnx.Module) and hasattr(module, "kernel") and hasattr(module, LORA_A)
 
 
 def lora_modules(model: nnx.Module, targets: Sequence[str]) -> list[tuple[str, nnx.Module]]:

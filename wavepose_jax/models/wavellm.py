@@ -1,25 +1,20 @@
 """WaveLLM: the composed model, motion encoder -> bridge -> soft tokens -> Phi-3 (+ LoRA).
 
-The language model reads one sequence per clip (batch format: data/pipeline.py):
+The language model reads one sequence per clip (batch format: data/batch.py):
 
     [ soft tokens (S = bridge.num_queries) | tokens (prompt + target + <|end|>, right-padded) ]
     positions 0 .. S + L - 1,   attention mask [ones(S) | token_mask]
 
-The logit predicting tokens[:, t] sits at sequence position S + t - 1, so every target token,
-including the first one after the prompt, is predicted from everything before it. Labels exist
-only where `loss_mask` is set (the feedback text and its closing <|end|>); prompt and padding
-never enter the loss.
-
-`__call__` returns `LossTerms` (sums, not means) so the train step divides by the token count
-of the global batch: exact with padding, padded examples and gradient accumulation.
-
-Two auxiliary losses ground the motion path (each on when its weight is > 0): the encoder's
-wave-dynamics loss on `dynamic_state`, and the bridge's fault loss, a masked BCE of the fault
-head's logits against the clip's fault labels (`faults` / `fault_mask` of the batch, global
-`wavepose_jax.faults.FAULTS` order).
+The forward pass returns `Outputs`: the logits aligned with the tokens (the logit predicting
+tokens[:, t] sits at sequence position S + t - 1, so every target token, including the first
+one after the prompt, is predicted from everything before it), the encoder's dynamics readout
+and the bridge's fault logits. The losses over them live in training/loss.py.
 
 Parameter paths: `encoder/...`, `bridge/...`, `llm/...` (Hugging Face names below `llm`, LoRA
 deltas as `.../qkv_proj/lora_a`).
+
+Models never load files: `build_wavellm` takes an already loaded language model
+(`wavepose_jax.run` loads weights, adapters and checkpoints).
 """
 
 from __future__ import annotations
@@ -29,46 +24,31 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 from flax import nnx
 
-from wavepose_jax import hf
-from wavepose_jax import peft_io
 from wavepose_jax import sharding as sharding_lib
-from wavepose_jax.faults import FAULTS
+from wavepose_jax.data.faults import FAULTS
 from wavepose_jax.models.bridge import BridgeConfig, WaveBridge, embedding_rms
-from wavepose_jax.models.encoder import EncoderConfig, WavePoseEncoder, wave_dynamics_targets
-from wavepose_jax.models.lora import apply_lora
+from wavepose_jax.models.encoder import EncoderConfig, WavePoseEncoder
+from wavepose_jax.models.lora import apply_lora, is_lora_path
 from wavepose_jax.models.phi3 import Phi3Config, Phi3ForCausalLM
 
 
-class LossTerms(NamedTuple):
-    """Loss sums of one (micro-)batch; the train step normalises them."""
+class Outputs(NamedTuple):
+    """What one forward pass of `WaveLLM` returns (the losses in training/loss.py read it)."""
 
-    ce_sum: jax.Array  # [] f32: sum over target tokens of CE x example_weight
-    num_tokens: jax.Array  # [] f32: sum over target tokens of example_weight
-    aux_loss: jax.Array  # [] f32: wave-dynamics loss of this batch (0 when its weight is 0)
-    fault_loss: jax.Array  # [] f32: mean fault BCE over labelled entries (0 when its weight is 0)
+    logits: jax.Array  # [B, L, V] f32: logits[:, t] predicts tokens[:, t]
+    dynamics: jax.Array  # [B, T, C + 2] f32: encoder readout of dynamic_state (velocity, phase)
+    fault_logits: jax.Array | None  # [B, F] f32 from the bridge's fault head, or None without one
 
 
 class WaveLLM(nnx.Module):
-    """Encoder + bridge + language model, trained end to end on masked next-token CE."""
+    """Encoder + bridge + language model: motion -> soft tokens -> next-token logits."""
 
-    def __init__(self, encoder: WavePoseEncoder, bridge: WaveBridge, llm: Phi3ForCausalLM, *,
-                 aux_loss_weight: float = 0.0, fault_loss_weight: float = 0.0,
-                 fps: float | None = 30.0):
-        """aux_loss_weight / fault_loss_weight: weights of the wave-dynamics and fault losses
-        (the fault loss needs a bridge with a fault head); fps: frame rate of `waves`."""
-        if fault_loss_weight > 0 and bridge.fault_head is None:
-            raise ValueError("config field 'train.fault_loss_weight': > 0 needs a bridge with a "
-                             "fault head (bridge num_faults > 0)")
+    def __init__(self, encoder: WavePoseEncoder, bridge: WaveBridge, llm: Phi3ForCausalLM):
         self.encoder = encoder
         self.bridge = bridge
         self.llm = llm
-        self.aux_loss_weight = float(aux_loss_weight)
-        self.fault_loss_weight = float(fault_loss_weight)
-        self.fps = fps
 
     @property
     def num_soft_tokens(self) -> int:
@@ -84,15 +64,16 @@ class WaveLLM(nnx.Module):
         return self.bridge(phi, state, frame_mask, deterministic=deterministic,
                            return_attention=return_attention)
 
-    def __call__(self, batch: dict[str, jax.Array], deterministic: bool = True) -> LossTerms:
-        """Loss sums of a training batch (batch format: wavepose_jax/data/pipeline.py; keys below).
+    def __call__(self, waves: jax.Array, frame_mask: jax.Array, tokens: jax.Array,
+                 token_mask: jax.Array, *, deterministic: bool = True) -> Outputs:
+        """One teacher-forced pass over [soft tokens | tokens].
 
-        Uses waves [B, T, 7], frame_mask [B, T], tokens / token_mask / loss_mask [B, L],
-        example_weight [B], phase / phase_mask [B, T] when the auxiliary loss is on, and
-        faults / fault_mask [B, F] when the fault loss is on (fault_loss is 0 without them).
+        Args:
+          waves: [B, T, 7] normalised signals; frame_mask: [B, T] (True = real frame).
+          tokens: [B, L] prompt + target ids, right-padded; token_mask: [B, L] (True = real).
+          deterministic: False turns dropout on (encoder, bridge, LoRA).
         """
-        waves, frame_mask = batch["waves"], batch["frame_mask"].astype(bool)
-        tokens = batch["tokens"]  # [B, L]
+        frame_mask = jnp.asarray(frame_mask).astype(bool)
         phi, state = self.encoder(waves, frame_mask, deterministic=deterministic)
         events, _ = self.bridge.events(phi, state, frame_mask,
                                        deterministic=deterministic)  # [B, S, d_bridge]
@@ -103,41 +84,17 @@ class WaveLLM(nnx.Module):
         text = self.llm.embed(tokens)  # [B, L, D]
         inputs = jnp.concatenate([soft.astype(text.dtype), text], axis=1)  # [B, S + L, D]
         attention_mask = jnp.concatenate(
-            [jnp.ones((b, s), bool), batch["token_mask"].astype(bool)], axis=1)  # [B, S + L]
+            [jnp.ones((b, s), bool), jnp.asarray(token_mask).astype(bool)], axis=1)  # [B, S + L]
         positions = jnp.broadcast_to(jnp.arange(s + length, dtype=jnp.int32), (b, s + length))
         llm = nnx.view(self.llm, deterministic=deterministic, raise_if_not_found=False)
         logits = llm(inputs_embeds=inputs, attention_mask=attention_mask,
                      positions=positions)  # [B, S + L, V] f32
-        logits = logits[:, s - 1:s - 1 + length].astype(jnp.float32)  # [B, L, V]
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, tokens)  # [B, L]
-        example_weight = batch["example_weight"].astype(jnp.float32)  # [B]
-        weight = (batch["loss_mask"].astype(bool) & batch["token_mask"].astype(bool))
-        weight = weight.astype(jnp.float32) * example_weight[:, None]  # [B, L]
-        ce_sum = jnp.sum(jnp.where(weight > 0, ce, 0.0) * weight)
-
-        aux = jnp.zeros((), jnp.float32)
-        if self.aux_loss_weight > 0:
-            real = frame_mask & (example_weight > 0)[:, None]  # [B, T]
-            targets = wave_dynamics_targets(waves, real, self.fps, batch.get("phase"),
-                                            batch.get("phase_mask"))
-            aux = self.encoder.aux_loss(state, targets, real)
-        fault = jnp.zeros((), jnp.float32)
-        if self.fault_loss_weight > 0 and "faults" in batch:
-            fault = fault_bce(self.bridge.fault_logits(events), batch["faults"],
-                              batch["fault_mask"].astype(bool) & (example_weight > 0)[:, None])
-        return LossTerms(ce_sum=ce_sum, num_tokens=jnp.sum(weight), aux_loss=aux,
-                         fault_loss=fault)
-
-
-def fault_bce(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
-    """Mean binary cross-entropy over the entries where mask is set (0 when none is).
-
-    logits [B, F], labels [B, F] in {0, 1}, mask [B, F] bool -> [] float32.
-    """
-    bce = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32),
-                                             labels.astype(jnp.float32))  # [B, F]
-    mask = mask.astype(jnp.float32)
-    return jnp.sum(bce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+        # The logit predicting tokens[:, t] sits at sequence position S + t - 1.
+        logits = logits[:, s - 1:s - 1 + length]  # [B, L, V]
+        fault_logits = (None if self.bridge.fault_head is None
+                        else self.bridge.fault_logits(events))
+        return Outputs(logits=logits, dynamics=self.encoder.dynamics(state),
+                       fault_logits=fault_logits)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -170,7 +127,7 @@ def encoder_config(config: Any) -> EncoderConfig:
 
 def bridge_config(config: Any, llm_dim: int) -> BridgeConfig:
     """The bridge of a run: a fault head over the global vocabulary iff the fault loss is on."""
-    with_head = float(config.train.get("fault_loss_weight", 0.0)) > 0
+    with_head = float(config.train.fault_loss_weight) > 0
     return BridgeConfig(llm_dim=llm_dim, num_faults=len(FAULTS) if with_head else 0,
                         **config.bridge.to_dict())
 
@@ -183,33 +140,28 @@ def create_wavellm(config: Any, llm_config: Phi3Config, embed_rms: float,
     encoder = WavePoseEncoder(encoder_config(config), rngs=rngs)
     bridge = WaveBridge(bridge_config(config, llm_config.hidden_size), embed_rms=embed_rms,
                         rngs=rngs)
-    return WaveLLM(encoder, bridge, llm, aux_loss_weight=config.train.aux_loss_weight,
-                   fault_loss_weight=config.train.get("fault_loss_weight", 0.0),
-                   fps=config.data.target_fps or 30.0)
+    return WaveLLM(encoder, bridge, llm)
 
 
 def is_base_weight(path: tuple, variable: Any) -> bool:
     """Parameters of the pretrained language model itself (not LoRA, not encoder or bridge)."""
     return (len(path) > 0 and path[0] == "llm" and isinstance(variable, nnx.Param)
-            and path[-1] not in ("lora_a", "lora_b"))
+            and not is_lora_path(path))
 
 
-def build_wavellm(config: Any, llm: Phi3ForCausalLM | None = None,
+def build_wavellm(config: Any, llm: Phi3ForCausalLM,
                   mesh: jax.sharding.Mesh | None = None) -> WaveLLM:
-    """The trainable model: pretrained base + fresh encoder, bridge and LoRA deltas.
+    """The trainable model: a loaded base + fresh encoder, bridge and LoRA deltas.
 
     Args:
-      config: the run config (llm, lora, encoder, bridge, data, train groups).
-      llm: an already loaded base (e.g. a tiny random model in tests); default: loaded with
-        `hf.load_pretrained(config.llm.path)`.
+      config: the run config (lora, encoder, bridge, train groups).
+      llm: the already loaded base language model (`run.load_base`, or a random model in tests).
       mesh: when given, base weights are placed by the sharding rules and the new parameters
         are initialised straight onto their shardings by a jitted init (no host copy).
 
     The bridge's output scale is the RMS of the loaded embedding table. The new parameters
     are drawn from `config.train.seed`; the base weights are used as loaded (not copied).
     """
-    if llm is None:
-        llm = hf.load_pretrained(config.llm.path, mesh=mesh, **llm_overrides(config))
     embed_rms = embedding_rms(llm.model.embed_tokens.embedding[...])
 
     def create(key):
@@ -225,26 +177,14 @@ def build_wavellm(config: Any, llm: Phi3ForCausalLM | None = None,
     if mesh is not None:
         abstract_new = nnx.state(model, new_filter)
         out_shardings = sharding_lib.param_shardings(abstract_new, mesh)
-        base = jax.tree.map(_place, base, sharding_lib.param_shardings(base, mesh))
+        base = jax.tree.map(sharding_lib.place, base, sharding_lib.param_shardings(base, mesh))
 
     # The random base drawn inside `create` is dead code: XLA removes it, only new leaves run.
     jit_kwargs = {} if out_shardings is None else {"out_shardings": out_shardings}
     init_new = jax.jit(lambda k: nnx.state(create(k), new_filter), **jit_kwargs)
     nnx.update(model, init_new(key))
     nnx.update(model.llm, base)
-    if config.llm.get("adapter"):
-        peft_io.load_peft_adapter(model.llm, config.llm.adapter)
     return model
-
-
-def _place(x: jax.Array, sharding: jax.sharding.Sharding) -> jax.Array:
-    """An array onto `sharding`; across processes each one slices its identical host copy."""
-    if x.sharding == sharding:
-        return x
-    if jax.process_count() == 1:
-        return jax.device_put(x, sharding)
-    host = np.asarray(x)
-    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def param_counts(model: WaveLLM) -> dict[str, int]:
@@ -252,7 +192,7 @@ def param_counts(model: WaveLLM) -> dict[str, int]:
     def count(filter_):
         return int(sum(x.size for x in jax.tree.leaves(nnx.state(model, filter_))))
 
-    lora = nnx.All(nnx.Param, lambda path, _: path[-1] in ("lora_a", "lora_b"))
+    lora = nnx.All(nnx.Param, lambda path, _: is_lora_path(path))
     return {"base": count(is_base_weight), "lora": count(lora),
             "encoder": count(nnx.All(nnx.Param, nnx.PathContains("encoder"))),
             "bridge": count(nnx.All(nnx.Param, nnx.PathContains("bridge")))}

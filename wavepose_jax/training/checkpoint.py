@@ -38,6 +38,8 @@ import orbax.checkpoint as ocp
 from grain import checkpoint as grain_checkpoint
 from orbax.checkpoint import checkpoint_managers as ocp_managers
 
+from wavepose_jax.models.lora import is_lora_path
+
 # Fields of an HF config.json that do not change the base weights (dtypes, runtime switches,
 # dropout rates, bookkeeping); every other field enters the fingerprint.
 _IGNORED_CONFIG_KEYS = frozenset({
@@ -46,8 +48,6 @@ _IGNORED_CONFIG_KEYS = frozenset({
     "_attn_implementation", "use_cache", "attention_dropout", "embd_pdrop", "resid_pdrop",
     "initializer_range", "model_type",
 })
-# Parameter-path fragments that mark adapter (trained) tensors, excluded from the base.
-_ADAPTER_MARKERS = ("lora_a", "lora_b")
 
 VAL_METRIC = "val_loss"
 
@@ -65,9 +65,9 @@ def tensor_signature(tree: Any) -> list[tuple[str, tuple[int, ...], str]]:
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     signature = []
     for path, leaf in leaves:
-        name = jax.tree_util.keystr(path)
-        if any(marker in name for marker in _ADAPTER_MARKERS) or not hasattr(leaf, "shape"):
+        if is_lora_path(path) or not hasattr(leaf, "shape"):
             continue
+        name = jax.tree_util.keystr(path)
         signature.append((name, tuple(int(d) for d in leaf.shape), str(np.dtype(leaf.dtype))))
     return sorted(signature)
 

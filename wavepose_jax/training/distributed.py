@@ -18,6 +18,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from wavepose_jax import sharding as sharding_lib
+from wavepose_jax.data.batch import Batch
 
 
 def _env_int(name: str) -> int | None:
@@ -58,21 +59,12 @@ def initialize(config: Any) -> bool:
     return True
 
 
-def local_batch_size(global_batch_size: int) -> int:
-    """Examples each process loads per step."""
-    count = jax.process_count()
-    if global_batch_size % count:
-        raise ValueError(f"config field 'train.batch_size': {global_batch_size} is not divisible "
-                         f"by {count} processes")
-    return global_batch_size // count
-
-
-def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+def global_batch(local: Batch, mesh: Mesh) -> Batch:
     """This process's rows -> global arrays sharded over the mesh's data-parallel axes.
 
     Process p's rows become rows [p * b, (p + 1) * b) of the global batch (b = local rows), in
     the process order of the mesh's devices.
     """
     sharding = sharding_lib.batch_sharding(mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-            for k, v in local.items()}
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local)

@@ -25,11 +25,13 @@ from flax import nnx, struct
 from wavepose_jax.models import wavellm
 from wavepose_jax.models.lora import trainable_filter
 from wavepose_jax.models.phi3 import Phi3Config
+from wavepose_jax.training.loss import LossWeights
 from wavepose_jax.training.optim import make_optimizer
 
 
 class TrainState(struct.PyTreeNode):
-    """Everything a train step reads and writes. Pytree; graphdef/tx/lr_fn are static."""
+    """Everything a train step reads and writes. Pytree; graphdef/tx/lr_fn/loss_weights are
+    static."""
 
     step: jax.Array  # [] int32
     params: nnx.State  # trainable, float32
@@ -39,6 +41,7 @@ class TrainState(struct.PyTreeNode):
     graphdef: nnx.GraphDef = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
     lr_fn: optax.Schedule = struct.field(pytree_node=False)
+    loss_weights: LossWeights = struct.field(pytree_node=False)
 
     def model(self) -> wavellm.WaveLLM:
         """The model these parameters describe (shares the arrays)."""
@@ -98,7 +101,8 @@ def create_train_state(model: wavellm.WaveLLM, config: Any,
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         step = jax.jit(lambda: jnp.zeros((), jnp.int32), out_shardings=replicated)()
     return TrainState(step=step, params=params, frozen=frozen, rest=rest, opt_state=opt_state,
-                      graphdef=graphdef, tx=tx, lr_fn=lr_fn)
+                      graphdef=graphdef, tx=tx, lr_fn=lr_fn,
+                      loss_weights=LossWeights.from_config(config))
 
 
 def state_shardings(state: TrainState) -> TrainState:
@@ -119,23 +123,19 @@ def _count(tree: Any) -> int:
     return int(sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree)))
 
 
-def memory_report(config: Any, llm_config: Phi3Config | None = None) -> dict[str, int]:
+def memory_report(config: Any, llm_config: Phi3Config) -> dict[str, int]:
     """Parameter counts and bytes of a run, from shapes alone (`jax.eval_shape`, no weights).
 
     Args:
       config: run config; `config.llm` sets the base dtype, `config.lora` the adapters and
         `config.train.trainable` what trains (trainable leaves counted in float32).
-      llm_config: the base architecture; default: read from `config.llm.path`'s config.json.
+      llm_config: the base architecture (e.g. `hf.load_config(config.llm.path)`).
 
     Returns:
       base_params, lora_params, trainable_params, frozen_params, and the bytes of
       frozen_bytes, trainable_bytes, grad_bytes (one gradient per trainable leaf, float32),
       optimizer_bytes (AdamW moments) and total_bytes (their sum; activations excluded).
     """
-    from wavepose_jax import hf
-
-    if llm_config is None:
-        llm_config = hf.load_config(config.llm.path)
     llm_config = wavellm.with_llm_config(llm_config, config)
 
     def create():

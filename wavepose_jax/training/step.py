@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,26 +25,12 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from wavepose_jax import sharding as sharding_lib
+from wavepose_jax.data.batch import Batch
+from wavepose_jax.training.loss import model_loss_terms, objective
 from wavepose_jax.training.state import TrainState, state_shardings
 
-# Batch entries the model reads (batch format: wavepose_jax/data/pipeline.py); other keys stay
-# on the host.
-BATCH_KEYS = ("waves", "frame_mask", "phase", "phase_mask", "tokens", "token_mask", "loss_mask",
-              "example_weight", "faults", "fault_mask")
 
-
-def model_batch(batch: dict[str, Any]) -> dict[str, Any]:
-    """The entries of a loader batch that the jitted steps consume."""
-    return {k: batch[k] for k in BATCH_KEYS if k in batch}
-
-
-def _target_weight(batch: dict[str, jax.Array]) -> jax.Array:
-    """[B, L] f32: example_weight on target tokens, 0 elsewhere."""
-    mask = batch["loss_mask"].astype(bool) & batch["token_mask"].astype(bool)
-    return mask.astype(jnp.float32) * batch["example_weight"].astype(jnp.float32)[:, None]
-
-
-def _split_micro(batch: dict[str, jax.Array], k: int) -> dict[str, jax.Array]:
+def _split_micro(batch: Batch, k: int) -> Batch:
     """[B, ...] -> [k, B / k, ...]; micro-batch i holds rows i, i + k, i + 2k, ..."""
     def split(x):
         if x.shape[0] % k:
@@ -54,22 +39,20 @@ def _split_micro(batch: dict[str, jax.Array], k: int) -> dict[str, jax.Array]:
     return jax.tree.map(split, batch)
 
 
-def _micro_objective(params, state: TrainState, batch, rng, denom, num_micro: int):
+def _micro_objective(params, state: TrainState, batch: Batch, rng, denom, num_micro: int):
     """Objective of one micro-batch, scaled so the micro-batch objectives sum to the total."""
     # copy=True: fresh Variables in this trace, so reseeding the RNG streams is allowed here.
     model = nnx.merge(state.graphdef, params, state.frozen, state.rest, copy=True)
     nnx.reseed(model, dropout=rng)
-    terms = model(batch, deterministic=False)
-    objective = (terms.ce_sum / denom + model.aux_loss_weight * terms.aux_loss / num_micro
-                 + model.fault_loss_weight * terms.fault_loss / num_micro)
-    return objective, terms
+    terms = model_loss_terms(model, batch, state.loss_weights, deterministic=False)
+    return objective(terms, state.loss_weights, denom, num_micro), terms
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
+def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
                grad_accum: int = 1) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on a global batch (see the module docstring)."""
     rng = jax.random.fold_in(rng, state.step)
-    denom = jnp.maximum(jnp.sum(_target_weight(batch)), 1.0)
+    denom = jnp.maximum(jnp.sum(batch.target_weight()), 1.0)
     grad_fn = jax.value_and_grad(_micro_objective, has_aux=True)
 
     if grad_accum == 1:
@@ -108,28 +91,28 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def _token_counts(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    real = batch["example_weight"].astype(jnp.float32) > 0  # [B]
+def _token_counts(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+    real = batch.real_rows()  # [B]
     num_soft = state.model().num_soft_tokens
-    text = jnp.sum(batch["token_mask"].astype(jnp.float32) * real[:, None])
-    return {"tokens": text + num_soft * jnp.sum(real), "target_tokens": jnp.sum(_target_weight(batch))}
+    text = jnp.sum(batch.token_mask.astype(jnp.float32) * real[:, None])
+    return {"tokens": text + num_soft * jnp.sum(real),
+            "target_tokens": jnp.sum(batch.target_weight())}
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+def eval_step(state: TrainState, batch: Batch) -> dict[str, jax.Array]:
     """Deterministic loss terms of a batch: ce_sum, num_tokens (sum them over a set), aux_loss
     and fault_loss (batch means)."""
-    terms = state.model()(batch, deterministic=True)
-    return {"ce_sum": terms.ce_sum, "num_tokens": terms.num_tokens, "aux_loss": terms.aux_loss,
-            "fault_loss": terms.fault_loss}
+    return model_loss_terms(state.model(), batch, state.loss_weights,
+                            deterministic=True)._asdict()
 
 
-def batch_shardings(batch: dict[str, Any], mesh: Mesh) -> dict[str, NamedSharding]:
-    """Every batch entry split over the data-parallel axes on its leading dimension."""
+def batch_shardings(batch: Batch, mesh: Mesh) -> Batch:
+    """Every batch field split over the data-parallel axes on its leading dimension."""
     sharding = sharding_lib.batch_sharding(mesh)
-    return {k: sharding for k in batch}
+    return jax.tree.map(lambda _: sharding, batch)
 
 
-def jit_train_step(state: TrainState, batch: dict[str, Any], mesh: Mesh, *, grad_accum: int = 1):
+def jit_train_step(state: TrainState, batch: Batch, mesh: Mesh, *, grad_accum: int = 1):
     """`train_step` jitted with explicit shardings and the state donated.
 
     `state` and `batch` (arrays or ShapeDtypeStructs) fix the shardings; the returned function
@@ -144,7 +127,7 @@ def jit_train_step(state: TrainState, batch: dict[str, Any], mesh: Mesh, *, grad
         donate_argnums=0)
 
 
-def jit_eval_step(state: TrainState, batch: dict[str, Any], mesh: Mesh):
+def jit_eval_step(state: TrainState, batch: Batch, mesh: Mesh):
     """`eval_step` jitted with explicit shardings (state not donated)."""
     replicated = NamedSharding(mesh, P())
     return jax.jit(eval_step, in_shardings=(state_shardings(state), batch_shardings(batch, mesh)),

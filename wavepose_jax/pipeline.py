@@ -2,13 +2,14 @@
 
     train, val, report = prepare_dataset(data_dir, tokenizer, config)
     loader = make_train_loader(train, config, seed=config.train.seed)   # grain DataLoader iterator
-    batch = next(loader)                                                # numpy dict (see `collate`)
+    batch = next(loader)                                      # a data.batch.Batch of numpy arrays
     for batch in make_eval_batches(val, config): ...                    # fixed order, padded
 
-An *example* is one clip turned into model inputs (`build_example`): the normalised signals
-and frame mask (`Clip.model_input`), the rep phase per frame (`waves.analyze_reps`), the
-prompt ids (a `PhysicsSummary` of the clip's wave features -- never its LANGUAGE or faults)
-and the target ids (the LANGUAGE text followed by `<|end|>`). Batches (`collate`) are
+`model_inputs(clip, tokenizer, config)` is what the model sees of a clip, in training and at
+inference alike: the normalised signals and frame mask (`Clip.model_input`) and the prompt ids
+(a `PhysicsSummary` of the clip's wave features -- never its LANGUAGE or faults). An
+*example* (`build_example`) adds the training targets: the rep phase per frame
+(`waves.analyze_reps`) and the target ids (the LANGUAGE text followed by `<|end|>`). Batches (`collate`) are
 right-padded to the smallest of `config.data.buckets` that fits, so a jitted step compiles
 once per bucket, not once per batch.
 
@@ -34,9 +35,10 @@ import numpy as np
 from tqdm import tqdm
 
 from wavepose_jax import prompt as prompt_lib
-from wavepose_jax.faults import ANY_EXERCISE, FAULTS
 from wavepose_jax.data import waves as waves_lib
+from wavepose_jax.data.batch import Batch
 from wavepose_jax.data.clip import Clip, load_clip, resample
+from wavepose_jax.data.faults import ANY_EXERCISE, FAULTS
 from wavepose_jax.data.schema import ClipError
 
 END_TOKEN = "<|end|>"
@@ -143,19 +145,25 @@ def fault_labels(faults: Sequence[str] | None, exercise: str) -> tuple[np.ndarra
     return labels, mask
 
 
-def build_example(clip: Clip, tokenizer: Any, config: Any) -> dict[str, Any]:
-    """One clip -> model inputs (see the module docstring) plus a `ClipInfo` under "info".
+@dataclasses.dataclass(frozen=True)
+class ModelInputs:
+    """What the model sees of one clip: the same at inference as in training (`model_inputs`)."""
+
+    waves: np.ndarray       # [T, 7] f32, T = data.seq_len (`Clip.model_input`)
+    frame_mask: np.ndarray  # [T] bool
+    prompt_ids: np.ndarray  # [P] int32, the chat prompt of `summary`
+    summary: prompt_lib.PhysicsSummary
+
+
+def model_inputs(clip: Clip, tokenizer: Any, config: Any) -> ModelInputs:
+    """One clip -> the encoder's input and the prompt, exactly as training and inference use them.
 
     Raises:
-      ClipError: the clip has no LANGUAGE, or its prompt does not fit the token budget.
+      ClipError: the prompt does not fit the token budget.
     """
     data = config.data
-    if not clip.language or not clip.language.strip():
-        raise ClipError(clip.source, "LANGUAGE", "missing or empty; a training clip needs its "
-                                                 "coaching text")
     waves, frame_mask = clip.model_input(data.seq_len, normalization=data.normalization,
                                          target_fps=data.target_fps)
-    phase, phase_mask = rep_phase(clip, data.seq_len, data.target_fps)
     summary = prompt_lib.PhysicsSummary.from_wave_features(clip.wave_features, clip.exercise,
                                                            clip.expert)
     prompt = prompt_lib.prompt_ids(summary, tokenizer, compact=data.compact_prompt)
@@ -164,55 +172,62 @@ def build_example(clip: Clip, tokenizer: Any, config: Any) -> dict[str, Any]:
         raise ClipError(clip.source, "wave_features",
                         f"prompt has {len(prompt)} tokens, more than data.max_prompt_tokens="
                         f"{data.max_prompt_tokens} or the largest bucket {max_len}")
-    budget = min(data.max_target_tokens, max_len - len(prompt))
+    return ModelInputs(waves=waves, frame_mask=frame_mask,
+                       prompt_ids=np.asarray(prompt, np.int32), summary=summary)
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One training clip: the model inputs, the targets, and what evaluation needs to know."""
+
+    inputs: ModelInputs
+    phase: np.ndarray       # [T] f32, rep phase (`rep_phase`)
+    phase_mask: np.ndarray  # [T] bool
+    target_ids: np.ndarray  # [N] int32, the LANGUAGE text then <|end|>
+    info: ClipInfo
+
+    def __len__(self) -> int:
+        """Tokens of the text sequence: prompt + target."""
+        return len(self.inputs.prompt_ids) + len(self.target_ids)
+
+
+def build_example(clip: Clip, tokenizer: Any, config: Any) -> Example:
+    """One clip -> its `model_inputs`, phase targets and target ids (see the module docstring).
+
+    Raises:
+      ClipError: the clip has no LANGUAGE, or its prompt does not fit the token budget.
+    """
+    data = config.data
+    if not clip.language or not clip.language.strip():
+        raise ClipError(clip.source, "LANGUAGE", "missing or empty; a training clip needs its "
+                                                 "coaching text")
+    inputs = model_inputs(clip, tokenizer, config)
+    phase, phase_mask = rep_phase(clip, data.seq_len, data.target_fps)
+    budget = min(data.max_target_tokens, max(data.buckets) - len(inputs.prompt_ids))
     text = tokenizer(clip.language, add_special_tokens=False)["input_ids"][:budget - 1]
     target = list(text) + [special_id(tokenizer, END_TOKEN)]
     info = ClipInfo(source=clip.source, video_id=clip.video_id, exercise=clip.exercise,
                     language=clip.language,
                     faults=None if clip.faults is None else tuple(clip.faults),
                     reps=true_rep_count(clip))
-    return {
-        "waves": waves,                                  # [T, 7] f32
-        "frame_mask": frame_mask,                        # [T] bool
-        "phase": phase,                                  # [T] f32
-        "phase_mask": phase_mask,                        # [T] bool
-        "prompt_ids": np.asarray(prompt, np.int32),      # [P]
-        "target_ids": np.asarray(target, np.int32),      # [N]
-        "info": info,
-    }
+    return Example(inputs=inputs, phase=phase, phase_mask=phase_mask,
+                   target_ids=np.asarray(target, np.int32), info=info)
 
 
 # ----------------------------------------------------------------------------- collation
 
 
-def bucket_length(n: int, buckets: Sequence[int]) -> int:
-    """The smallest bucket >= n; ValueError if none is."""
+def token_bucket(n: int, buckets: Sequence[int]) -> int:
+    """The smallest of `data.buckets` >= n tokens; ValueError if none is."""
     for b in sorted(buckets):
         if b >= n:
             return int(b)
     raise ValueError(f"sequence of {n} tokens is longer than the largest bucket {max(buckets)}")
 
 
-def example_length(example: dict[str, Any]) -> int:
-    """Number of tokens (prompt + target) of an example."""
-    return len(example["prompt_ids"]) + len(example["target_ids"])
-
-
-def collate(examples: Sequence[dict[str, Any]], config: Any, pad_id: int,
-            weights: Sequence[float] | None = None, min_length: int = 0) -> dict[str, np.ndarray]:
-    """Examples -> one batch dict, tokens right-padded to a bucket length.
-
-    Batch format (numpy; B examples, T = data.seq_len frames, L = bucket length, F = number of
-    faults in `faults.FAULTS`):
-
-      waves [B, T, 7] f32, frame_mask [B, T] bool   normalised signals, real frames
-      phase [B, T] f32, phase_mask [B, T] bool      rep phase (radians), frames inside a rep
-      faults [B, F] f32, fault_mask [B, F] bool     multi-hot fault labels (FAULTS order) from
-                                                    each example's ClipInfo; mask: labelled
-                                                    and applicable to the exercise
-      tokens, token_mask, loss_mask [B, L]          prompt + target + <|end|>, right-padded;
-                                                    loss_mask marks the target
-      prompt_len [B] int32, example_weight [B] f32  prompt length; 0 = padding example
+def collate(examples: Sequence[Example], config: Any, pad_id: int,
+            weights: Sequence[float] | None = None, min_length: int = 0) -> Batch:
+    """Examples -> one `Batch` (data/batch.py), tokens right-padded to a bucket length.
 
     Args:
       examples: outputs of `build_example`.
@@ -223,34 +238,29 @@ def collate(examples: Sequence[dict[str, Any]], config: Any, pad_id: int,
         run pass the longest example of the global batch, so their shapes agree).
     """
     weights = np.asarray([1.0] * len(examples) if weights is None else weights, np.float32)
-    length = bucket_length(max([min_length] + [example_length(e) for e in examples]),
-                           config.data.buckets)
+    length = token_bucket(max([min_length] + [len(e) for e in examples]), config.data.buckets)
     b = len(examples)
     tokens = np.full((b, length), pad_id, np.int32)    # [B, L]
     token_mask = np.zeros((b, length), bool)           # [B, L]
     loss_mask = np.zeros((b, length), bool)            # [B, L]
     prompt_len = np.zeros(b, np.int32)                 # [B]
-    labels = [fault_labels(e["info"].faults, e["info"].exercise) for e in examples]
+    labels = [fault_labels(e.info.faults, e.info.exercise) for e in examples]
     for i, e in enumerate(examples):
-        p, t = len(e["prompt_ids"]), len(e["target_ids"])
-        tokens[i, :p] = e["prompt_ids"]
-        tokens[i, p:p + t] = e["target_ids"]
+        p, t = len(e.inputs.prompt_ids), len(e.target_ids)
+        tokens[i, :p] = e.inputs.prompt_ids
+        tokens[i, p:p + t] = e.target_ids
         token_mask[i, :p + t] = True
         loss_mask[i, p:p + t] = weights[i] > 0
         prompt_len[i] = p
-    return {
-        "waves": np.stack([e["waves"] for e in examples]),            # [B, T, 7]
-        "frame_mask": np.stack([e["frame_mask"] for e in examples]),  # [B, T]
-        "phase": np.stack([e["phase"] for e in examples]),            # [B, T]
-        "phase_mask": np.stack([e["phase_mask"] for e in examples]),  # [B, T]
-        "faults": np.stack([f for f, _ in labels]),                   # [B, F]
-        "fault_mask": np.stack([m for _, m in labels]),               # [B, F]
-        "tokens": tokens,
-        "token_mask": token_mask,
-        "loss_mask": loss_mask,
-        "prompt_len": prompt_len,
-        "example_weight": weights,                                    # [B]
-    }
+    return Batch(
+        waves=np.stack([e.inputs.waves for e in examples]),
+        frame_mask=np.stack([e.inputs.frame_mask for e in examples]),
+        phase=np.stack([e.phase for e in examples]),
+        phase_mask=np.stack([e.phase_mask for e in examples]),
+        faults=np.stack([f for f, _ in labels]),
+        fault_mask=np.stack([m for _, m in labels]),
+        tokens=tokens, token_mask=token_mask, loss_mask=loss_mask, prompt_len=prompt_len,
+        example_weight=weights)
 
 
 # ----------------------------------------------------------------------------- sources
@@ -260,7 +270,7 @@ class ExampleSource:
     """A grain random-access data source of examples (cached, or rebuilt from the files)."""
 
     def __init__(self, paths: Sequence[str], tokenizer: Any, config: Any,
-                 examples: Sequence[dict[str, Any]] | None = None):
+                 examples: Sequence[Example] | None = None):
         self.paths = list(paths)
         self.tokenizer = tokenizer
         self._config = config
@@ -273,7 +283,7 @@ class ExampleSource:
     def cached(self) -> bool:
         return self._examples is not None
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> Example:
         if self._examples is not None:
             return self._examples[index]
         return build_example(load_clip(self.paths[index]), self.tokenizer, self._config)
@@ -310,7 +320,7 @@ def list_clip_files(data_dir: str | os.PathLike) -> list[str]:
 
 
 def scan_clips(paths: Sequence[str], tokenizer: Any, config: Any
-               ) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+               ) -> tuple[list[str], list[Example], list[str]]:
     """Validates and builds every clip; prints one stderr line per unusable file and a count.
 
     Returns:
@@ -327,6 +337,23 @@ def scan_clips(paths: Sequence[str], tokenizer: Any, config: Any
     if bad:
         print(f"skipped {len(bad)} of {len(paths)} clip files", file=sys.stderr)
     return good, examples, bad
+
+
+def load_examples(data_dir: str | os.PathLike, tokenizer: Any, config: Any, *,
+                  max_clips: int | None = None) -> ExampleSource:
+    """Every usable clip under `data_dir` (the first `max_clips` files by path), in path order;
+    bad files are reported on stderr and skipped.
+
+    Raises:
+      FileNotFoundError: `data_dir` is not a directory.
+      ValueError: no usable clip file.
+    """
+    paths = list_clip_files(data_dir)[:max_clips]
+    good, examples, bad = scan_clips(paths, tokenizer, config)
+    if not good:
+        raise ValueError(f"{os.fspath(data_dir)}: no usable clip files "
+                         f"({len(paths)} found, {len(bad)} unusable)")
+    return ExampleSource(good, tokenizer, config, examples)
 
 
 def _video_hash(video_id: str, seed: int) -> float:
@@ -380,7 +407,7 @@ def prepare_dataset(data_dir: str | os.PathLike, tokenizer: Any, config: Any,
     if not good:
         raise ValueError(f"{os.fspath(data_dir)}: no usable clip files "
                          f"({len(paths)} found, {len(bad)} unusable)")
-    video_ids = [e["info"].video_id for e in examples]
+    video_ids = [e.info.video_id for e in examples]
     train_idx, val_idx = split_by_video_id(good, config.data.val_fraction,
                                            config.train.seed, video_ids)
     cache = len(good) <= MAX_CACHED_EXAMPLES
@@ -441,7 +468,7 @@ def make_train_loader(source: ExampleSource, config: Any, *, seed: int, process_
 
 def make_eval_batches(source: ExampleSource, config: Any, *, batch_size: int | None = None,
                       process_index: int = 0, process_count: int = 1
-                      ) -> Iterator[dict[str, np.ndarray]]:
+                      ) -> Iterator[Batch]:
     """Batches of every example once, in source order (`batch_size` default train.batch_size).
 
     The last batch is filled with copies of the first example at example_weight 0 (and an
@@ -453,7 +480,7 @@ def make_eval_batches(source: ExampleSource, config: Any, *, batch_size: int | N
     token_pad = pad_id(source.tokenizer)
     for start in range(0, len(source), batch_size):
         rows = list(range(start, min(start + batch_size, len(source))))
-        longest = max(example_length(source[i]) for i in rows)
+        longest = max(len(source[i]) for i in rows)
         rows = rows[process_index * local:(process_index + 1) * local]
         n_real = len(rows)
         examples = [source[i] for i in rows] + [source[0]] * (local - n_real)

@@ -1,0 +1,78 @@
+"""The dependency rule of docs/architecture.md, checked on the package's own imports."""
+
+import ast
+import pathlib
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "wavepose_jax"
+
+
+def _imports() -> dict[str, set[str]]:
+    """Module name (relative to the package, dotted) -> package modules it imports."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+        modules[name.removesuffix(".__init__").removesuffix("__init__")] = path
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.ImportFrom) and node.module and \
+                    node.module.startswith("wavepose_jax"):
+                base = node.module.removeprefix("wavepose_jax").lstrip(".")
+                targets = [f"{base}.{a.name}".lstrip(".") for a in node.names]
+                targets = [t if t in modules else base for t in targets]
+            elif isinstance(node, ast.Import):
+                targets = [a.name.removeprefix("wavepose_jax").lstrip(".") for a in node.names
+                           if a.name.startswith("wavepose_jax")]
+            found |= {t for t in targets if t in modules and t and t != name}
+        graph[name] = found
+    return graph
+
+
+GRAPH = _imports()
+
+
+def test_the_graph_was_read():
+    assert {"run", "sampler", "pipeline", "models.wavellm", "data.clip"} <= set(GRAPH)
+    assert "models.phi3" in GRAPH["models.wavellm"] and "run" in GRAPH["evaluate"]
+
+
+def test_no_import_cycles():
+    done, active = set(), []
+
+    def visit(module):
+        if module in active:
+            pytest.fail("import cycle: " + " -> ".join(active[active.index(module):] + [module]))
+        if module in done:
+            return
+        active.append(module)
+        for dep in GRAPH[module]:
+            visit(dep)
+        active.pop()
+        done.add(module)
+
+    for module in GRAPH:
+        visit(module)
+
+
+@pytest.mark.parametrize("package, allowed", [
+    ("data.", ("data.",)),
+    ("models.", ("models.", "data.", "sharding")),
+    ("training.", ("training.", "models.", "data.", "sharding")),
+])
+def test_lower_packages_never_import_upwards(package, allowed):
+    for module, deps in GRAPH.items():
+        if module.startswith(package):
+            bad = sorted(d for d in deps if not d.startswith(allowed))
+            assert not bad, f"{module} imports {bad}"
+
+
+def test_loading_code_imports_models_never_the_reverse():
+    loaders = {"hf", "peft_io", "run"}
+    for module, deps in GRAPH.items():
+        if module.startswith("models."):
+            assert not deps & loaders, module
+    assert "models.wavellm" in GRAPH["run"]

@@ -1,0 +1,76 @@
+"""The training batch: one typed pytree that the loader builds and the model and losses read.
+
+    B examples, T = data.seq_len frames, C = 7 signals, L = bucket length, F = len(FAULTS)
+
+The language model reads one sequence per example: [soft tokens | tokens], where `tokens` is
+the prompt, then the target text and its closing <|end|>, right-padded to L. `loss_mask`
+marks the target; padding examples (added to fill the last batch of an evaluation, or to
+keep the shapes of a multi-host batch equal) have `example_weight` 0 and an all-False
+`loss_mask`. Every field is an array, so a `Batch` passes through `jax.jit`, `jax.tree.map`
+and `make_array_from_process_local_data` as is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """One batch (numpy on the host, jax.Array on the devices); shapes in the comments."""
+
+    waves: Any           # [B, T, C] f32   normalised signals (`Clip.model_input`)
+    frame_mask: Any      # [B, T] bool     real frames
+    phase: Any           # [B, T] f32      rep phase in radians (`pipeline.rep_phase`)
+    phase_mask: Any      # [B, T] bool     frames inside a rep
+    faults: Any          # [B, F] f32      multi-hot fault labels, `faults.FAULTS` order
+    fault_mask: Any      # [B, F] bool     labelled and applicable to the exercise
+    tokens: Any          # [B, L] int32    prompt + target + <|end|>, right-padded
+    token_mask: Any      # [B, L] bool     real tokens
+    loss_mask: Any       # [B, L] bool     target tokens (the text and its <|end|>)
+    prompt_len: Any      # [B] int32       prompt tokens at the start of each row
+    example_weight: Any  # [B] f32         1 for a real example, 0 for padding
+
+    @property
+    def size(self) -> int:
+        """B, the number of rows."""
+        return int(self.tokens.shape[0])
+
+    def target_weight(self) -> jax.Array:
+        """[B, L] f32: example_weight on target tokens, 0 elsewhere (the CE weight)."""
+        mask = jnp.asarray(self.loss_mask).astype(bool) & jnp.asarray(self.token_mask).astype(bool)
+        return mask.astype(jnp.float32) * jnp.asarray(self.example_weight, jnp.float32)[:, None]
+
+    def real_rows(self) -> jax.Array:
+        """[B] bool: rows that are real examples (weight > 0)."""
+        return jnp.asarray(self.example_weight, jnp.float32) > 0
+
+    def prompts(self) -> list[np.ndarray]:
+        """Each row's prompt ids (host arrays), e.g. to generate from."""
+        tokens, lengths = np.asarray(self.tokens), np.asarray(self.prompt_len)
+        return [tokens[i, :lengths[i]] for i in range(len(lengths))]
+
+    def replace(self, **changes: Any) -> Batch:
+        return dataclasses.replace(self, **changes)
+
+    def check(self) -> None:
+        """Raises ValueError naming the first field whose shape disagrees with the others."""
+        b, t = np.shape(self.frame_mask)
+        length = np.shape(self.tokens)[1]
+        expected = {"waves": (b, t, np.shape(self.waves)[-1]), "phase": (b, t),
+                    "phase_mask": (b, t), "faults": (b, np.shape(self.faults)[-1]),
+                    "fault_mask": np.shape(self.faults), "token_mask": (b, length),
+                    "loss_mask": (b, length), "prompt_len": (b,), "example_weight": (b,)}
+        for name, shape in expected.items():
+            got = tuple(np.shape(getattr(self, name)))
+            if got != tuple(shape):
+                raise ValueError(f"batch field '{name}': shape {got}, expected {tuple(shape)}")
+
+
+FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Batch))

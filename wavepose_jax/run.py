@@ -1,0 +1,104 @@
+"""Loading models: a base for a new run, and a trained run restored from its checkpoint.
+
+    llm = load_base(config, mesh)              # the base weights with config.llm's dtypes
+    model = new_model(config, mesh)            # + fresh encoder, bridge and LoRA (+ PEFT adapter)
+    run = restore(workdir)                     # Run(model, tokenizer, config, step, record)
+
+`restore` reads the checkpoint once: its config and base-model record, then the base named by
+the record (or the `base` given instead, when the weights moved), refused when it does not match
+the record's fingerprint, then the trained parameters (encoder, bridge, LoRA) onto it.
+
+This module is the only one that puts files and models together: models never import it
+(see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from wavepose_jax import hf, peft_io
+from wavepose_jax.models import wavellm
+from wavepose_jax.models.lora import trainable_filter
+from wavepose_jax.models.phi3 import Phi3ForCausalLM
+from wavepose_jax.training import checkpoint as ckpt_lib
+
+
+def load_base(config: Any, mesh: jax.sharding.Mesh | None = None,
+              path: str | None = None) -> Phi3ForCausalLM:
+    """The base language model of a run: `path` (default `config.llm.path`) with the compute
+    settings of `config.llm`, each tensor placed onto its sharding when `mesh` is given."""
+    return hf.load_pretrained(path or config.llm.path, mesh=mesh,
+                              **wavellm.llm_overrides(config))
+
+
+def new_model(config: Any, mesh: jax.sharding.Mesh | None = None,
+              llm: Phi3ForCausalLM | None = None) -> wavellm.WaveLLM:
+    """A model to train: the base (`load_base` unless `llm` is given), fresh encoder, bridge and
+    LoRA deltas, then the PEFT adapter of `config.llm.adapter` when one is named."""
+    llm = load_base(config, mesh) if llm is None else llm
+    model = wavellm.build_wavellm(config, llm, mesh)
+    if config.llm.adapter:
+        peft_io.load_peft_adapter(model.llm, config.llm.adapter)
+    return model
+
+
+@dataclasses.dataclass
+class Run:
+    """A trained run restored from its checkpoint."""
+
+    model: wavellm.WaveLLM
+    tokenizer: Any  # None only when restored with need_tokenizer=False from a base without one
+    config: ml_collections.ConfigDict
+    step: int
+    record: ckpt_lib.BaseModelRecord  # the base model the run was trained on (path as loaded)
+    workdir: str
+
+
+def restore(workdir: str | os.PathLike, step: int | None = None, base: str | None = None, *,
+            need_tokenizer: bool = True) -> Run:
+    """The model of a training run at `step` (default: the latest checkpoint).
+
+    Args:
+      workdir: the run directory (holding `checkpoints/`).
+      step: checkpoint step; None for the latest.
+      base: base model directory or hub id to load instead of the one the checkpoint records
+        (the weights moved); it must still match the recorded fingerprint.
+      need_tokenizer: a base without tokenizer files is an error (else `Run.tokenizer` is None).
+
+    Raises:
+      CheckpointMismatchError: no checkpoint, or the base model differs from the recorded one.
+      hf.WeightsError: the base model or its tokenizer cannot be loaded.
+    """
+    workdir = os.fspath(workdir)
+    with ckpt_lib.Checkpointer(workdir, read_only=True) as ckpt:
+        step, config_dict, record = ckpt.read_record(step)
+        where = f"{ckpt.directory}/{step}"
+        if base is not None:
+            record = dataclasses.replace(record, path=str(base))
+        if record.path is None:
+            raise ckpt_lib.CheckpointMismatchError(
+                f"{where}: base model was randomly initialised; it has no weights or tokenizer "
+                "to load")
+        config = ml_collections.ConfigDict(config_dict)
+        llm = load_base(config, path=record.path)
+        current = ckpt_lib.base_record_of(llm, path=record.path)
+        ckpt_lib.check_base(record, current, where)
+        tokenizer = hf.load_tokenizer(record.path, required=need_tokenizer)
+        model = wavellm.build_wavellm(config, llm)
+        # Trainable parameters are stored in float32 (training/state.py).
+        params = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(
+                x.shape, jnp.float32 if jnp.issubdtype(x.dtype, jnp.floating) else x.dtype),
+            nnx.state(model, trainable_filter(config)))
+        restored = ckpt.restore(step, abstract_state={"params": params}, base=current,
+                                partial=True)
+    nnx.update(model, restored.state["params"])
+    return Run(model=model, tokenizer=tokenizer, config=config, step=step, record=current,
+               workdir=workdir)
