@@ -29,7 +29,7 @@ from wavepose_jax import evaluate as evaluate_lib
 from wavepose_jax import hf, pipeline
 from wavepose_jax import run as run_lib
 from wavepose_jax import sharding as sharding_lib
-from wavepose_jax.data import synthetic
+from wavepose_jax.data import othergen, synthetic
 from wavepose_jax.data.schema import ClipError
 from wavepose_jax.models import wavellm
 from wavepose_jax.sampler import Sampler
@@ -51,7 +51,8 @@ def default_workdir(config_file: str) -> str:
     return os.path.join("runs", name or "default")
 
 
-def _synthetic_dir(root: str, n: int, seed: int, keypoints: bool = True) -> str:
+def _synthetic_dir(root: str, n: int, seed: int, keypoints: bool = True,
+                   workers: int = 1) -> str:
     """Generates n synthetic clips with `seed` under root (once; deterministic content).
 
     Without keypoints the clips carry only the 7 signals derived from them at generation time
@@ -61,7 +62,20 @@ def _synthetic_dir(root: str, n: int, seed: int, keypoints: bool = True) -> str:
     out = os.path.join(root, f"synthetic-n{n}-seed{seed}{kind}")
     if not os.path.isdir(out):
         tmp = f"{out}.tmp{os.getpid()}"
-        synthetic.write_dataset(tmp, n=n, seed=seed, keypoints=keypoints)
+        synthetic.write_dataset(tmp, n=n, seed=seed, keypoints=keypoints, workers=workers)
+        os.replace(tmp, out)
+    return out
+
+
+def _benchmark_dir(root: str, n: int, seed: int) -> str:
+    """Writes n clips of the out-of-distribution benchmark (data/othergen.py) under root, once.
+
+    Evaluation only: `pipeline.prepare_dataset` refuses these clips as training data.
+    """
+    out = os.path.join(root, f"othergen-n{n}-seed{seed}")
+    if not os.path.isdir(out):
+        tmp = f"{out}.tmp{os.getpid()}"
+        othergen.write_dataset(tmp, n=n, seed=seed)
         os.replace(tmp, out)
     return out
 
@@ -74,10 +88,12 @@ class Trainer:
         self.is_main = jax.process_index() == 0
         self.mesh = sharding_lib.make_mesh(dict(config.mesh))
         self.tokenizer = hf.load_tokenizer(config.llm.path)
+        self.stop_ids = hf.stop_ids(config.llm.path, self.tokenizer)
 
         data_dir = config.data.dir or _synthetic_dir(
             os.path.join(workdir, "data"), config.data.synthetic_n, config.data.synthetic_seed,
-            keypoints=bool(config.data.synthetic_keypoints))
+            keypoints=bool(config.data.synthetic_keypoints),
+            workers=int(config.data.synthetic_workers))
         self.train_src, self.val_src, report = pipeline.prepare_dataset(
             data_dir, self.tokenizer, config)
         self.log(f"data: {data_dir}: {report.summary()}")
@@ -91,7 +107,7 @@ class Trainer:
         self.state = state_lib.create_train_state(model, config, self.mesh)
         self.ckpt = ckpt_lib.Checkpointer(
             workdir, keep=config.train.keep_checkpoints, config=config,
-            base=ckpt_lib.base_record_of(model.llm, path=config.llm.path))
+            base=ckpt_lib.base_record_of(model.llm, path=hf.portable(config.llm.path)))
         self.loader = pipeline.make_train_loader(
             self.train_src, config, seed=config.train.seed, process_index=jax.process_index(),
             process_count=jax.process_count())
@@ -139,7 +155,7 @@ class Trainer:
         if n == 0:
             return []
         examples = [self.val_src[i] for i in range(n)]
-        sampler = Sampler(self.state.model(), self.tokenizer)
+        sampler = Sampler(self.state.model(), self.tokenizer, self.stop_ids)
         soft, _ = sampler.encode(np.stack([e.inputs.waves for e in examples]),
                                  np.stack([e.inputs.frame_mask for e in examples]))
         texts = sampler.generate(soft, [e.inputs.prompt_ids for e in examples],
@@ -215,33 +231,43 @@ class Trainer:
         self.ckpt.wait()
 
     def evaluate_heldout(self) -> dict[str, Any] | None:
-        """Runs evaluate.py on held-out clips (or the validation split); writes eval.json."""
+        """Evaluates the held-out clips (or the validation split) and, when `eval.ood_n` > 0,
+        the out-of-distribution benchmark (data/othergen.py, never trained on); writes
+        eval.json as {"in_distribution": {...}, "out_of_distribution": {...}}."""
         e = self.config.eval
         if jax.process_count() > 1:
             self.log("evaluation skipped in a multi-process run: run "
                      f"`python -m wavepose_jax.evaluate --ckpt {self.workdir} --data DIR`")
             return None
-        if e.heldout_dir or e.synthetic_n:
-            heldout = e.heldout_dir or _synthetic_dir(
-                os.path.join(self.workdir, "data"), e.synthetic_n, e.synthetic_seed)
-            try:
-                source = pipeline.load_examples(heldout, self.tokenizer, self.config)
-            except ValueError as error:  # no usable clip: the trained run stands, say why
-                self.log(f"evaluation skipped: {error}")
-                return None
-            where = heldout
-        else:
-            source, where = self.val_src, "validation split"
-        if len(source) == 0:
-            self.log("evaluation skipped: no held-out clips")
+        root = os.path.join(self.workdir, "data")
+        sets = {"in_distribution": e.heldout_dir or (
+            _synthetic_dir(root, e.synthetic_n, e.synthetic_seed) if e.synthetic_n else None)}
+        if e.ood_n:
+            sets["out_of_distribution"] = _benchmark_dir(root, e.ood_n, e.ood_seed)
+        results = {}
+        for name, heldout in sets.items():
+            if heldout is None:
+                source, where = self.val_src, "validation split"
+            else:
+                try:
+                    source, _ = pipeline.load_examples(heldout, self.tokenizer, self.config)
+                except ValueError as error:  # no usable clip: the trained run stands, say why
+                    self.log(f"evaluation of {name} skipped: {error}")
+                    continue
+                where = heldout
+            if len(source) == 0:
+                self.log(f"evaluation of {name} skipped: no clips")
+                continue
+            result = evaluate_lib.evaluate(self.state.model(), source, self.tokenizer,
+                                           self.config, stop_ids=self.stop_ids)
+            results[name] = {"data": where, "step": int(self.state.step), **result}
+        if not results:
             return None
-        result = evaluate_lib.evaluate(self.state.model(), source, self.tokenizer, self.config)
-        result = {"data": where, "step": int(self.state.step), **result}
-        text = json.dumps(result, indent=2)
+        text = json.dumps(results, indent=2)
         with open(os.path.join(self.workdir, "eval.json"), "w", encoding="utf-8") as f:
             f.write(text + "\n")
         print(text)
-        return result
+        return results
 
     def close(self) -> None:
         self.ckpt.close()

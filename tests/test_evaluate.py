@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from wavepose_jax import cli, pipeline
 from wavepose_jax import evaluate as evaluate_lib
-from wavepose_jax import pipeline
 from wavepose_jax.data import faults as faults_lib
 from wavepose_jax.testing import build_tiny_run, make_tiny_base
 
@@ -33,14 +33,43 @@ def test_metric_functions_on_hand_made_texts():
     rng = np.random.default_rng(0)
     fault_ids = [f.id for f in faults_lib.faults_for("squat")][:2]
     text = faults_lib.compose_feedback("squat", 6, fault_ids, 2.5, rng)
-    info = pipeline.ClipInfo("x.json", "x", "squat", text, tuple(fault_ids), 6)
-    other = pipeline.ClipInfo("y.json", "y", "squat", "Nice set.", (), 4)
+    info = pipeline.ClipInfo("x.json", "x", "squat", text, tuple(fault_ids), 6,
+                             rule_faults=tuple(fault_ids))
+    other = pipeline.ClipInfo("y.json", "y", "squat", "Nice set.", (), 4, rule_faults=())
     metrics = evaluate_lib.text_metrics([text, "4 reps, nice set."], [info, other])
-    assert metrics == {"rep_accuracy": 1.0, "fault_precision": 1.0, "fault_recall": 1.0,
-                       "fault_f1": 1.0, "rouge_l": pytest.approx(metrics["rouge_l"])}
+    assert {k: v for k, v in metrics.items() if k != "per_fault"} == {
+        "rep_accuracy": 1.0, "fault_precision": 1.0, "fault_recall": 1.0, "fault_f1": 1.0,
+        "rule_agreement": {"precision": 1.0, "recall": 1.0, "f1": 1.0},
+        "rep_fault_accuracy": None, "rouge_l": pytest.approx(metrics["rouge_l"])}
     assert metrics["rouge_l"] > 0.5
+    assert metrics["per_fault"]["shallow_depth"] == {"precision": 1.0, "recall": 1.0,
+                                                     "f1": 1.0, "support": 1}
+    assert "pushup_hip_sag" not in metrics["per_fault"]  # no push-up clip here
     wrong = evaluate_lib.text_metrics(["Great, 5 reps.", "Good."], [info, other])
     assert wrong["rep_accuracy"] == 0.0 and wrong["fault_recall"] == 0.0
+
+
+def test_per_fault_and_per_rep_scores():
+    per_fault = evaluate_lib.per_fault_scores(
+        [["shallow_depth"], ["shallow_depth", "fast_eccentric"], ["pushup_hip_sag"]],
+        [["shallow_depth"], ["fast_eccentric"], []], ["squat", "squat", "pushup"])
+    assert per_fault["shallow_depth"] == {"precision": 0.5, "recall": 1.0,
+                                          "f1": pytest.approx(2 / 3), "support": 1}
+    assert per_fault["fast_eccentric"]["f1"] == 1.0 and per_fault["fast_eccentric"]["support"] == 1
+    assert per_fault["pushup_hip_sag"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0,
+                                           "support": 0}
+    # Per rep: the truth is limited to the clip's faults (the 1-rep minority fault is not one).
+    rep_faults = (("shallow_depth",), ("shallow_depth",), ("fast_eccentric",), ())
+    info = pipeline.ClipInfo("x.json", "x", "squat", "", ("shallow_depth",), 4,
+                             rep_faults=rep_faults)
+    exact = "I counted 4 reps. Watch for shallow depth on reps 1 and 2."
+    assert evaluate_lib.rep_fault_accuracy([exact], [info]) == 1.0
+    whole_set = "I counted 4 reps. Watch for shallow depth."
+    assert evaluate_lib.rep_fault_accuracy([whole_set], [info]) == 0.5
+    wrong_reps = "I counted 4 reps. Watch for shallow depth on rep 3 and rushed descent."
+    assert evaluate_lib.rep_fault_accuracy([wrong_reps], [info]) == 0.0
+    unlabelled = pipeline.ClipInfo("y.json", "y", "squat", "", ("shallow_depth",), 4)
+    assert evaluate_lib.rep_fault_accuracy([exact], [unlabelled]) is None
 
 
 def test_shift_permutation_moves_every_real_row():
@@ -87,21 +116,22 @@ def test_cli_evaluates_a_checkpoint(tiny_run, tmp_path, capsys, monkeypatch):
 
 def test_cli_errors_are_one_line(tiny_run, tmp_path, capsys):
     workdir, data_dir, _ = tiny_run
-    assert evaluate_lib.main(["--ckpt", str(tmp_path / "nope"), "--data", str(data_dir)]) == 1
+    failed = cli.EXIT_FAILED
+    assert evaluate_lib.main(["--ckpt", str(tmp_path / "nope"), "--data", str(data_dir)]) == failed
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "no checkpoint directory" in err and "\n" not in err
     # A different base model (here: two layers instead of one) is refused before any work.
     other = tmp_path / "other_base"
     make_tiny_base(other, num_hidden_layers=2)
     assert evaluate_lib.main(["--ckpt", str(workdir), "--data", str(data_dir),
-                              "--base", str(other)]) == 1
+                              "--base", str(other)]) == failed
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ")
     assert "checkpoints/7: checkpoint was trained on base" in err[-1]
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "bad.json").write_text("[1, 2]")
-    assert evaluate_lib.main(["--ckpt", str(workdir), "--data", str(empty)]) == 1
+    assert evaluate_lib.main(["--ckpt", str(workdir), "--data", str(empty)]) == failed
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "no usable clip files" in err[-1]
     assert any("bad.json: field '<root>'" in line for line in err)

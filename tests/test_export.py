@@ -203,12 +203,31 @@ def test_cli_exports_a_run(trained_run, tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    assert export.main(["--ckpt", str(tmp_path / "nope"), "--peft", str(tmp_path / "o")]) == 1
+    assert export.main(["--ckpt", str(tmp_path / "nope"), "--peft", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "nope" in err and len(err.splitlines()) == 1
-    with pytest.raises(SystemExit) as exc:  # nothing to export
-        export.main(["--ckpt", str(tmp_path)])
-    assert exc.value.code != 0
+    assert export.main(["--ckpt", str(tmp_path)]) == 2  # nothing to export
+    assert capsys.readouterr().err == "error: nothing to export: give --peft and/or --merged\n"
+
+
+def test_export_never_overwrites_the_base_or_a_full_directory(trained_run, exported, tmp_path,
+                                                              capsys):
+    workdir, _ = trained_run
+    base_dir = exported[0]
+    before = {p.name: p.stat().st_mtime_ns for p in base_dir.iterdir()}
+    assert export.main(["--ckpt", str(workdir), "--merged", str(base_dir), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {base_dir}: is the base model's directory") and \
+        err.count("\n") == 1
+    assert {p.name: p.stat().st_mtime_ns for p in base_dir.iterdir()} == before
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    assert export.main(["--ckpt", str(workdir), "--peft", str(full)]) == 2
+    assert "directory is not empty (pass --overwrite" in capsys.readouterr().err
+    assert sorted(p.name for p in full.iterdir()) == ["keep.txt"]
+    assert export.main(["--ckpt", str(workdir), "--peft", str(full), "--overwrite"]) == 0
+    assert (full / peft_io.ADAPTER_CONFIG).is_file() and (full / "keep.txt").is_file()
 
 
 def test_partial_lora_exports_as_regex(exported, tmp_path):
@@ -229,3 +248,39 @@ def test_partial_lora_exports_as_regex(exported, tmp_path):
     peft_io.load_peft_adapter(back, tmp_path)
     assert {n: (a.tobytes(), b.tobytes(), s) for n, (a, b, s) in lora_arrays(back).items()} == \
         {n: (a.tobytes(), b.tobytes(), s) for n, (a, b, s) in lora_arrays(llm).items()}
+
+
+def test_merged_export_stops_in_transformers_where_the_project_stops(tmp_path):
+    """transformers' generate() on a merged export reads its generation_config.json and ends
+    on the same stop token, after the same tokens, as the project's own decoder."""
+    from wavepose_jax import generate as generate_lib
+    from wavepose_jax.configs import tiny as tiny_config
+    from wavepose_jax.prompt import PhysicsSummary, prompt_ids
+    from wavepose_jax.training.state import create_train_state
+
+    config = tiny_config.get_config()  # the committed tiny base, pretrained to end on <|end|>
+    model = new_model(config)
+    state = create_train_state(model, config)
+    record = ckpt_lib.base_record_of(model.llm, path=config.llm.path)
+    workdir, merged = tmp_path / "run", tmp_path / "merged"
+    with ckpt_lib.Checkpointer(workdir, config=config, base=record) as ckpt:
+        ckpt.save(1, state.checkpoint_items())
+    assert export.main(["--ckpt", str(workdir), "--merged", str(merged)]) == 0
+    generation = json.loads((merged / "generation_config.json").read_text())
+    stop = tuple(generation["eos_token_id"])
+    assert len(stop) == 3 and stop == hf.stop_ids(config.llm.path)
+
+    tokenizer = hf.load_tokenizer(merged)
+    summary = PhysicsSummary(exercise="squat", reps=5, grade="B", overall=None, smoothness=None,
+                             control=None, consistency=None, tempo_sec=2.1, phases=(),
+                             dominant_hz=None)
+    ids = np.asarray([prompt_ids(summary, tokenizer, compact=True)], np.int32)
+    budget = 80
+    ours = generate_lib.generate(hf.load_pretrained(merged, dtype=jnp.float32), ids,
+                                 max_new_tokens=budget, eos_ids=stop, pad_id=tokenizer.pad_token_id)
+    n = int(ours.lengths[0])
+    assert n < budget and int(ours.tokens[0, n - 1]) in stop  # it did stop
+    theirs = torch_base(merged).generate(torch.as_tensor(ids, dtype=torch.long),
+                                         max_new_tokens=budget, do_sample=False)
+    new = theirs[0, ids.shape[1]:].tolist()
+    assert new == np.asarray(ours.tokens[0, :n]).tolist()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from wavepose_jax.data import faults as faults_lib
-from wavepose_jax import report
+from wavepose_jax import files, report
 from wavepose_jax.data import clip as clip_lib
 from wavepose_jax.data import synthetic, waves
 from wavepose_jax.prompt import PhysicsSummary
@@ -98,10 +98,10 @@ def test_page_without_attention_and_with_several_clips(clip_report):
 
 def test_write_is_atomic(tmp_path):
     path = tmp_path / "r.html"
-    report.write_atomic(path, "first")
-    report.write_atomic(path, "second")
+    files.write_atomic(path, "first")
+    files.write_atomic(path, "second")
     assert path.read_text() == "second"
     with pytest.raises(TypeError):
-        report.write_atomic(path, 123)  # fails while writing the temporary file
+        files.write_atomic(path, 123)  # fails while writing the temporary file
     assert path.read_text() == "second"
     assert sorted(os.listdir(tmp_path)) == ["r.html"]

@@ -20,6 +20,7 @@ from wavepose_jax.testing import make_batch, small_config, tiny_llm
 from wavepose_jax.training import optim
 from wavepose_jax.training import state as state_lib
 from wavepose_jax.training import step as step_lib
+from wavepose_jax.training.checkpoint import Checkpointer
 from wavepose_jax.training.loss import LossWeights, model_loss_terms
 
 REPO = Path(__file__).resolve().parents[1]
@@ -190,7 +191,7 @@ def test_train_py_end_to_end(tmp_path):
             "--config.train.log_every=1", "--config.train.ckpt_every=1",
             "--config.train.eval_every=0", "--config.train.num_eval_samples=0",
             "--config.data.synthetic_n=12", "--config.train.batch_size=4",
-            "--config.eval.synthetic_n=2",
+            "--config.eval.synthetic_n=2", "--config.eval.ood_n=2",
             "--config.eval.max_new_tokens=4"]
     run = _train_py(*args, workdir=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -201,9 +202,16 @@ def test_train_py_end_to_end(tmp_path):
     assert any("val_loss" in r for r in records)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [
         "1", "2"]
-    result = json.loads((tmp_path / "eval.json").read_text())
+    # The run records the built-in base by its package path, so the run directory can move.
+    with Checkpointer(tmp_path, read_only=True) as ckpt:
+        assert ckpt.read_record()[2].path == "wavepose_jax:assets/tiny-phi3"
+    results = json.loads((tmp_path / "eval.json").read_text())
+    result, ood = results["in_distribution"], results["out_of_distribution"]
     assert result["n_clips"] == 2 and "seed1000003" in result["data"]
     assert np.isfinite(result["val_loss"])
+    # The out-of-distribution benchmark is evaluated, and was never training data.
+    assert ood["n_clips"] == 2 and "othergen" in ood["data"] and np.isfinite(ood["val_loss"])
+    assert "othergen" not in (tmp_path / "metrics.jsonl").read_text()
 
 
 def test_train_py_bad_input_is_one_line(tmp_path):

@@ -2,6 +2,7 @@
 
     python -m wavepose_jax.evaluate --ckpt WORKDIR --data DIR [--json OUT] [--max_clips N]
                                     [--step S] [--batch_size B] [--max_new_tokens N] [--base DIR]
+    wavepose-eval ...            (the same, installed)
 
 restores the model of the run in WORKDIR (the base model named by the checkpoint's record --
 refused if it no longer matches the fingerprint -- plus the trained encoder, bridge and LoRA),
@@ -14,7 +15,16 @@ then on every clip of DIR:
     `wave_features.harmonic.oscillation_count`);
   - `fault_precision` / `fault_recall` / `fault_f1`: micro-averaged over clips with labelled
     faults, `faults.faults_from_text(generated)` against the clip's `faults`;
+  - `per_fault`: precision / recall / F1 and support of each fault id, over the clips of the
+    exercises it applies to;
+  - `rule_agreement`: precision / recall / F1 of the text's faults against what the rules of
+    `faults.py` measure on the same clip (its own wave analysis);
+  - `rep_fault_accuracy`: over the reps of clips with per-rep truth (`rep_faults`), the
+    fraction whose faults the text names exactly (`faults.rep_faults_from_text`; a clip
+    fault without a rep list counts for every rep; only the clip's faults are scored);
   - `rouge_l`: mean ROUGE-L F-measure against LANGUAGE;
+* `rules_vs_truth_f1`: the fault F1 of the rules themselves against the labels (a reference:
+  what measuring, rather than a learned model, gets on this data);
 * the same generation metrics with the soft tokens zeroed (`ablations.zero_soft_tokens`) and
   with each clip's soft tokens swapped for those of the next clip of its batch, a fixed
   permutation (`ablations.shuffled_soft_tokens`). A model that reads the motion loses
@@ -26,7 +36,6 @@ the end of a run); the run is restored by `run.restore`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -36,17 +45,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
+from absl import flags
 from flax import nnx
 from tqdm import tqdm
 
-from wavepose_jax import hf, pipeline
+from wavepose_jax import cli, pipeline
 from wavepose_jax import run as run_lib
 from wavepose_jax.data import faults as faults_lib
 from wavepose_jax.data.batch import Batch
-from wavepose_jax.data.schema import ClipError
+from wavepose_jax.files import check_output, write_atomic
 from wavepose_jax.sampler import Sampler
-from wavepose_jax.training import checkpoint as ckpt_lib
 from wavepose_jax.training.loss import LossWeights, model_loss_terms
 
 ABLATIONS = ("zero_soft_tokens", "shuffled_soft_tokens")
@@ -89,6 +97,39 @@ def fault_scores(predicted: Sequence[Sequence[str]], true: Sequence[Sequence[str
     return {"fault_precision": precision, "fault_recall": recall, "fault_f1": f1}
 
 
+def per_fault_scores(predicted: Sequence[Sequence[str]], true: Sequence[Sequence[str] | None],
+                     exercises: Sequence[str]) -> dict[str, dict[str, float | int | None]]:
+    """Precision, recall, F1 and support (clips that have it) of every fault id, each over the
+    labelled clips of the exercises the fault applies to (ratios as in `fault_scores`)."""
+    out = {}
+    for fault in faults_lib.FAULTS.values():
+        rows = [(set(p) & {fault.id}, set(t) & {fault.id})
+                for p, t, ex in zip(predicted, true, exercises, strict=True)
+                if t is not None and fault.exercise in (ex, faults_lib.ANY_EXERCISE)]
+        if not rows:
+            continue
+        scores = fault_scores([p for p, _ in rows], [t for _, t in rows])
+        out[fault.id] = {"precision": scores["fault_precision"], "recall": scores["fault_recall"],
+                         "f1": scores["fault_f1"], "support": sum(bool(t) for _, t in rows)}
+    return out
+
+
+def rep_fault_accuracy(texts: Sequence[str], infos: Sequence[pipeline.ClipInfo]) -> float | None:
+    """Fraction of reps (of clips with per-rep truth) whose per-rep faults the text names
+    exactly. Truth per rep is limited to the clip's faults (what its coaching text names)."""
+    hits = total = 0
+    per_rep = faults_lib.PER_REP_FAULTS
+    for text, info in zip(texts, infos, strict=True):
+        if info.rep_faults is None or info.faults is None:
+            continue
+        named = faults_lib.rep_faults_from_text(text, len(info.rep_faults), info.exercise)
+        scored = set(info.faults) & per_rep
+        for said, truth in zip(named, info.rep_faults):
+            hits += set(said) & per_rep == set(truth) & scored
+            total += 1
+    return hits / total if total else None
+
+
 def rouge_l(predicted: Sequence[str], references: Sequence[str]) -> float | None:
     """Mean ROUGE-L F-measure (stemmed) of predicted texts against references."""
     from rouge_score import rouge_scorer  # Imported lazily: loads nltk.
@@ -102,12 +143,18 @@ def rouge_l(predicted: Sequence[str], references: Sequence[str]) -> float | None
 
 
 def text_metrics(texts: Sequence[str], infos: Sequence[pipeline.ClipInfo]) -> dict[str, Any]:
-    """rep_accuracy, fault precision/recall/F1 and rouge_l of generated texts."""
+    """rep_accuracy, fault precision/recall/F1 (micro and per fault), agreement with the rules,
+    per-rep fault accuracy and rouge_l of generated texts (module docstring)."""
     reps = [faults_lib.reps_from_text(t) for t in texts]
     found = [faults_lib.faults_from_text(t, info.exercise) for t, info in zip(texts, infos)]
+    agreement = fault_scores(found, [info.rule_faults for info in infos])
     return {
         "rep_accuracy": rep_accuracy(reps, [info.reps for info in infos]),
         **fault_scores(found, [info.faults for info in infos]),
+        "per_fault": per_fault_scores(found, [info.faults for info in infos],
+                                      [info.exercise for info in infos]),
+        "rule_agreement": {k.removeprefix("fault_"): v for k, v in agreement.items()},
+        "rep_fault_accuracy": rep_fault_accuracy(texts, infos),
         "rouge_l": rouge_l(texts, [info.language for info in infos]),
     }
 
@@ -141,8 +188,8 @@ def _shift_permutation(n_real: int, batch_size: int) -> np.ndarray:
 
 
 def evaluate(model, examples: pipeline.ExampleSource, tokenizer: Any, config: Any, *,
-             batch_size: int | None = None, max_new_tokens: int | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             stop_ids: Sequence[int], batch_size: int | None = None,
+             max_new_tokens: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Validation loss, feedback metrics and ablations of `model` on `examples`.
 
     Args:
@@ -151,6 +198,7 @@ def evaluate(model, examples: pipeline.ExampleSource, tokenizer: Any, config: An
         (every example is used once, in order).
       tokenizer: the base model's tokenizer.
       config: the run config (data, eval and train groups).
+      stop_ids: token ids that end generation (`hf.stop_ids` of the base; `Run.stop_ids`).
       batch_size: clips per batch (default `eval.batch_size`).
       max_new_tokens: generation budget (default `eval.max_new_tokens`).
       progress: show a tqdm bar.
@@ -168,7 +216,7 @@ def evaluate(model, examples: pipeline.ExampleSource, tokenizer: Any, config: An
     batch_size = int(batch_size or config.eval.batch_size)
     max_new_tokens = int(max_new_tokens or config.eval.max_new_tokens)
     infos = [examples[i].info for i in range(len(examples))]
-    sampler = Sampler(model, tokenizer)
+    sampler = Sampler(model, tokenizer, stop_ids)
     loss_sums = _loss_sums_fn(model)
     texts = {name: [] for name in ("model", *ABLATIONS)}
     ce_sum = num_tokens = 0.0
@@ -190,6 +238,8 @@ def evaluate(model, examples: pipeline.ExampleSource, tokenizer: Any, config: An
     result = {"n_clips": len(examples),
               "val_loss": ce_sum / num_tokens if num_tokens else None,
               **text_metrics(texts["model"], infos),
+              "rules_vs_truth_f1": fault_scores([i.rule_faults or [] for i in infos],
+                                                [i.faults for i in infos])["fault_f1"],
               "n_rep_clips": sum(i.reps is not None for i in infos),
               "n_fault_clips": sum(i.faults is not None for i in infos)}
     result["ablations"] = {name: text_metrics(texts[name], infos) for name in ABLATIONS}
@@ -198,39 +248,46 @@ def evaluate(model, examples: pipeline.ExampleSource, tokenizer: Any, config: An
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", required=True, help="training run directory (WORKDIR)")
-    parser.add_argument("--data", required=True, help="directory of clip JSON files")
-    parser.add_argument("--json", help="write the metrics here as JSON")
-    parser.add_argument("--max_clips", type=int, help="evaluate the first N clips only")
-    parser.add_argument("--step", type=int, help="checkpoint step (default: latest)")
-    parser.add_argument("--batch_size", type=int, help="clips per batch")
-    parser.add_argument("--max_new_tokens", type=int, help="generation budget per clip")
-    parser.add_argument("--base", help="base model directory or hub id (default: the path "
-                                       "recorded in the checkpoint)")
-    args = parser.parse_args(argv)
+COMMAND = cli.Command("python -m wavepose_jax.evaluate", __doc__)
+_F = COMMAND.flags
+flags.DEFINE_string("ckpt", None, "training run directory (WORKDIR)", flag_values=_F,
+                    required=True)
+flags.DEFINE_string("data", None, "directory of clip JSON files", flag_values=_F,
+                    required=True)
+flags.DEFINE_string("json", None, "also write the metrics to this file", flag_values=_F)
+flags.DEFINE_integer("max_clips", None, "evaluate the first N clips only", lower_bound=1,
+                     flag_values=_F)
+flags.DEFINE_integer("step", None, "checkpoint step (default: the latest)", flag_values=_F)
+flags.DEFINE_integer("batch_size", None, "clips per batch (default: the run's eval.batch_size)",
+                     lower_bound=1, flag_values=_F)
+flags.DEFINE_integer("max_new_tokens", None, "generation budget per clip (default: the run's "
+                     "eval.max_new_tokens)", lower_bound=1, flag_values=_F)
+flags.DEFINE_string("base", None, "base model directory or hub id to use instead of the one "
+                    "the checkpoint records (it must match the checkpoint's fingerprint)",
+                    flag_values=_F)
 
-    logging.set_verbosity(logging.ERROR)  # Orbax's notes on read-only checkpoint managers
-    try:
-        pipeline.list_clip_files(args.data)  # a missing directory fails before any loading
-        run = run_lib.restore(args.ckpt, args.step, args.base)
-        source = pipeline.load_examples(args.data, run.tokenizer, run.config,
-                                        max_clips=args.max_clips)
-        result = evaluate(run.model, source, run.tokenizer, run.config,
-                          batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
-    except (ckpt_lib.CheckpointMismatchError, hf.WeightsError, ClipError, FileNotFoundError,
-            ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    result = {"checkpoint": os.path.abspath(args.ckpt), "step": run.step, **result}
+
+def _run(args, _) -> int:
+    pipeline.list_clip_files(args.data)  # a missing directory fails before any loading
+    if args.json:
+        check_output(args.json)
+    run = run_lib.restore(args.ckpt, args.step, args.base)
+    source, bad = pipeline.load_examples(args.data, run.tokenizer, run.config,
+                                         max_clips=args.max_clips)
+    result = evaluate(run.model, source, run.tokenizer, run.config, stop_ids=run.stop_ids,
+                      batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    result = {"checkpoint": os.path.abspath(args.ckpt), "step": run.step,
+              "skipped_files": len(bad), **result}
     text = json.dumps(result, indent=2)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+        write_atomic(args.json, text + "\n")
     print(text)
-    return 0
+    return cli.EXIT_SKIPPED if bad else cli.EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status (see `wavepose_jax.cli`)."""
+    return COMMAND.main(_run, argv)
 
 
 if __name__ == "__main__":

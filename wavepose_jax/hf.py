@@ -5,10 +5,16 @@ Loading reads ``config.json`` and ``model.safetensors`` (or sharded files with
 dense kernels from HF's [out, in] to Flax's [in, out], casts, and places every tensor straight
 onto its target sharding. The model is built abstractly (``nnx.eval_shape``), so the full model
 never exists in host memory. Saving writes the same format back for transformers.
+
+Both forms of the decoder stack (``Phi3Config.scan_layers``) read and write the same files: a
+scanned stack keeps ``model.layers.{i}.<name>`` in slot i of one stacked leaf [L, ...]. Loading
+allocates each stacked leaf once, on its sharding, and writes every layer's tensor into its
+slot in place (a donated update), so no leaf exists twice and nothing is widened on the way.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -23,9 +29,9 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from wavepose_jax import sharding as sharding_lib
-from wavepose_jax.jsonfile import read_json_object
+from wavepose_jax.files import read_json_object
 from wavepose_jax.models.lora import is_lora_path
-from wavepose_jax.models.phi3 import Linear, Phi3Config, Phi3ForCausalLM
+from wavepose_jax.models.phi3 import Linear, Phi3Config, Phi3ForCausalLM, in_stacked_layers
 
 CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"
@@ -43,13 +49,29 @@ class WeightsError(ValueError):
 # Locating files
 
 
+# A base inside this package (the tiny demo base) is named relative to the package, so a run
+# that records it stays valid wherever the package is installed: "wavepose_jax:assets/tiny-phi3".
+PACKAGE_PREFIX = "wavepose_jax:"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
 def _is_repo_id(s: str) -> bool:
-    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", s)) and not s.startswith((".", "~"))
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+(@[\w.-]+)?", s)) and not s.startswith((".", "~"))
 
 
 def resolve(path_or_repo_id: str | os.PathLike) -> Path:
-    """A local directory as is; a hub id through the Hugging Face cache (offline aware)."""
+    """The local directory of a base model.
+
+    Accepts a local directory; a package path `wavepose_jax:<path inside the package>`; or a
+    hub id, optionally pinned to a revision (`org/name@<commit>`), fetched through the Hugging
+    Face cache (offline aware).
+    """
     text = str(path_or_repo_id)
+    if text.startswith(PACKAGE_PREFIX):
+        path = _PACKAGE_DIR / text[len(PACKAGE_PREFIX):]
+        if not path.is_dir():
+            raise WeightsError(f"{text}: not in this installation of wavepose_jax ({path})")
+        return path
     path = Path(text).expanduser()
     if path.is_dir():
         return path
@@ -59,11 +81,33 @@ def resolve(path_or_repo_id: str | os.PathLike) -> Path:
         raise WeightsError(f"{path}: directory not found")
     from huggingface_hub import snapshot_download
 
+    repo_id, _, revision = text.partition("@")
     try:
-        return Path(snapshot_download(text, allow_patterns=_HUB_PATTERNS))
+        return Path(snapshot_download(repo_id, revision=revision or None,
+                                      allow_patterns=_HUB_PATTERNS))
     except Exception as e:  # network, auth, offline cache miss: one line for the user
         raise WeightsError(f"{text}: no such local directory and hub download failed "
                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def portable(path_or_repo_id: str | os.PathLike) -> str:
+    """How a run records its base so that the run can move: a directory inside this package as
+    `wavepose_jax:<relative path>`; a hub id pinned to the revision it resolved to
+    (`org/name@<commit>`); another local directory as its absolute path."""
+    text = str(path_or_repo_id)
+    if text.startswith(PACKAGE_PREFIX):
+        return text
+    local = Path(text).expanduser()
+    if local.is_dir():
+        local = local.resolve()
+        if _PACKAGE_DIR in local.parents:
+            return PACKAGE_PREFIX + local.relative_to(_PACKAGE_DIR).as_posix()
+        return str(local)
+    if _is_repo_id(text) and "@" not in text:
+        snapshot = resolve(text)
+        if snapshot.parent.name == "snapshots":  # the cache's folder name is the commit
+            return f"{text}@{snapshot.name}"
+    return text
 
 
 def load_config(path_or_repo_id, **overrides) -> Phi3Config:
@@ -97,6 +141,45 @@ def load_tokenizer(path_or_repo_id, required: bool = True):
                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
 
 
+GENERATION_CONFIG_FILE = "generation_config.json"
+# Phi-3's stop tokens, looked up in the tokenizer when the base has no generation_config.json.
+STOP_TOKENS = ("<|end|>", "<|assistant|>", "<|endoftext|>")
+
+
+def load_generation_config(path_or_repo_id) -> dict:
+    """The base's `generation_config.json` as a dict ({} when it has none)."""
+    file = resolve(path_or_repo_id) / GENERATION_CONFIG_FILE
+    return read_json_object(file, WeightsError) if file.is_file() else {}
+
+
+def stop_ids(path_or_repo_id, tokenizer=None) -> tuple[int, ...]:
+    """Token ids that end generation: the `eos_token_id` of the base's generation config (an id
+    or a list, as Phi-3.5 ships [32007, 32001, 32000]); without one, the ids of Phi-3's stop
+    tokens in `tokenizer`, else the config.json's eos."""
+    eos = load_generation_config(path_or_repo_id).get("eos_token_id")
+    ids = [eos] if isinstance(eos, int) else list(eos or [])
+    if not ids and tokenizer is not None:
+        for token in STOP_TOKENS:
+            token_id = tokenizer.convert_tokens_to_ids(token)
+            if token_id is not None and token_id != tokenizer.unk_token_id:
+                ids.append(int(token_id))
+    if not ids:
+        eos = load_config(path_or_repo_id).eos_token_id
+        ids = [eos] if isinstance(eos, int) else list(eos or [])
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise WeightsError(f"{resolve(path_or_repo_id) / GENERATION_CONFIG_FILE}: eos_token_id: "
+                           f"expected token ids, got {eos!r}")
+    return tuple(dict.fromkeys(int(i) for i in ids))
+
+
+def generation_config_for(path_or_repo_id, stop_token_ids) -> dict:
+    """generation_config.json content for a model derived from this base: the base's own, with
+    `eos_token_id` naming every stop id (so transformers' generate() stops where we stop)."""
+    config = dict(load_generation_config(path_or_repo_id))
+    config["eos_token_id"] = list(stop_token_ids)
+    return config
+
+
 def _tensor_files(directory: Path) -> dict[str, Path]:
     """Maps every tensor name of the checkpoint to the safetensors file holding it."""
     index = directory / INDEX_FILE
@@ -127,12 +210,61 @@ def _tensor_files(directory: Path) -> dict[str, Path]:
 # Names
 
 
-def hf_name(path: tuple) -> tuple[str, bool]:
-    """(HF tensor name, transpose?) for a Flax parameter path."""
+def hf_name(path: tuple, layer: int | None = None) -> tuple[str, bool]:
+    """(HF tensor name, transpose?) for a Flax parameter path; `layer` names the slot of a
+    stacked (scanned) leaf: ('model', 'layers', 'mlp', 'down_proj', 'kernel'), 3 ->
+    'model.layers.3.mlp.down_proj.weight'."""
     parts = [str(p) for p in path]
     leaf = parts[-1]
     parts[-1] = "weight"
+    if layer is not None:
+        parts.insert(parts.index("layers") + 1, str(layer))
     return ".".join(parts), leaf == "kernel"
+
+
+def hf_entries(flat_state) -> list[tuple[str, int, int | None, bool]]:
+    """(HF name, flat index, layer slot or None, transpose?) of every tensor of a flat state
+    (`nnx.to_flat_state`), stacked leaves expanded into one entry per layer."""
+    entries = []
+    for i, (path, var) in enumerate(flat_state):
+        if in_stacked_layers(path):
+            for layer in range(np.shape(var.get_value())[0]):
+                name, transpose = hf_name(path, layer)
+                entries.append((name, i, layer, transpose))
+        else:
+            name, transpose = hf_name(path)
+            entries.append((name, i, None, transpose))
+    return entries
+
+
+def hf_tensor_shapes(config: Phi3Config) -> list[tuple[str, tuple[int, ...]]]:
+    """(HF name, HF shape) of every tensor of a checkpoint of `config`, in model order; from
+    shapes alone (nothing is allocated)."""
+    abstract = nnx.eval_shape(lambda: Phi3ForCausalLM(config, rngs=nnx.Rngs(0)))
+    flat = nnx.to_flat_state(nnx.state(abstract, nnx.Param))
+    shapes = []
+    for name, i, layer, transpose in hf_entries(flat):
+        shape = tuple(flat[i][1].get_value().shape)[0 if layer is None else 1:]
+        shapes.append((name, shape[::-1] if transpose else shape))
+    return shapes
+
+
+def _zeros(shape: tuple[int, ...], dtype, sharding) -> jax.Array:
+    """A zero array made directly on `sharding` (default device when None)."""
+    return jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=sharding)()
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _write_slot(stacked: jax.Array, value: jax.Array, layer: jax.Array) -> jax.Array:
+    """stacked [L, ...] with slot `layer` set to value [...], in place (the input is donated)."""
+    return jax.lax.dynamic_update_index_in_dim(stacked, value.astype(stacked.dtype), layer, 0)
+
+
+def _slot_sharding(sharding):
+    """The sharding of one slot of a stacked leaf (its spec without the layer axis)."""
+    if isinstance(sharding, jax.sharding.NamedSharding):
+        return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*sharding.spec[1:]))
+    return sharding
 
 
 # ------------------------------------------------------------------------------------------------
@@ -155,11 +287,12 @@ def load_pretrained(path_or_repo_id, dtype=jnp.bfloat16, mesh=None, **config_ove
     shardings = (nnx.to_flat_state(sharding_lib.param_shardings(abs_state, mesh))
                  if mesh is not None else None)
 
-    targets = {}  # hf name -> (flat index, transpose, flax shape, dtype)
+    targets = {}  # hf name -> (flat index, layer slot or None, transpose, flax shape, dtype)
     flat = nnx.to_flat_state(abs_state)
-    for i, (path, var) in enumerate(flat):
-        name, transpose = hf_name(path)
-        targets[name] = (i, transpose, tuple(var.get_value().shape), var.get_value().dtype)
+    for name, i, layer, transpose in hf_entries(flat):
+        value = flat[i][1].get_value()
+        shape = tuple(value.shape)[0 if layer is None else 1:]
+        targets[name] = (i, layer, transpose, shape, value.dtype)
 
     files = _tensor_files(directory)
     ignored = {n for n in files if _IGNORED.search(n)}
@@ -181,15 +314,24 @@ def load_pretrained(path_or_repo_id, dtype=jnp.bfloat16, mesh=None, **config_ove
     for file, names in by_file.items():
         with safe_open(str(file), framework="numpy") as f:
             for name in names:
-                i, transpose, shape, target_dtype = targets[name]
+                i, layer, transpose, shape, target_dtype = targets[name]
                 array = f.get_tensor(name)
                 hf_shape = shape[::-1] if transpose else shape
                 if tuple(array.shape) != hf_shape:
                     raise WeightsError(f"{file}: tensor {name!r}: shape {tuple(array.shape)}, "
                                        f"config.json implies {hf_shape}")
-                array = np.ascontiguousarray(array.T if transpose else array).astype(target_dtype)
-                values[i] = sharding_lib.place(
-                    array, None if shardings is None else shardings[i][1].get_value())
+                array = np.ascontiguousarray(array.T if transpose else array).astype(
+                    target_dtype, copy=False)
+                sharding = None if shardings is None else shardings[i][1].get_value()
+                if layer is None:
+                    values[i] = sharding_lib.place(array, sharding)
+                else:  # one slot of a stacked leaf, allocated on first use and filled in place
+                    if values[i] is None:
+                        leaf = flat[i][1].get_value()
+                        values[i] = _zeros(tuple(leaf.shape), leaf.dtype, sharding)
+                    values[i] = _write_slot(values[i],
+                                            sharding_lib.place(array, _slot_sharding(sharding)),
+                                            jnp.int32(layer))
                 del array
     state = nnx.from_flat_state([(path, var.replace(v)) for (path, var), v in zip(flat, values)])
     return nnx.merge(graphdef, state)
@@ -220,7 +362,8 @@ def _to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def save_pretrained(model: Phi3ForCausalLM, path, tokenizer=None, max_shard_size=None) -> Path:
+def save_pretrained(model: Phi3ForCausalLM, path, tokenizer=None, max_shard_size=None,
+                    generation_config: dict | None = None) -> Path:
     """Writes ``model`` in Hugging Face format (config.json + safetensors, sharded when large).
 
     LoRA adapters are not written: only base kernels (fold them first with ``merge_lora``).
@@ -228,14 +371,15 @@ def save_pretrained(model: Phi3ForCausalLM, path, tokenizer=None, max_shard_size
     """
     path = Path(path)
     limit = _parse_size(max_shard_size if max_shard_size is not None else "5GB")
-    entries = []
-    for p, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        if not is_lora_path(p):
-            name, transpose = hf_name(p)
-            entries.append((name, var.get_value(), transpose))
+    flat = [(p, var) for p, var in nnx.to_flat_state(nnx.state(model, nnx.Param))
+            if not is_lora_path(p)]
+    entries = []  # (HF name, whole leaf, layer slot or None, transpose)
+    for name, i, layer, transpose in hf_entries(flat):
+        entries.append((name, flat[i][1].get_value(), layer, transpose))
     shards, current, current_size = [], [], 0
     for entry in entries:
-        size = entry[1].size * entry[1].dtype.itemsize
+        value, layer = entry[1], entry[2]
+        size = (value.size // (1 if layer is None else value.shape[0])) * value.dtype.itemsize
         if current and current_size + size > limit:
             shards.append(current)
             current, current_size = [], 0
@@ -254,8 +398,8 @@ def save_pretrained(model: Phi3ForCausalLM, path, tokenizer=None, max_shard_size
     for k, shard in enumerate(shards):
         fname = SINGLE_FILE if len(shards) == 1 else f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
         tensors = {}
-        for name, value, transpose in shard:
-            host = _to_host(value)
+        for name, value, layer, transpose in shard:
+            host = _to_host(value if layer is None else value[layer])
             tensors[name] = np.ascontiguousarray(host.T if transpose else host)
             weight_map[name] = fname
             total += host.nbytes
@@ -269,7 +413,21 @@ def save_pretrained(model: Phi3ForCausalLM, path, tokenizer=None, max_shard_size
         (path / CONFIG_FILE).write_text(json.dumps(model.config.to_hf(), indent=2))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(path))
+        if generation_config is not None:
+            (path / GENERATION_CONFIG_FILE).write_text(json.dumps(generation_config, indent=2))
     return path
+
+
+@jax.jit
+def _merged_kernel(w, a, b, scale):
+    """w + scale * a @ b in float32, cast back to w's dtype; a stacked kernel [L, in, out] is
+    merged one layer at a time, so only one layer is ever widened."""
+    def merge(args):
+        w, a, b = args
+        delta = scale * (a.astype(jnp.float32) @ b.astype(jnp.float32))
+        return (w.astype(jnp.float32) + delta).astype(w.dtype)
+
+    return merge((w, a, b)) if w.ndim == 2 else jax.lax.map(merge, (w, a, b))
 
 
 def merge_lora(model: Phi3ForCausalLM) -> Phi3ForCausalLM:
@@ -280,10 +438,9 @@ def merge_lora(model: Phi3ForCausalLM) -> Phi3ForCausalLM:
     merged_kernels = {}
     for path, module in nnx.iter_modules(model):
         if isinstance(module, Linear) and module.lora_a is not None:
-            w = module.kernel[...]
-            delta = module.lora_scale * (module.lora_a[...].astype(jnp.float32)
-                                         @ module.lora_b[...].astype(jnp.float32))
-            merged_kernels[tuple(path) + ("kernel",)] = (w.astype(jnp.float32) + delta).astype(w.dtype)
+            merged_kernels[tuple(path) + ("kernel",)] = _merged_kernel(
+                module.kernel[...], module.lora_a[...], module.lora_b[...],
+                jnp.float32(module.lora_scale))
     abstract = nnx.eval_shape(lambda: Phi3ForCausalLM(model.config, rngs=nnx.Rngs(0)))
     graphdef, abs_state = nnx.split(abstract)
     current = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))

@@ -23,12 +23,12 @@ timing (prefill_s: encoder, bridge and prompt prefill; decode_s; tokens_per_s; c
 tracing and compilation, excluded from the other times; batch_size).
 --report writes one self-contained HTML page with a section per clip (`report.py`).
 
-Exit status: 0 every clip processed, 1 some clip files were bad, 2 usage or checkpoint error.
+Exit status: 0 every clip answered, 1 some clip files were bad (each reported, the others
+answered), 2 the run failed (usage, checkpoint or base-model error).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -39,18 +39,17 @@ from typing import Any
 
 import jax
 import numpy as np
-from absl import logging
+from absl import flags
 from tqdm import tqdm
 
-from wavepose_jax import hf, pipeline, report
+from wavepose_jax import cli, pipeline
 from wavepose_jax import run as run_lib
 from wavepose_jax.data import faults as faults_lib
 from wavepose_jax.data import waves as waves_lib
-from wavepose_jax.data.clip import Clip, load_clip
-from wavepose_jax.data.schema import ClipError
+from wavepose_jax.data.clip import Clip, clip_error_line, load_clip
+from wavepose_jax.files import check_output
 from wavepose_jax.prompt import PhysicsSummary
 from wavepose_jax.sampler import Sampler
-from wavepose_jax.training.checkpoint import CheckpointMismatchError
 
 DEFAULT_CKPT = os.path.join("runs", "tiny")
 TRAIN_COMMAND = "python train.py --config configs/tiny.py --workdir {workdir}"
@@ -59,7 +58,6 @@ TRAIN_COMMAND = "python train.py --config configs/tiny.py --workdir {workdir}"
 COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
                   "/jax/core/compile/backend_compile_duration")
-EXIT_OK, EXIT_BAD_CLIPS, EXIT_USAGE = 0, 1, 2
 STREAM_CHUNK = 8  # tokens decoded between two prints of a single clip's feedback
 
 
@@ -121,7 +119,7 @@ class Predictor:
 
     def __init__(self, run: run_lib.Run):
         self.tokenizer, self.config = run.tokenizer, run.config
-        self.sampler = Sampler(run.model, run.tokenizer)
+        self.sampler = Sampler(run.model, run.tokenizer, run.stop_ids)
 
     @property
     def frame_rate(self) -> float | None:
@@ -187,44 +185,31 @@ class Predictor:
 
 # ----------------------------------------------------------------------------- command line
 
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="infer.py", description=__doc__.split("\n\n", 1)[0],
-        epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", required=True,
-                        help="clip JSON file, or a directory of them (searched recursively)")
-    parser.add_argument("--ckpt", default=DEFAULT_CKPT,
-                        help=f"training run directory (default: {DEFAULT_CKPT})")
-    parser.add_argument("--json", action="store_true", help="one JSON object per clip per line")
-    parser.add_argument("--report", metavar="FILE.html",
-                        help="write an HTML report, one section per clip")
-    parser.add_argument("--max_new_tokens", type=int,
-                        help="generation budget per clip (default: the run's eval.max_new_tokens)")
-    parser.add_argument("--temperature", type=float, default=0.0,
-                        help="0 for greedy decoding (default), else sampling temperature")
-    parser.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling mass")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--batch_size", type=int, default=8, help="clips per generation batch")
-    return parser
-
-
-def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.max_new_tokens is not None and args.max_new_tokens < 1:
-        parser.error("--max_new_tokens must be >= 1")
-    if args.temperature < 0:
-        parser.error("--temperature must be >= 0")
-    if not 0 < args.top_p <= 1:
-        parser.error("--top_p must be in (0, 1]")
-    if args.batch_size < 1:
-        parser.error("--batch_size must be >= 1")
-    if args.report and not os.path.isdir(os.path.dirname(os.path.abspath(args.report))):
-        parser.error(f"--report: directory of {args.report} does not exist")
+COMMAND = cli.Command("infer.py", __doc__)
+_F = COMMAND.flags
+flags.DEFINE_string("input", None, "clip JSON file, or a directory of them (searched "
+                    "recursively)", flag_values=_F, required=True)
+flags.DEFINE_string("ckpt", DEFAULT_CKPT, "training run directory", flag_values=_F)
+flags.DEFINE_string("base", None, "base model directory or hub id to use instead of the one the "
+                    "checkpoint records (it must match the checkpoint's fingerprint)",
+                    flag_values=_F)
+flags.DEFINE_boolean("json", False, "one JSON object per clip per line", flag_values=_F)
+flags.DEFINE_string("report", None, "write an HTML report (FILE.html), one section per clip",
+                    flag_values=_F)
+flags.DEFINE_integer("max_new_tokens", None, "generation budget per clip (default: the run's "
+                     "eval.max_new_tokens)", lower_bound=1, flag_values=_F)
+flags.DEFINE_float("temperature", 0.0, "0 for greedy decoding, else the sampling temperature",
+                   lower_bound=0.0, flag_values=_F)
+flags.DEFINE_float("top_p", 1.0, "nucleus sampling mass, in (0, 1]", flag_values=_F)
+flags.DEFINE_integer("seed", 0, "sampling seed", flag_values=_F)
+flags.DEFINE_integer("batch_size", 8, "clips per generation batch", lower_bound=1,
+                     flag_values=_F)
+flags.register_validator("top_p", lambda p: 0 < p <= 1, "--top_p must be in (0, 1]",
+                         flag_values=_F)
 
 
 def _input_files(path: str) -> list[str]:
     """The clip files named by --input; ValueError (one line) if there are none."""
-
     if os.path.isdir(path):
         files = pipeline.list_clip_files(path)
         if not files:
@@ -235,13 +220,13 @@ def _input_files(path: str) -> list[str]:
     return [path]
 
 
-def restore(workdir: str) -> run_lib.Run:
+def restore(workdir: str, base: str | None = None) -> run_lib.Run:
     """The run in `workdir`; a missing checkpoint says how to make one."""
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         raise FileNotFoundError(
             f"{workdir}: no checkpoint (no {os.path.join(workdir, 'checkpoints')} directory); "
             f"create one with `{TRAIN_COMMAND.format(workdir=workdir)}`")
-    return run_lib.restore(workdir)
+    return run_lib.restore(workdir, base=base)
 
 
 def _print_summary(prepared: Prepared) -> None:
@@ -286,31 +271,26 @@ class _FeedbackStream:
         _print_faults(result)
 
 
-def _report_item(result: Result, fps: float | None) -> report.ClipReport:
+def report_module():
+    """`wavepose_jax.report`, imported on first use (it loads matplotlib)."""
+    from wavepose_jax import report  # pylint: disable=import-outside-toplevel
+
+    return report
+
+
+def _report_item(result: Result, fps: float | None):
     clip = result.prepared.clip
-    return report.ClipReport(
+    return report_module().ClipReport(
         clip=clip, analysis=waves_lib.analyze_reps(clip.signals, clip.fps, clip.exercise),
         summary=result.prepared.summary, feedback=result.feedback, faults=result.faults,
         attention=result.attention, attention_fps=fps or clip.fps, timing=result.timing)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit status (see the module docstring)."""
-    logging.set_verbosity(logging.ERROR)  # Orbax's notes on read-only checkpoint managers
-    parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-        _check_args(parser, args)
-    except SystemExit as e:  # argparse's usage errors (2) and --help (0)
-        return int(e.code or 0)
-
-    try:
-        files = _input_files(args.input)
-        run = restore(args.ckpt)
-    except (ValueError, OSError, CheckpointMismatchError, hf.WeightsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-
+def _run(args, _) -> int:
+    files = _input_files(args.input)
+    if args.report:
+        check_output(args.report)
+    run = restore(args.ckpt, args.base)
     predictor = Predictor(run)
     max_new_tokens = args.max_new_tokens or int(run.config.eval.max_new_tokens)
     rows = min(args.batch_size, len(files))
@@ -343,13 +323,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in files:
         try:
             pending.append(predictor.prepare(load_clip(path)))
-            if single and not args.json:
-                _print_summary(pending[-1])
-        except ClipError as e:
+        except Exception as e:  # pylint: disable=broad-except  # one bad file, not the run
             failed += 1
             bar.update(1)
-            tqdm.write(f"error: {e}", file=sys.stderr)
+            tqdm.write(f"error: {clip_error_line(path, e)}", file=sys.stderr)
             continue
+        if single and not args.json:
+            _print_summary(pending[-1])
         if len(pending) == rows:
             flush(batches)
             batches += 1
@@ -358,8 +338,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     bar.close()
 
     if args.report and reports:
-        report.write_report(args.report, reports)
+        report_module().write_report(args.report, reports)
         print(f"report: {args.report} ({len(reports)} clips)", file=sys.stderr)
     if failed:
         print(f"{failed} of {len(files)} clip files failed", file=sys.stderr)
-    return EXIT_BAD_CLIPS if failed else EXIT_OK
+    return cli.EXIT_SKIPPED if failed else cli.EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status (see `wavepose_jax.cli`)."""
+    return COMMAND.main(_run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

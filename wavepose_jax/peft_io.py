@@ -35,7 +35,7 @@ from jax.experimental import multihost_utils
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from wavepose_jax.jsonfile import read_json_object
+from wavepose_jax.files import read_json_object
 from wavepose_jax.models.bridge import BridgeConfig, WaveBridge
 from wavepose_jax.models.encoder import EncoderConfig, WavePoseEncoder
 from wavepose_jax.models.lora import LoraConfig, apply_lora, path_str

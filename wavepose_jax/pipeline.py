@@ -38,7 +38,7 @@ from wavepose_jax import prompt as prompt_lib
 from wavepose_jax.data import waves as waves_lib
 from wavepose_jax.data.batch import Batch
 from wavepose_jax.data.clip import Clip, load_clip, resample
-from wavepose_jax.data.faults import ANY_EXERCISE, FAULTS
+from wavepose_jax.data.faults import ANY_EXERCISE, FAULTS, detect_faults
 from wavepose_jax.data.schema import ClipError
 
 END_TOKEN = "<|end|>"
@@ -60,6 +60,9 @@ class ClipInfo:
     language: str
     faults: tuple[str, ...] | None
     reps: int | None  # true rep count: meta "reps", else harmonic.oscillation_count
+    rep_faults: tuple[tuple[str, ...], ...] | None = None  # per-rep truth: meta "rep_faults"
+    rule_faults: tuple[str, ...] | None = None  # what faults.detect_faults measures on the clip
+    benchmark: str | None = None  # meta "benchmark": an evaluation-only clip, never trained on
 
 
 def true_rep_count(clip: Clip) -> int | None:
@@ -72,7 +75,17 @@ def true_rep_count(clip: Clip) -> int | None:
     return int(reps)
 
 
-def rep_phase(clip: Clip, seq_len: int, target_fps: float | None) -> tuple[np.ndarray, np.ndarray]:
+def true_rep_faults(clip: Clip) -> tuple[tuple[str, ...], ...] | None:
+    """The clip's per-rep fault truth (its `rep_faults` field: one list of ids per rep), or None."""
+    value = clip.meta.get("rep_faults")
+    if not isinstance(value, list) or not all(
+            isinstance(r, list) and all(isinstance(f, str) for f in r) for r in value):
+        return None
+    return tuple(tuple(r) for r in value)
+
+
+def rep_phase(clip: Clip, seq_len: int, target_fps: float | None, *,
+              analysis: waves_lib.RepAnalysis | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Rep phase per model-input frame and the mask of frames inside a rep.
 
     The phase is 0 at a rep's start, pi at its turning point (the bottom of a squat, push-up
@@ -80,11 +93,13 @@ def rep_phase(clip: Clip, seq_len: int, target_fps: float | None) -> tuple[np.nd
     outside reps. Frames follow `Clip.model_input`: resampled to `target_fps`
     (nearest source frame) and truncated or zero-padded to `seq_len`.
 
+    `analysis` may pass the clip's `waves.analyze_reps` result to skip recomputing it.
+
     Returns:
       phase: float32 [seq_len] radians.
       phase_mask: bool [seq_len], True inside a rep.
     """
-    analysis = waves_lib.analyze_reps(clip.signals, clip.fps, clip.exercise)
+    analysis = analysis or waves_lib.analyze_reps(clip.signals, clip.fps, clip.exercise)
     phase = np.zeros(clip.n_frames, np.float32)   # [T_src]
     inside = np.zeros(clip.n_frames, bool)        # [T_src]
     for rep in analysis.reps:
@@ -163,7 +178,8 @@ def model_inputs(clip: Clip, tokenizer: Any, config: Any) -> ModelInputs:
     """
     data = config.data
     waves, frame_mask = clip.model_input(data.seq_len, normalization=data.normalization,
-                                         target_fps=data.target_fps)
+                                         target_fps=data.target_fps,
+                                         rep_channels=bool(data.get("rep_channels", False)))
     summary = prompt_lib.PhysicsSummary.from_wave_features(clip.wave_features, clip.exercise,
                                                            clip.expert)
     prompt = prompt_lib.prompt_ids(summary, tokenizer, compact=data.compact_prompt)
@@ -202,14 +218,17 @@ def build_example(clip: Clip, tokenizer: Any, config: Any) -> Example:
         raise ClipError(clip.source, "LANGUAGE", "missing or empty; a training clip needs its "
                                                  "coaching text")
     inputs = model_inputs(clip, tokenizer, config)
-    phase, phase_mask = rep_phase(clip, data.seq_len, data.target_fps)
+    analysis = waves_lib.analyze_reps(clip.signals, clip.fps, clip.exercise)
+    phase, phase_mask = rep_phase(clip, data.seq_len, data.target_fps, analysis=analysis)
     budget = min(data.max_target_tokens, max(data.buckets) - len(inputs.prompt_ids))
     text = tokenizer(clip.language, add_special_tokens=False)["input_ids"][:budget - 1]
     target = list(text) + [special_id(tokenizer, END_TOKEN)]
     info = ClipInfo(source=clip.source, video_id=clip.video_id, exercise=clip.exercise,
                     language=clip.language,
                     faults=None if clip.faults is None else tuple(clip.faults),
-                    reps=true_rep_count(clip))
+                    reps=true_rep_count(clip), rep_faults=true_rep_faults(clip),
+                    rule_faults=tuple(detect_faults(analysis)),
+                    benchmark=clip.meta.get("benchmark"))
     return Example(inputs=inputs, phase=phase, phase_mask=phase_mask,
                    target_ids=np.asarray(target, np.int32), info=info)
 
@@ -340,9 +359,9 @@ def scan_clips(paths: Sequence[str], tokenizer: Any, config: Any
 
 
 def load_examples(data_dir: str | os.PathLike, tokenizer: Any, config: Any, *,
-                  max_clips: int | None = None) -> ExampleSource:
-    """Every usable clip under `data_dir` (the first `max_clips` files by path), in path order;
-    bad files are reported on stderr and skipped.
+                  max_clips: int | None = None) -> tuple[ExampleSource, list[str]]:
+    """Every usable clip under `data_dir` (the first `max_clips` files by path), in path order,
+    and one error line per bad file (each also reported on stderr and skipped).
 
     Raises:
       FileNotFoundError: `data_dir` is not a directory.
@@ -353,7 +372,7 @@ def load_examples(data_dir: str | os.PathLike, tokenizer: Any, config: Any, *,
     if not good:
         raise ValueError(f"{os.fspath(data_dir)}: no usable clip files "
                          f"({len(paths)} found, {len(bad)} unusable)")
-    return ExampleSource(good, tokenizer, config, examples)
+    return ExampleSource(good, tokenizer, config, examples), bad
 
 
 def _video_hash(video_id: str, seed: int) -> float:
@@ -404,6 +423,15 @@ def prepare_dataset(data_dir: str | os.PathLike, tokenizer: Any, config: Any,
     """
     paths = list_clip_files(data_dir)[:max_clips]
     good, examples, bad = scan_clips(paths, tokenizer, config)
+    # Benchmark clips (e.g. data/othergen.py's) are for evaluation only, never training data.
+    held_out = {i for i, e in enumerate(examples) if e.info.benchmark is not None}
+    for i in sorted(held_out):
+        line = (f"{good[i]}: field 'benchmark': an evaluation-only clip "
+                f"({examples[i].info.benchmark}); never used for training")
+        print(f"skipping {line}", file=sys.stderr)
+        bad.append(line)
+    good = [p for i, p in enumerate(good) if i not in held_out]
+    examples = [e for i, e in enumerate(examples) if i not in held_out]
     if not good:
         raise ValueError(f"{os.fspath(data_dir)}: no usable clip files "
                          f"({len(paths)} found, {len(bad)} unusable)")

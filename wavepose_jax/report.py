@@ -24,7 +24,6 @@ import dataclasses
 import html
 import io
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -32,6 +31,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from wavepose_jax.data import faults as faults_lib
+from wavepose_jax.files import write_atomic
 from wavepose_jax.data.clip import Clip
 from wavepose_jax.data.schema import SIGNAL_NAMES
 from wavepose_jax.data.waves import PRIMARY_SIGNAL, RepAnalysis
@@ -326,24 +326,6 @@ def render_page(reports: Sequence[ClipReport], title: str = "WavePose report") -
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
             f"<h1>{html.escape(title)}</h1>\n{toc}\n{body}\n</body>\n</html>\n")
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Writes `text` to `path` through a temporary file in the same directory + os.replace."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def write_report(path: str | os.PathLike, reports: Sequence[ClipReport],

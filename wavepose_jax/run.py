@@ -59,6 +59,7 @@ class Run:
     step: int
     record: ckpt_lib.BaseModelRecord  # the base model the run was trained on (path as loaded)
     workdir: str
+    stop_ids: tuple[int, ...]  # generation ends on these (the base's generation config)
 
 
 def restore(workdir: str | os.PathLike, step: int | None = None, base: str | None = None, *,
@@ -91,6 +92,7 @@ def restore(workdir: str | os.PathLike, step: int | None = None, base: str | Non
         current = ckpt_lib.base_record_of(llm, path=record.path)
         ckpt_lib.check_base(record, current, where)
         tokenizer = hf.load_tokenizer(record.path, required=need_tokenizer)
+        stop_ids = hf.stop_ids(record.path, tokenizer)
         model = wavellm.build_wavellm(config, llm)
         # Trainable parameters are stored in float32 (training/state.py).
         params = jax.tree.map(
@@ -101,4 +103,4 @@ def restore(workdir: str | os.PathLike, step: int | None = None, base: str | Non
                                 partial=True)
     nnx.update(model, restored.state["params"])
     return Run(model=model, tokenizer=tokenizer, config=config, step=step, record=current,
-               workdir=workdir)
+               workdir=workdir, stop_ids=stop_ids)

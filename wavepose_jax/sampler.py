@@ -1,6 +1,6 @@
 """From motion to feedback text: a WaveLLM with its tokenizer, stop ids and decoding.
 
-    sampler = Sampler(model, tokenizer)
+    sampler = Sampler(model, tokenizer, stop_ids)
     soft, attention = sampler.encode(waves, frame_mask)          # [B, S, D], [B, L, S, T]
     texts = sampler.generate(soft, prompts, max_new_tokens=96).texts
     for texts_so_far in sampler.stream(soft, prompts, max_new_tokens=96): ...
@@ -26,21 +26,6 @@ from flax import nnx
 from wavepose_jax import generate as generate_lib
 from wavepose_jax import pipeline
 
-# Generation ends on <|end|>, <|assistant|> and <|endoftext|> (Phi-3's generation_config).
-STOP_TOKENS = ("<|end|>", "<|assistant|>", "<|endoftext|>")
-
-
-def stop_ids(tokenizer: Any) -> tuple[int, ...]:
-    """Ids of the stop tokens the tokenizer has."""
-    ids = []
-    for token in STOP_TOKENS:
-        try:
-            ids.append(pipeline.special_id(tokenizer, token))
-        except ValueError:
-            continue
-    return tuple(dict.fromkeys(ids))
-
-
 @dataclasses.dataclass(frozen=True)
 class Samples:
     """Decoded feedback of a batch (rows past the real prompts dropped)."""
@@ -53,11 +38,13 @@ class Samples:
 class Sampler:
     """Generates feedback text for prompts that follow soft-token prefixes."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, stop_token_ids: Sequence[int] | None = None):
-        """model: a `models.wavellm.WaveLLM`; stop_token_ids default to `stop_ids(tokenizer)`."""
+    def __init__(self, model: Any, tokenizer: Any, stop_ids: Sequence[int]):
+        """model: a `models.wavellm.WaveLLM`; stop_ids: token ids that end generation (the base's
+        generation config, `hf.stop_ids`; `run.Run.stop_ids` for a restored run)."""
+        if not stop_ids:
+            raise ValueError("Sampler needs at least one stop token id")
         self.tokenizer = tokenizer
-        self.stop_ids = (stop_ids(tokenizer) if stop_token_ids is None
-                         else tuple(int(i) for i in stop_token_ids))
+        self.stop_ids = tuple(int(i) for i in stop_ids)
         self.pad_id = pipeline.pad_id(tokenizer)
         self.llm = nnx.view(model.llm, deterministic=True, raise_if_not_found=False)
         graphdef, self._state = nnx.split(model)

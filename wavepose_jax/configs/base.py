@@ -38,7 +38,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---- the base language model
     c.llm = ml_collections.ConfigDict()
-    c.llm.path = "microsoft/Phi-3.5-mini-instruct"  # HF directory or hub id (weights + tokenizer)
+    # Base weights + tokenizer: a Hugging Face directory, a hub id (optionally `id@revision`) or
+    # a path inside the package (`wavepose_jax:assets/...`).
+    c.llm.path = "microsoft/Phi-3.5-mini-instruct"
     c.llm.dtype = "bfloat16"  # compute dtype of the LLM (float32 | bfloat16 | float16)
     c.llm.param_dtype = "bfloat16"  # storage dtype of the frozen base weights
     c.llm.remat = False  # rematerialise each decoder layer in the backward pass (saves memory)
@@ -79,10 +81,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.synthetic_n = 1000  # clips generated when data.dir is ""
     c.data.synthetic_seed = 0  # seed of the generated training clips
     c.data.synthetic_keypoints = True  # store keypoints in generated clips (False: signals only)
+    c.data.synthetic_workers = 1  # processes that write the generated clips
     c.data.val_fraction = 0.1  # fraction of videos held out for validation (split by video_id)
     c.data.seq_len = 300  # frames per clip after pad/truncate
     c.data.target_fps = config_dict.placeholder(float)  # resample clips to this rate (None: keep)
     c.data.normalization = "physical"  # signal normalisation (keeps amplitude; see data/clip.py)
+    c.data.rep_channels = False  # also feed the encoder the rep analysis (data/waves.py REP_CHANNELS)
     c.data.max_prompt_tokens = 256  # longest accepted prompt
     c.data.max_target_tokens = 256  # feedback text is truncated to this many tokens (+ <|end|>)
     c.data.buckets = (128, 256, 384, 512)  # padded token lengths (one compiled step per bucket)
@@ -132,4 +136,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval.heldout_dir = ""  # clips for the end-of-run evaluation; "" = synthetic (below) or none
     c.eval.synthetic_n = 0  # held-out synthetic clips evaluated at the end (0: skip)
     c.eval.synthetic_seed = 1_000_003  # their seed, never used for training data
+    c.eval.ood_n = 0  # clips of the out-of-distribution benchmark (data/othergen.py; 0: skip)
+    c.eval.ood_seed = 2024  # its seed
     return c

@@ -26,22 +26,20 @@ the prompt.
 
 from __future__ import annotations
 
-import os
-
 import ml_collections
 
 from wavepose_jax.configs import base
 
-# The tiny base ships inside the package (wavepose_jax/assets/tiny-phi3).
-TINY_BASE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets",
-                         "tiny-phi3")
+# The tiny base ships inside the package (wavepose_jax/assets/tiny-phi3); a package path keeps
+# runs that record it valid wherever the package is installed.
+TINY_BASE = "wavepose_jax:assets/tiny-phi3"
 
 
 def get_config() -> ml_collections.ConfigDict:
     c = base.get_config()
 
     # Tiny base: hidden 128, 4 layers, GQA; float32 on CPU.
-    c.llm.path = TINY_BASE  # made by `python -m wavepose_jax.tiny`
+    c.llm.path = TINY_BASE  # made by `python -m wavepose_jax.tiny` (a package path, see hf.resolve)
     c.llm.dtype = "float32"
     c.llm.param_dtype = "float32"
 

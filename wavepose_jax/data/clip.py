@@ -14,7 +14,8 @@ Validation turns every problem of the data into one ``ClipError`` naming the fil
 - ``exercise`` defaults to "squat" only when missing; a given value must name a known
   exercise (``schema.EXERCISE_ALIASES``) and is stored in canonical form.
 - ``wave_features`` must follow the seed schema's types where present; when the key is
-  missing the features are computed by ``waves.compute_wave_features``.
+  missing the features are computed by ``faults.wave_features`` (the wave analysis plus the
+  rules' verdict on every rep, ``rep_faults``).
 - Keys outside the contract (e.g. a generator's ground truth such as ``reps``), and the
   optional ``error_rate`` / ``CAMERA_POSITION``, are kept unchanged in ``Clip.meta``.
 
@@ -72,6 +73,7 @@ _WAVE_FEATURES_SCHEMA: dict[str, Any] = {
     "harmonic": {"oscillation_count": _INT, "is_harmonic": _BOOL},
     "waves": [{"type": _STR, "duration_sec": _NUM, "mean_velocity": _NUM, "smoothness": _NUM}],
     "wave_count": _INT,
+    "rep_faults": [[_STR]],
 }
 
 
@@ -112,7 +114,8 @@ class Clip:
     meta: dict = dataclasses.field(default_factory=dict)
 
     def model_input(self, seq_len: int = 300, *, normalization: str = "physical",
-                    target_fps: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    target_fps: float | None = None,
+                    rep_channels: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Normalised, optionally resampled, padded/truncated signals for the encoder.
 
         Args:
@@ -120,19 +123,26 @@ class Clip:
             ones are zero-padded at the end.
           normalization: "physical" (fixed scales, keeps amplitude) or "minmax".
           target_fps: resample (linear interpolation) to this frame rate before padding.
+          rep_channels: append the clip's rep analysis as per-frame channels
+            (``waves.rep_channels``: rep phase, relative duration, descent, depth, lockout).
 
         Returns:
-          waves: float32 [seq_len, 7] in ``SIGNAL_NAMES`` order; absent channels are 0.
+          waves: float32 [seq_len, C] in ``SIGNAL_NAMES`` order (C = 7), then
+            ``waves.REP_CHANNELS`` when asked for (C = 13); absent channels are 0.
           mask: bool [seq_len], True for real frames.
         """
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         waves = normalize_signals(self.signals, normalization)  # [T, 7]
         waves[:, [not self.present[name] for name in SIGNAL_NAMES]] = 0.0
+        if rep_channels:
+            from wavepose_jax.data import waves as waves_lib  # pylint: disable=import-outside-toplevel
+            analysis = waves_lib.analyze_reps(self.signals, self.fps, self.exercise)
+            waves = np.concatenate([waves, waves_lib.rep_channels(analysis)], -1)  # [T, 13]
         if target_fps is not None:
             waves = resample(waves, self.fps, target_fps)
         n = min(waves.shape[0], seq_len)
-        out = np.zeros((seq_len, NUM_SIGNALS), np.float32)
+        out = np.zeros((seq_len, waves.shape[1]), np.float32)
         out[:n] = waves[:n]
         mask = np.zeros(seq_len, bool)
         mask[:n] = True
@@ -401,9 +411,9 @@ def _wave_features(d: dict, signals: dict[str, np.ndarray], fps: float, exercise
     if d.get("wave_features") is not None:
         _check_schema(d["wave_features"], _WAVE_FEATURES_SCHEMA, src, "wave_features")
         return d["wave_features"]
-    from wavepose_jax.data import waves  # pylint: disable=import-outside-toplevel
+    from wavepose_jax.data import faults  # pylint: disable=import-outside-toplevel
     try:
-        return waves.compute_wave_features(signals, fps, exercise)
+        return faults.wave_features(signals, fps, exercise)
     except ValueError as e:
         raise ClipError(src, "wave_features", f"cannot compute from the signals: {e}") from None
 
@@ -460,6 +470,15 @@ def load_clip(path: str | os.PathLike) -> Clip:
     except RecursionError:
         raise ClipError(src, "<json>", "nesting too deep") from None
     return clip_from_dict(d, src)
+
+
+def clip_error_line(path: str | os.PathLike, error: BaseException) -> str:
+    """One line for any error raised while reading or preparing the clip at `path`: a
+    `ClipError` says file and field; anything else names the file and the error."""
+    if isinstance(error, ClipError):
+        return str(error)
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"{os.fspath(path)}: {type(error).__name__}: {text}"
 
 
 def summary(clip: Clip) -> str:

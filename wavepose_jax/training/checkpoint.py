@@ -24,6 +24,7 @@ target shardings of the *new* mesh and Orbax reads each shard straight into plac
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -35,6 +36,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from grain import checkpoint as grain_checkpoint
 from orbax.checkpoint import checkpoint_managers as ocp_managers
 
@@ -52,7 +54,7 @@ _IGNORED_CONFIG_KEYS = frozenset({
 VAL_METRIC = "val_loss"
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit the model it is restored into (different base, missing step)."""
 
 
@@ -196,7 +198,8 @@ class Checkpointer:
             preservation_policy=policy, enable_async_checkpointing=async_save,
             read_only=read_only, create=not read_only,
             save_interval_steps=0 if read_only else 1)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        with _absl_quiet(read_only):  # Orbax warns that a read-only manager is read-only
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -321,6 +324,20 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def _absl_quiet(quiet: bool):
+    """absl logging at errors only while the block runs (when `quiet`), then as it was."""
+    if not quiet:
+        yield
+        return
+    level = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
 
 
 def _restore_target(abstract_state: Any, shardings: Any) -> Any:

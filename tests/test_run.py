@@ -1,0 +1,73 @@
+"""Restoring runs: one read of the checkpoint, runs that move, bases that move or differ."""
+
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from wavepose_jax import hf, infer
+from wavepose_jax import run as run_lib
+from wavepose_jax.configs import tiny as tiny_config
+from wavepose_jax.testing import make_tiny_base, tiny_run_config
+from wavepose_jax.training import checkpoint as ckpt_lib
+from wavepose_jax.training.state import create_train_state
+
+
+def _save_run(config, workdir, shift=0.01):
+    """A checkpoint at step 3 of a fresh model whose trainable parameters moved by `shift`."""
+    model = run_lib.new_model(config)
+    state = create_train_state(model, config)
+    params = jax.tree.map(lambda x: x + shift, state.params)
+    record = ckpt_lib.base_record_of(model.llm, path=hf.portable(config.llm.path))
+    with ckpt_lib.Checkpointer(workdir, config=config, base=record) as ckpt:
+        ckpt.save(3, {**state.checkpoint_items(), "params": params})
+    return params
+
+
+def _encoder_leaves(model):
+    return [np.asarray(x) for x in jax.tree.leaves(
+        nnx.state(model, nnx.All(nnx.Param, nnx.PathContains("encoder"))))]
+
+
+def test_a_run_on_the_built_in_base_moves_anywhere(tmp_path):
+    config = tiny_config.get_config()
+    params = _save_run(config, tmp_path / "a")
+    shutil.move(tmp_path / "a", tmp_path / "elsewhere")
+    run = run_lib.restore(tmp_path / "elsewhere")
+    assert run.record.path == "wavepose_jax:assets/tiny-phi3" and run.step == 3
+    want = [np.asarray(x) for x in jax.tree.leaves(nnx.State(params)["encoder"])]
+    for got, expected in zip(_encoder_leaves(run.model), want, strict=True):
+        np.testing.assert_array_equal(got, expected)
+    assert run.stop_ids == hf.stop_ids(config.llm.path) and len(run.stop_ids) == 3
+    assert run.tokenizer.convert_ids_to_tokens(run.stop_ids[0]) == "<|end|>"
+
+
+def test_a_moved_base_is_named_with_base_and_a_different_one_refused(tmp_path, capsys):
+    make_tiny_base(tmp_path / "base")
+    _save_run(tiny_run_config(tmp_path / "base"), tmp_path / "run")
+    shutil.move(tmp_path / "base", tmp_path / "moved_base")
+    with pytest.raises(hf.WeightsError, match="base: directory not found"):
+        run_lib.restore(tmp_path / "run")
+    run = run_lib.restore(tmp_path / "run", base=str(tmp_path / "moved_base"))
+    assert run.record.path == str(tmp_path / "moved_base")
+    make_tiny_base(tmp_path / "other", num_hidden_layers=2)
+    with pytest.raises(ckpt_lib.CheckpointMismatchError, match="checkpoint was trained on base"):
+        run_lib.restore(tmp_path / "run", base=str(tmp_path / "other"))
+    # The same through the command line: one line, exit status 2.
+    clip = tmp_path / "clip.json"
+    clip.write_text('{"knee_angle_trajectory": [170, 120, 90, 120, 170]}')
+    assert infer.main(["--input", str(clip), "--ckpt", str(tmp_path / "run"), "--base",
+                       str(tmp_path / "other")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "checkpoint was trained on base" in err
+
+
+def test_portable_names(tmp_path):
+    assert hf.portable(tiny_config.TINY_BASE) == "wavepose_jax:assets/tiny-phi3"
+    package_dir = hf.resolve(tiny_config.TINY_BASE)
+    assert hf.portable(str(package_dir)) == "wavepose_jax:assets/tiny-phi3"
+    assert hf.portable(str(tmp_path)) == str(tmp_path.resolve())
+    with pytest.raises(hf.WeightsError, match="not in this installation"):
+        hf.resolve("wavepose_jax:assets/no-such-base")

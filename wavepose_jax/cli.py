@@ -1,0 +1,165 @@
+"""The command-line convention every wavepose command follows.
+
+* Flags are absl flags (`--name=value`, `--name value`, `--noflag` for booleans), defined on a
+  `FlagValues` of the command's own, so commands can run one after another in one process.
+* `--help` (or `-h`) prints the command's usage and flags and exits 0, whatever else is given.
+* `--verbosity` sets absl logging: -2 errors only, -1 warnings (the default), 0 info, 1 debug.
+  JAX and Orbax log through it.
+* A user mistake (a bad flag, a missing file, a broken clip or checkpoint) is one line on
+  stderr, `error: <file or flag>: <what is wrong>`, never a traceback; with `--verbosity=1`
+  an unexpected error also prints its traceback.
+
+Exit status, the same for every command:
+
+    0  everything was done
+    1  done, but some input files were bad and skipped (each reported in one line)
+    2  failed: a usage error, or an error that stopped the run
+    130 interrupted (Ctrl-C) where the command does not handle it itself
+"""
+
+from __future__ import annotations
+
+import logging as std_logging
+import re
+import sys
+import textwrap
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from absl import flags, logging
+
+EXIT_OK, EXIT_SKIPPED, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130
+_HELP = ("--help", "-h", "--helpfull", "--helpshort", "-help")
+
+
+class UsageError(ValueError):
+    """A bad combination of flags, reported as `error: <message>` with exit status 2."""
+
+
+def one_line(error: BaseException) -> str:
+    """The message of an error (unwrapping exceptions wrapped as arguments) on one line."""
+    while error.args and isinstance(error.args[0], BaseException):
+        error = error.args[0]
+    text = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
+    text = " ".join(str(text).split())
+    return text or type(error).__name__
+
+
+def fail(message: str) -> int:
+    """Prints `error: <message>` on stderr; returns EXIT_FAILED."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return EXIT_FAILED
+
+
+class Command:
+    """One command line: its flags, its help text, and how it runs.
+
+    Usage:
+
+        command = cli.Command("wavepose-infer", __doc__)
+        flags.DEFINE_string("input", None, "clip file or directory", flag_values=command.flags)
+
+        def run(values, args) -> int: ...
+
+        def main(argv=None) -> int:
+            return command.main(run, argv)
+    """
+
+    def __init__(self, name: str, doc: str, *, positional: str | None = None):
+        """name: the program name in the usage line; doc: the module docstring (first
+        paragraph = summary, the rest = details); positional: the name of positional arguments
+        (e.g. "FILE...") when the command takes them, else none are accepted."""
+        self.name = name
+        self.doc = doc.strip()
+        self.positional = positional
+        self.flags = flags.FlagValues()
+        flags.DEFINE_integer("verbosity", -1, "logging: -2 errors only, -1 warnings, 0 info, "
+                             "1 debug (also prints the traceback of an unexpected error)",
+                             flag_values=self.flags, short_name="v")
+
+    # -- help ------------------------------------------------------------------------------------
+
+    def help_text(self) -> str:
+        """Usage line, description and every flag with its default."""
+        lines = [self.doc, "", "flags:"]
+        for flag in sorted(self._own_flags(), key=lambda f: f.name):
+            name = f"--[no]{flag.name}" if flag.boolean else f"--{flag.name}"
+            default = "" if flag.default is None else f" (default: {flag.default_as_str})"
+            lines += textwrap.wrap(f"{name}: {flag.help}{default}", width=96,
+                                   initial_indent="  ", subsequent_indent="      ")
+        return "\n".join(lines)
+
+    def _own_flags(self) -> list:
+        seen, out = set(), []
+        for module, module_flags in self.flags.flags_by_module_dict().items():
+            if module.startswith("absl."):
+                continue
+            for flag in module_flags:
+                if flag.name not in seen:
+                    seen.add(flag.name)
+                    out.append(flag)
+        return out
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def parse(self, argv: Sequence[str]) -> list[str]:
+        """Parses flags (argv[0] is the program); returns the positional arguments.
+
+        Raises:
+          UsageError: an unknown or malformed flag, a missing required flag, or positional
+            arguments the command does not take.
+        """
+        self.flags.unparse_flags()
+        try:
+            rest = self.flags(list(argv))[1:]
+        except flags.Error as e:
+            message = one_line(e)
+            required = re.search(r"Flag --(\w+) must have a value other than None", message)
+            if required:
+                message = f"--{required.group(1)} is required"
+            raise UsageError(f"command line: {message} (see --help)") from None
+        if rest and not self.positional:
+            raise UsageError(f"command line: unexpected arguments {rest} (see --help)")
+        return rest
+
+    def main(self, run: Callable[[Any, list[str]], int], argv: Sequence[str] | None = None,
+             *, user_errors: tuple[type[BaseException], ...] = ()) -> int:
+        """Parses `argv` (default sys.argv), runs `run(flag_values, positional)`, and turns
+        errors into the convention of the module docstring. Returns the exit status."""
+        argv = list(sys.argv if argv is None else [self.name, *argv])
+        if any(arg in _HELP for arg in argv[1:]):
+            try:
+                print(self.help_text(), flush=True)
+            except BrokenPipeError:  # `--help | head`
+                sys.stderr.close()
+            return EXIT_OK
+        try:
+            positional = self.parse(argv)
+        except UsageError as e:
+            return fail(str(e))
+        set_verbosity(self.flags.verbosity)
+        try:
+            return int(run(self.flags, positional))
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr, flush=True)
+            return EXIT_INTERRUPTED
+        except (ValueError, OSError, *user_errors) as e:
+            if self.flags.verbosity >= 1:
+                traceback.print_exc()
+            return fail(one_line(e))
+        except Exception as e:  # pylint: disable=broad-except
+            if self.flags.verbosity >= 1:
+                traceback.print_exc()
+                return fail(f"{type(e).__name__}: {one_line(e)}")
+            return fail(f"{type(e).__name__}: {one_line(e)} (--verbosity=1 shows the traceback)")
+
+
+def set_verbosity(level: int) -> None:
+    """absl logging at `level` (-2 errors, -1 warnings, 0 info, 1 debug), and the Python loggers
+    of the libraries that log through the standard `logging` module at the same threshold."""
+    logging.set_verbosity(level)
+    threshold = (std_logging.DEBUG if level >= 1 else std_logging.INFO if level == 0
+                 else std_logging.WARNING if level == -1 else std_logging.ERROR)
+    for name in ("jax", "orbax", "absl"):
+        std_logging.getLogger(name).setLevel(threshold)
