@@ -6,11 +6,8 @@ Builders live in `wavepose_jax.testing`; this file only holds fixtures.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from wavepose_jax.testing import reference_model
-
-torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +17,9 @@ def hf_checkpoint(tmp_path_factory):
     Builds the transformers model, writes it with ``save_pretrained`` (optionally cast to
     ``dtype`` and sharded) and caches the result by name for the session.
     """
+    import torch  # the reference: only tests marked `reference` use this fixture
+
+    torch.set_num_threads(2)
     cache = {}
 
     def make(name: str, *, dtype=None, max_shard_size=None, seed: int = 0, **overrides):

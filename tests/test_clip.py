@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from wavepose_jax import clips
 from wavepose_jax.data import clip as clip_lib
 from wavepose_jax.data.schema import SIGNAL_NAMES, ClipError
 
@@ -274,19 +275,22 @@ def test_resample_60_to_30_fps_halves_frames():
 def test_cli_summary_and_errors(tmp_path, capsys):
     good = _write(tmp_path, _clip_dict(core_=_DROP), "good.json")
     bad = _write(tmp_path, _clip_dict(fps=-1), "bad.json")
-    assert clip_lib.main([good]) == 0
-    assert clip_lib.main([good, bad]) == 1
+    assert clips.main(["check", good]) == 0
+    assert clips.main(["check", good, bad]) == 1
     out, err = capsys.readouterr()
     assert out.count("good.json: video_id=v1") == 2 and "absent: core_" in out
-    assert err.strip().count("\n") == 0 and "bad.json: field 'fps'" in err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "bad.json: field 'fps'" in errors[0]
+    assert clips.main([]) == 2 and clips.main(["check"]) == 2
+    assert clips.main(["--help"]) == 0 and "wavepose-clips check" in capsys.readouterr().out
 
 
 def test_cli_module_entry_point(tmp_path):
     bad = _write(tmp_path, "{", "broken.json")
-    proc = subprocess.run([sys.executable, "-m", "wavepose_jax.data.clip", bad],
+    proc = subprocess.run([sys.executable, "-m", "wavepose_jax.clips", "check", bad],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == f"error: {bad}: field '<json>': malformed JSON: " \
+    assert proc.stderr.splitlines()[0] == f"error: {bad}: field '<json>': malformed JSON: " \
         "Expecting property name enclosed in double quotes at line 1 column 2"
 
 

@@ -68,7 +68,7 @@ def test_directory_json_lines_bad_file_and_report(workdir, tmp_path):
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [f"error: {clips / 'c_bad.json'}: field 'fps': expected a number in "
-                      "(0, 1000], got 'fast'"]
+                      "[1, 1000], got 'fast'"]
 
     results = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["video_id"] for r in results] == ["from-keypoints", "from-signals"]

@@ -150,3 +150,25 @@ def test_two_processes_equal_one(runs):
 
 if __name__ == "__main__":
     worker(sys.argv[1:])
+
+
+def test_distributed_settings(monkeypatch):
+    """Without a cluster the run is one process; explicit jobs are checked field by field."""
+    import ml_collections
+
+    from wavepose_jax.training import distributed
+
+    def config(**fields):
+        d = dict(coordinator_address="", num_processes=1, process_id=0, auto=True)
+        return ml_collections.ConfigDict({"distributed": {**d, **fields}})
+
+    monkeypatch.delenv("JAX_COORDINATOR_ADDRESS", raising=False)
+    assert distributed.initialize(config()) is False  # auto: no cluster here
+    assert distributed.initialize(config(auto=False)) is False
+    with pytest.raises(ValueError, match="'distributed.process_id': 2 not in"):
+        distributed.initialize(config(num_processes=2, process_id=2, coordinator_address="h:1"))
+    with pytest.raises(ValueError, match="'distributed.coordinator_address': required for 2"):
+        distributed.initialize(config(num_processes=2))
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "localhost:1")
+    with pytest.raises(ValueError, match="no cluster environment gives the process count"):
+        distributed.initialize(config())

@@ -217,5 +217,5 @@ def test_train_py_end_to_end(tmp_path):
 def test_train_py_bad_input_is_one_line(tmp_path):
     bad = _train_py("--config", str(REPO / "configs" / "tiny.py"),
                     f"--config.llm.path={tmp_path / 'missing'}", workdir=tmp_path)
-    assert bad.returncode == 1
+    assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing'}: directory not found"]

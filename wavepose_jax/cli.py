@@ -113,6 +113,9 @@ class Command:
         self.flags.unparse_flags()
         try:
             rest = self.flags(list(argv))[1:]
+        except (AttributeError, KeyError, TypeError) as e:  # a config override (--config.a.b=)
+            raise UsageError(f"command line: no such config field or bad value: {one_line(e)} "
+                             "(see --help)") from None
         except flags.Error as e:
             message = one_line(e)
             required = re.search(r"Flag --(\w+) must have a value other than None", message)

@@ -104,12 +104,58 @@ class Sampler:
                temperature: float = 0.0, top_p: float = 1.0, rng: Any = None,
                chunk: int = 8) -> Iterator[Samples]:
         """`generate` that yields the feedback decoded so far every `chunk` tokens; the last
-        value yielded is the complete result (equal to `generate`'s)."""
+        value yielded is the complete result (equal to `generate`'s).
+
+        Text grows incrementally: each row's new tokens go through a `tokenizers`
+        `DecodeStream`, so a chunk costs its own tokens, not a decode of the whole text.
+        """
+        rows = len(prompts)
+        text = _IncrementalText(self.tokenizer, rows)
+        lengths = np.zeros(rows, np.int32)
+        done = np.zeros(rows, bool)
         pieces = []
         for piece in generate_lib.generate_stream(
                 self.llm, chunk=chunk,
                 **self._decode_args(soft, prompts, max_new_tokens, temperature, top_p, rng)):
-            pieces.append(piece)  # [B, k]
-            tokens = np.concatenate(pieces, axis=1)  # [B, K]
-            lengths = np.array([self.length(row) for row in tokens], np.int32)
-            yield self._samples(tokens, lengths, len(prompts))
+            piece = np.asarray(piece)  # [B, k]
+            pieces.append(piece)
+            for r in range(rows):
+                for token in piece[r]:
+                    if done[r]:
+                        break
+                    lengths[r] += 1
+                    done[r] = int(token) in self.stop_ids
+                    if not done[r]:
+                        text.push(r, int(token))
+            yield Samples(texts=text.texts(), tokens=np.concatenate(pieces, axis=1)[:rows],
+                          lengths=lengths.copy())
+
+
+class _IncrementalText:
+    """Per-row text built token by token (`tokenizers.decoders.DecodeStream`, special tokens
+    skipped); a tokenizer without a fast backend falls back to decoding the row's ids."""
+
+    def __init__(self, tokenizer: Any, rows: int):
+        self._tokenizer = tokenizer
+        self._backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._ids = [[] for _ in range(rows)]
+        self._text = [""] * rows
+        self._streams = None
+        if self._backend is not None:
+            from tokenizers.decoders import DecodeStream  # pylint: disable=import-outside-toplevel
+
+            self._streams = [DecodeStream(skip_special_tokens=True) for _ in range(rows)]
+
+    def push(self, row: int, token: int) -> None:
+        if self._streams is None:
+            self._ids[row].append(token)
+            return
+        piece = self._streams[row].step(self._backend, token)
+        if piece:
+            self._text[row] += piece
+
+    def texts(self) -> list[str]:
+        if self._streams is None:
+            return [self._tokenizer.decode(ids, skip_special_tokens=True).strip()
+                    for ids in self._ids]
+        return [t.strip() for t in self._text]

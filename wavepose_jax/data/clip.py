@@ -8,14 +8,20 @@ signals win for every channel they provide and the keypoints fill the others.
 Validation turns every problem of the data into one ``ClipError`` naming the file and field:
 - A channel's ``null``/NaN gaps are filled by linear interpolation (edges held). A channel
   that is missing or entirely null is absent: zeros with ``present[name] = False``.
-- Present channels must be flat lists of numbers of one common length, 1..MAX_FRAMES.
-- ``fps`` defaults to 30 and must be a number in (0, MAX_FPS].
+- Present channels must be flat lists of numbers of one common length, 1..MAX_FRAMES, within
+  plausible magnitudes (|angle| <= ANGLE_LIMIT_DEG, |position| <= POSITION_LIMIT torso units,
+  |keypoint| <= KEYPOINT_LIMIT), so nothing overflows float32 downstream.
+- ``fps`` defaults to 30 and must be a number in [MIN_FPS, MAX_FPS]; the clip may last at
+  most MAX_DURATION_SEC. Both are checked before anything is allocated from them.
 - An optional key set to null counts as missing.
 - ``exercise`` defaults to "squat" only when missing; a given value must name a known
   exercise (``schema.EXERCISE_ALIASES``) and is stored in canonical form.
-- ``wave_features`` must follow the seed schema's types where present; when the key is
-  missing the features are computed by ``faults.wave_features`` (the wave analysis plus the
+- ``wave_features`` must follow the seed schema's types where present (numbers finite and
+  within float32, strings short, counts plausible); when the key is missing, or parts the
+  prompt needs are, the missing parts are computed by ``faults.wave_features`` (the wave analysis plus the
   rules' verdict on every rep, ``rep_faults``).
+- ``faults`` must name faults of the clip's exercise (``faults.faults_for``).
+- Any other error while reading a clip becomes a ``ClipError`` too (field ``<clip>``).
 - Keys outside the contract (e.g. a generator's ground truth such as ``reps``), and the
   optional ``error_rate`` / ``CAMERA_POSITION``, are kept unchanged in ``Clip.meta``.
 
@@ -25,8 +31,8 @@ are divided by POSITION_SCALE = 2 (a hip 0.5 torso below its median height -> -0
 "minmax" is the per-clip min-max to [0, 1] of the original implementation: it erases
 amplitude (a shallow squat looks like a deep one) and is kept only for comparison.
 
-Command line, to check files: ``python -m wavepose_jax.data.clip FILE...`` prints one summary
-line per file, or one error line per bad file and exits with status 1.
+Command line, to check files: ``wavepose-clips check FILE...`` (`wavepose_jax/clips.py`) prints
+one summary line per file, or one error line per bad file.
 """
 
 from __future__ import annotations
@@ -36,7 +42,6 @@ import json
 import math
 import numbers
 import os
-import sys
 from typing import Any
 
 import numpy as np
@@ -46,7 +51,15 @@ from wavepose_jax.data.schema import (ANGLE_SIGNALS, EXERCISES, NUM_SIGNALS, SIG
                                       ClipError, canonical_exercise)
 
 MAX_FRAMES = 100_000
-MAX_FPS = 1000.0
+MIN_FPS, MAX_FPS = 1.0, 1000.0  # frame rates a pose estimator produces; others are refused
+MAX_DURATION_SEC = 3600.0       # one set, not a day of footage
+# Plausible magnitudes, far beyond any real body (and refusing what would overflow float32):
+ANGLE_LIMIT_DEG = 360.0         # joint angles, degrees
+POSITION_LIMIT = 50.0           # positions, torso units (pixels passed as signals fail here)
+KEYPOINT_LIMIT = 1e5            # keypoints, pixels or normalised
+MAX_TEXT = 64                   # characters of a short wave_features string (grade, type)
+MAX_COUNT = 10_000              # reps or waves in wave_features
+_F32_MAX = float(np.finfo(np.float32).max)
 DEFAULT_FPS = 30.0
 DEFAULT_EXERCISE = "squat"
 ANGLE_CENTER_DEG = 90.0   # "physical" normalisation: (deg - 90) / 90.
@@ -127,8 +140,8 @@ class Clip:
             (``waves.rep_channels``: rep phase, relative duration, descent, depth, lockout).
 
         Returns:
-          waves: float32 [seq_len, C] in ``SIGNAL_NAMES`` order (C = 7), then
-            ``waves.REP_CHANNELS`` when asked for (C = 13); absent channels are 0.
+          waves: float32 [seq_len, C]: the 7 signals in ``SIGNAL_NAMES`` order (absent
+            channels are 0), then ``waves.REP_CHANNELS`` when asked for.
           mask: bool [seq_len], True for real frames.
         """
         if seq_len < 1:
@@ -138,9 +151,9 @@ class Clip:
         if rep_channels:
             from wavepose_jax.data import waves as waves_lib  # pylint: disable=import-outside-toplevel
             analysis = waves_lib.analyze_reps(self.signals, self.fps, self.exercise)
-            waves = np.concatenate([waves, waves_lib.rep_channels(analysis)], -1)  # [T, 13]
+            waves = np.concatenate([waves, waves_lib.rep_channels(analysis)], -1)
         if target_fps is not None:
-            waves = resample(waves, self.fps, target_fps)
+            waves = resample(waves, self.fps, target_fps, max_frames=seq_len)
         n = min(waves.shape[0], seq_len)
         out = np.zeros((seq_len, waves.shape[1]), np.float32)
         out[:n] = waves[:n]
@@ -181,17 +194,21 @@ def normalize_signals(signals: dict[str, np.ndarray] | np.ndarray,
     return x.astype(np.float32)
 
 
-def resample(x: np.ndarray, fps: float, target_fps: float) -> np.ndarray:
+def resample(x: np.ndarray, fps: float, target_fps: float,
+             max_frames: int | None = None) -> np.ndarray:
     """Linear resampling along axis 0 over the same time span: [T, ...] -> [T', ...].
 
-    T' = floor((T - 1) * target_fps / fps) + 1, so 120 frames at 60 fps give 60 at 30 fps.
+    T' = floor((T - 1) * target_fps / fps) + 1, so 120 frames at 60 fps give 60 at 30 fps;
+    with `max_frames`, only the first min(T', max_frames) frames are computed.
     """
     if not (target_fps > 0 and math.isfinite(target_fps)):
         raise ValueError(f"target_fps must be a positive finite number, got {target_fps!r}")
     if target_fps == fps:
-        return x
+        return x if max_frames is None else x[:max_frames]
     t_old = np.arange(x.shape[0]) / fps
     n_new = int(math.floor((x.shape[0] - 1) * target_fps / fps + 1e-9)) + 1
+    if max_frames is not None:
+        n_new = min(n_new, max_frames)
     t_new = np.arange(n_new) / target_fps
     flat = x.reshape(x.shape[0], -1)
     out = np.stack([np.interp(t_new, t_old, flat[:, i]) for i in range(flat.shape[1])], -1)
@@ -250,6 +267,15 @@ def _numeric_array(value: Any, shape: tuple[int | None, ...], src: str, field: s
         raise ClipError(src, field, f"{arr.shape[0]} frames exceeds the limit of {MAX_FRAMES}")
     if np.isinf(arr).any():
         raise ClipError(src, field, "contains infinite values")
+    limit = (ANGLE_LIMIT_DEG if field in ANGLE_SIGNALS else KEYPOINT_LIMIT
+             if field == "keypoints" else 1.0 if field == "confidence" else POSITION_LIMIT)
+    finite = arr[np.isfinite(arr)]
+    if finite.size and np.abs(finite).max() > limit:
+        worst = float(finite[np.argmax(np.abs(finite))])
+        unit = ("degrees" if field in ANGLE_SIGNALS else "" if field in ("keypoints", "confidence")
+                else "torso units (positions are relative to the hip, torso length 1)")
+        raise ClipError(src, field, f"value {worst:.4g} is outside the plausible range "
+                        f"+-{limit:g} {unit}".rstrip())
     return arr
 
 
@@ -278,21 +304,28 @@ def _check_schema(value: Any, spec: Any, src: str, field: str) -> None:
     else:
         allowed = spec if isinstance(spec, tuple) else (spec,)
         ok = any({
-            _NUM: _is_number(value) and math.isfinite(value),
-            _INT: isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)),
-            _STR: isinstance(value, str),
+            _NUM: _is_number(value) and math.isfinite(value) and abs(value) <= _F32_MAX,
+            _INT: (isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+                   and 0 <= value <= MAX_COUNT),
+            _STR: isinstance(value, str) and 0 < len(value.strip()) <= MAX_TEXT
+                  and value.isprintable(),
             _BOOL: isinstance(value, (bool, np.bool_)),
         }[kind] for kind in allowed)
         if not ok:
-            raise ClipError(src, field, f"expected {' or '.join(allowed)}, got {value!r}")
+            limits = {_NUM: "a finite number", _INT: f"an integer in [0, {MAX_COUNT}]",
+                      _STR: f"a printable string of 1..{MAX_TEXT} characters", _BOOL: "a boolean"}
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise ClipError(src, field, f"expected {' or '.join(limits[k] for k in allowed)}, "
+                            f"got {shown}")
 
 
 def _fps(d: dict, src: str) -> float:
     if d.get("fps") is None:
         return DEFAULT_FPS
     fps = d["fps"]
-    if not _is_number(fps) or not math.isfinite(fps) or not 0 < fps <= MAX_FPS:
-        raise ClipError(src, "fps", f"expected a number in (0, {MAX_FPS:g}], got {fps!r}")
+    if not _is_number(fps) or not math.isfinite(fps) or not MIN_FPS <= fps <= MAX_FPS:
+        raise ClipError(src, "fps", f"expected a number in [{MIN_FPS:g}, {MAX_FPS:g}], "
+                        f"got {fps!r}")
     return float(fps)
 
 
@@ -320,6 +353,19 @@ def _faults(d: dict, src: str) -> list[str] | None:
     if not isinstance(value, list) or not all(isinstance(f, str) for f in value):
         raise ClipError(src, "faults", f"expected a list of strings, got {value!r:.80}")
     return list(value)
+
+
+def _check_faults(faults_: list[str] | None, exercise: str, src: str) -> None:
+    """Every fault id must be one of the exercise's (a typo would silently train no label)."""
+    if not faults_:
+        return
+    from wavepose_jax.data import faults as faults_lib  # pylint: disable=import-outside-toplevel
+
+    known = [f.id for f in faults_lib.faults_for(exercise)]
+    unknown = [f for f in faults_ if f not in known]
+    if unknown:
+        raise ClipError(src, "faults", f"unknown fault {unknown[0]!r} for {exercise}; expected "
+                        f"some of {known}")
 
 
 def _expert(d: dict, src: str) -> bool | None:
@@ -406,32 +452,64 @@ def _as_f32(x: np.ndarray | None) -> np.ndarray | None:
     return None if x is None else x.astype(np.float32)
 
 
+# The parts of `wave_features` the prompt is built from; a file lacking any is completed.
+_PROMPT_FEATURES = ("quality", "harmonic", "frequency", "waves")
+
+
 def _wave_features(d: dict, signals: dict[str, np.ndarray], fps: float, exercise: str,
                    src: str) -> dict:
-    if d.get("wave_features") is not None:
-        _check_schema(d["wave_features"], _WAVE_FEATURES_SCHEMA, src, "wave_features")
-        return d["wave_features"]
+    given = d.get("wave_features")
+    if given is not None:
+        _check_schema(given, _WAVE_FEATURES_SCHEMA, src, "wave_features")
+        if all(key in given for key in _PROMPT_FEATURES):
+            return given
     from wavepose_jax.data import faults  # pylint: disable=import-outside-toplevel
     try:
-        return faults.wave_features(signals, fps, exercise)
+        computed = faults.wave_features(signals, fps, exercise)
     except ValueError as e:
         raise ClipError(src, "wave_features", f"cannot compute from the signals: {e}") from None
+    return computed if given is None else _completed(given, computed)
+
+
+def _completed(given: dict, computed: dict) -> dict:
+    """`given` with every key it lacks taken from `computed` (nested objects key by key)."""
+    out = dict(computed)
+    for key, value in given.items():
+        out[key] = (_completed(value, computed[key])
+                    if isinstance(value, dict) and isinstance(computed.get(key), dict) else value)
+    return out
 
 
 def clip_from_dict(d: dict, source: str = "<dict>") -> Clip:
-    """Validates a parsed clip object; every problem raises ``ClipError(source, field, ...)``."""
+    """Validates a parsed clip object; every problem raises ``ClipError(source, field, ...)``,
+    whatever went wrong (an unexpected error names the field ``<clip>``)."""
+    try:
+        return _clip_from_dict(d, source)
+    except ClipError:
+        raise
+    except Exception as e:  # pylint: disable=broad-except  # never a traceback for one file
+        raise ClipError(source, "<clip>", f"unreadable ({type(e).__name__}: "
+                        f"{' '.join(str(e).split())[:200]})") from None
+
+
+def _clip_from_dict(d: dict, source: str) -> Clip:
     if not isinstance(d, dict):
         raise ClipError(source, "<root>", f"expected a JSON object, got {_type_name(d)}")
     fps = _fps(d, source)
     exercise = _exercise(d, source)
     signals, present, keypoints, confidence = _signals(d, fps, source)
     n_frames = next(iter(signals.values())).shape[0]
+    if n_frames / fps > MAX_DURATION_SEC:
+        raise ClipError(source, "fps", f"{n_frames} frames at {fps:g} fps last "
+                        f"{n_frames / fps:.0f} s, more than {MAX_DURATION_SEC:g} s")
     declared = d.get("n_frames")
     if declared is not None:
         if not isinstance(declared, int) or isinstance(declared, bool):
             raise ClipError(source, "n_frames", f"expected an integer, got {declared!r}")
         if declared != n_frames:
             raise ClipError(source, "n_frames", f"says {declared} but the data has {n_frames} frames")
+    faults_ = _faults(d, source)
+    _check_faults(faults_, exercise, source)
     return Clip(
         video_id=_video_id(d, source),
         exercise=exercise,
@@ -440,7 +518,7 @@ def clip_from_dict(d: dict, source: str = "<dict>") -> Clip:
         present=present,
         wave_features=_wave_features(d, signals, fps, exercise, source),
         language=_optional_str(d, "LANGUAGE", source),
-        faults=_faults(d, source),
+        faults=faults_,
         n_frames=n_frames,
         expert=_expert(d, source),
         source=source,
@@ -495,21 +573,3 @@ def summary(clip: Clip) -> str:
     if clip.faults is not None:
         parts.append(f"faults={clip.faults}")
     return " ".join(parts)
-
-
-def main(argv: list[str]) -> int:
-    if not argv:
-        print("usage: python -m wavepose_jax.data.clip FILE...", file=sys.stderr)
-        return 2
-    status = 0
-    for path in argv:
-        try:
-            print(summary(load_clip(path)))
-        except ClipError as e:
-            print(f"error: {e}", file=sys.stderr)
-            status = 1
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

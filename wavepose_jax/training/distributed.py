@@ -21,41 +21,45 @@ from wavepose_jax import sharding as sharding_lib
 from wavepose_jax.data.batch import Batch
 
 
-def _env_int(name: str) -> int | None:
-    raw = os.environ.get(name, "")
-    return int(raw) if raw else None
-
-
 def initialize(config: Any) -> bool:
-    """Starts `jax.distributed` when the run has several processes; returns whether it did.
+    """Starts `jax.distributed` when the run spans several processes; returns whether it did.
 
-    Settings: `distributed.num_processes > 1` takes the coordinator, count and index from the
-    config; otherwise from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID when
-    set. Must run before any other JAX call that touches devices.
+    * Explicit: `distributed.num_processes > 1` (with `coordinator_address` and `process_id`,
+      or the coordinator from JAX_COORDINATOR_ADDRESS) starts exactly that job.
+    * Otherwise, with `distributed.auto` (the default), `jax.distributed.initialize()` detects
+      a cluster it knows (SLURM, Open MPI, TPU pods, Kubernetes jobsets ...) and reads its
+      process count and index; with no cluster the run is one process.
+
+    Must run before any other JAX call that touches devices.
 
     Raises:
       ValueError: an incomplete or inconsistent multi-process setting (names the field).
     """
     d = config.distributed
-    if d.auto:
-        jax.distributed.initialize()
+    num, pid = int(d.num_processes), int(d.process_id)
+    address = d.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
+    if num > 1:
+        if not 0 <= pid < num:
+            raise ValueError(f"config field 'distributed.process_id': {pid} not in [0, {num})")
+        if address is None:
+            raise ValueError("config field 'distributed.coordinator_address': required for "
+                             f"{num} processes (host:port of process 0)")
+        jax.distributed.initialize(coordinator_address=address, num_processes=num,
+                                   process_id=pid)
         return True
-    if int(d.num_processes) > 1:
-        address, num, pid = d.coordinator_address, int(d.num_processes), int(d.process_id)
-    else:
-        address = os.environ.get("JAX_COORDINATOR_ADDRESS", "")
-        num, pid = _env_int("JAX_NUM_PROCESSES"), _env_int("JAX_PROCESS_ID")
-        if not address and num in (None, 1):
-            return False
-    if not address:
-        raise ValueError("config field 'distributed.coordinator_address': required for "
-                         f"{num} processes")
-    if num is None or pid is None:
-        raise ValueError("config field 'distributed.num_processes': JAX_NUM_PROCESSES and "
-                         f"JAX_PROCESS_ID must be set with coordinator {address}")
-    if not 0 <= pid < num:
-        raise ValueError(f"config field 'distributed.process_id': {pid} not in [0, {num})")
-    jax.distributed.initialize(coordinator_address=address, num_processes=num, process_id=pid)
+    if num < 1:
+        raise ValueError(f"config field 'distributed.num_processes': must be >= 1, got {num}")
+    if not d.auto:
+        return False
+    try:
+        jax.distributed.initialize(coordinator_address=address)
+    except ValueError as e:  # no known cluster: the process count and index are unknown
+        if address is not None:
+            raise ValueError("config field 'distributed.num_processes': coordinator "
+                             f"{address} is set but no cluster environment gives the process "
+                             "count and index; set distributed.num_processes and "
+                             f"distributed.process_id ({e})") from None
+        return False
     return True
 
 

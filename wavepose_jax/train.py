@@ -1,0 +1,339 @@
+"""Fine-tune WavePose (motion encoder + bridge + LoRA on a frozen Phi-3) on exercise clips.
+
+    python train.py --config configs/tiny.py
+    python train.py --config configs/base.py --config.data.dir=clips/ --workdir runs/base \
+        [--config.train.steps=100 ...]
+
+The run directory WORKDIR defaults to runs/<config file name> (runs/tiny for configs/tiny.py,
+the run infer.py reads by default). Writes WORKDIR/metrics.jsonl, WORKDIR/tensorboard/,
+WORKDIR/checkpoints/ and, at the end, the evaluation of held-out clips in WORKDIR/eval.json. A run resumes from the latest checkpoint
+in WORKDIR (parameters, optimizer state, step and data position). A bad config, path or data
+directory is reported in one line on stderr with exit status 2 (see `wavepose_jax.cli`).
+
+`--config` takes a config file or the name of a packaged config (`tiny`, `base`); any field
+is overridden with `--config.<group>.<field>=value`. Installed, the command is
+`wavepose-train --config tiny`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from absl import flags
+from ml_collections import config_flags
+from tqdm import tqdm
+
+from wavepose_jax import cli, hf, pipeline
+from wavepose_jax import evaluate as evaluate_lib
+from wavepose_jax import run as run_lib
+from wavepose_jax import sharding as sharding_lib
+from wavepose_jax.data import othergen, synthetic
+from wavepose_jax.models import wavellm
+from wavepose_jax.sampler import Sampler
+from wavepose_jax.training import checkpoint as ckpt_lib
+from wavepose_jax.training import distributed
+from wavepose_jax.training import metrics as metrics_lib
+from wavepose_jax.training import state as state_lib
+from wavepose_jax.training import step as step_lib
+
+
+
+def default_workdir(config_file: str) -> str:
+    """runs/<name> for configs/<name>.py (an override suffix `:...` is ignored)."""
+    name = os.path.splitext(os.path.basename(config_file.split(":")[0]))[0]
+    return os.path.join("runs", name or "default")
+
+
+def _synthetic_dir(root: str, n: int, seed: int, keypoints: bool = True,
+                   workers: int = 1) -> str:
+    """Generates n synthetic clips with `seed` under root (once; deterministic content).
+
+    Without keypoints the clips carry only the 7 signals derived from them at generation time
+    (the same values; smaller files, faster to load).
+    """
+    kind = "" if keypoints else "-signals"
+    out = os.path.join(root, f"synthetic-n{n}-seed{seed}{kind}")
+    if not os.path.isdir(out):
+        tmp = f"{out}.tmp{os.getpid()}"
+        synthetic.write_dataset(tmp, n=n, seed=seed, keypoints=keypoints, workers=workers)
+        os.replace(tmp, out)
+    return out
+
+
+def _benchmark_dir(root: str, n: int, seed: int) -> str:
+    """Writes n clips of the out-of-distribution benchmark (data/othergen.py) under root, once.
+
+    Evaluation only: `pipeline.prepare_dataset` refuses these clips as training data.
+    """
+    out = os.path.join(root, f"othergen-n{n}-seed{seed}")
+    if not os.path.isdir(out):
+        tmp = f"{out}.tmp{os.getpid()}"
+        othergen.write_dataset(tmp, n=n, seed=seed)
+        os.replace(tmp, out)
+    return out
+
+
+class Trainer:
+    """One training run: data, model, state, jitted steps, logging and checkpoints."""
+
+    def __init__(self, config: Any, workdir: str):
+        self.config, self.workdir = config, workdir
+        self.is_main = jax.process_index() == 0
+        self.mesh = sharding_lib.make_mesh(dict(config.mesh))
+        self.tokenizer = hf.load_tokenizer(config.llm.path)
+        self.stop_ids = hf.stop_ids(config.llm.path, self.tokenizer)
+
+        data_dir = config.data.dir or _synthetic_dir(
+            os.path.join(workdir, "data"), config.data.synthetic_n, config.data.synthetic_seed,
+            keypoints=bool(config.data.synthetic_keypoints),
+            workers=int(config.data.synthetic_workers))
+        self.train_src, self.val_src, report = pipeline.prepare_dataset(
+            data_dir, self.tokenizer, config)
+        self.log(f"data: {data_dir}: {report.summary()}")
+
+        model = run_lib.new_model(config, self.mesh)
+        counts = wavellm.param_counts(model)
+        self.log("params: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+        self._llm_config = model.llm.config
+        self._flops_params = counts["base"] + counts["lora"]
+        self.num_soft = model.num_soft_tokens
+        self.state = state_lib.create_train_state(model, config, self.mesh)
+        self.ckpt = ckpt_lib.Checkpointer(
+            workdir, keep=config.train.keep_checkpoints, config=config,
+            base=ckpt_lib.base_record_of(model.llm, path=hf.portable(config.llm.path)))
+        self.loader = pipeline.make_train_loader(
+            self.train_src, config, seed=config.train.seed, process_index=jax.process_index(),
+            process_count=jax.process_count())
+        # Per-window metrics go to metrics.jsonl and TensorBoard; the console shows the progress
+        # bar (loss, ETA) and one line per validation.
+        self.writer = metrics_lib.MetricsWriter(workdir, use_console=False)
+        self.peak_flops = metrics_lib.peak_flops()
+        self._train_step = self._eval_step = None
+
+    def log(self, message: str) -> None:
+        if self.is_main:
+            tqdm.write(message, file=sys.stdout)
+
+    # -- steps -----------------------------------------------------------------------------------
+
+    def _global(self, batch):
+        return distributed.global_batch(batch, self.mesh)
+
+    def train_step(self, batch, rng):
+        batch = self._global(batch)
+        if self._train_step is None:
+            self._train_step = step_lib.jit_train_step(
+                self.state, batch, self.mesh, grad_accum=self.config.train.grad_accum)
+        self.state, metrics = self._train_step(self.state, batch, rng)
+        return metrics, batch.tokens.shape[1]
+
+    def validate(self) -> dict[str, float]:
+        """Token-mean CE over the whole validation split."""
+        ce_sum = num_tokens = 0.0
+        batches = pipeline.make_eval_batches(
+            self.val_src, self.config, process_index=jax.process_index(),
+            process_count=jax.process_count())
+        for batch in batches:
+            batch = self._global(batch)
+            if self._eval_step is None:
+                self._eval_step = step_lib.jit_eval_step(self.state, batch, self.mesh)
+            sums = jax.device_get(self._eval_step(self.state, batch))
+            ce_sum += float(sums["ce_sum"])
+            num_tokens += float(sums["num_tokens"])
+        return {"val_loss": ce_sum / max(num_tokens, 1.0)}
+
+    def samples(self) -> list[dict[str, str]]:
+        """Greedy feedback for the first validation clips (single-process runs)."""
+        n = min(int(self.config.train.num_eval_samples), len(self.val_src))
+        if n == 0:
+            return []
+        examples = [self.val_src[i] for i in range(n)]
+        sampler = Sampler(self.state.model(), self.tokenizer, self.stop_ids)
+        soft, _ = sampler.encode(np.stack([e.inputs.waves for e in examples]),
+                                 np.stack([e.inputs.frame_mask for e in examples]))
+        texts = sampler.generate(soft, [e.inputs.prompt_ids for e in examples],
+                                 max_new_tokens=int(self.config.eval.max_new_tokens)).texts
+        return [{"video_id": e.info.video_id, "generated": text,
+                 "reference": e.info.language} for e, text in zip(examples, texts)]
+
+    # -- loop ------------------------------------------------------------------------------------
+
+    def restore(self) -> int:
+        """Resumes from the latest checkpoint in the workdir; returns the first step to run."""
+        if self.ckpt.latest_step() is None:
+            return 0
+        items = self.state.checkpoint_items()
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), items)
+        restored = self.ckpt.restore(abstract_state=abstract, data_iterator=self.loader)
+        self.state = self.state.replace_checkpoint_items(restored.state)
+        self.log(f"resumed from {self.ckpt.directory}/{restored.step}")
+        return int(restored.step)
+
+    def save(self, step: int, metrics: dict[str, float] | None) -> None:
+        self.ckpt.save(step, self.state.checkpoint_items(), data_iterator=self.loader,
+                       metrics=metrics, force=True)
+
+    def _log_window(self, step: int, pending: list, window_start: float, bar: tqdm) -> None:
+        """Writes the metrics of the last step and the throughput of the steps since the last log."""
+        fetched = jax.device_get([m for m, _ in pending])  # waits for the dispatched steps
+        elapsed = time.perf_counter() - window_start
+        last = {k: float(v) for k, v in fetched[-1].items()}
+        tokens_per_s = float(np.sum([m["tokens"] for m in fetched])) / elapsed
+        flops = metrics_lib.model_flops_per_token(self._llm_config, self._flops_params,
+                                                  seq_len=self.num_soft + pending[-1][1])
+        self.writer.write(step, {
+            "loss": last["loss"], "aux_loss": last["aux_loss"],
+            "fault_loss": last["fault_loss"], "lr": last["lr"],
+            "grad_norm": last["grad_norm"], "tokens_per_s": tokens_per_s,
+            "step_time_s": elapsed / len(pending),
+            "mfu": metrics_lib.mfu(tokens_per_s, flops, self.peak_flops)})
+        postfix = {"loss": f"{last['loss']:.3f}"}
+        if self.config.train.fault_loss_weight > 0:
+            postfix["fault_loss"] = f"{last['fault_loss']:.3f}"
+        bar.set_postfix(postfix)
+
+    def fit(self) -> None:
+        t = self.config.train
+        start = self.restore()
+        rng = jax.random.key(int(t.seed))
+        pending, window_start = [], time.perf_counter()
+        bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="train",
+                   disable=not self.is_main, file=sys.stderr, dynamic_ncols=True)
+        for step in bar:
+            pending.append(self.train_step(next(self.loader), rng))
+            done = step + 1
+            if done % t.log_every == 0 or done == t.steps:
+                self._log_window(done, pending, window_start, bar)
+                pending = []
+            val = None
+            if (t.eval_every and done % t.eval_every == 0) or done == t.steps:
+                if len(self.val_src):
+                    val = self.validate()
+                    self.writer.write(done, val)
+                    self.log(f"step {done} | val_loss {val['val_loss']:.3f}")
+                if jax.process_count() == 1:
+                    for sample in self.samples():
+                        self.log(f"  sample {sample['video_id']}: {sample['generated']!r}\n"
+                                 f"  reference: {sample['reference']!r}")
+            if done % t.ckpt_every == 0 or done == t.steps:
+                self.save(done, val)
+            if not pending:  # time the next window from here, validation excluded
+                window_start = time.perf_counter()
+        bar.close()
+        self.ckpt.wait()
+
+    def evaluate_heldout(self) -> dict[str, Any] | None:
+        """Evaluates the held-out clips (or the validation split) and, when `eval.ood_n` > 0,
+        the out-of-distribution benchmark (data/othergen.py, never trained on); writes
+        eval.json as {"in_distribution": {...}, "out_of_distribution": {...}}."""
+        e = self.config.eval
+        if jax.process_count() > 1:
+            self.log("evaluation skipped in a multi-process run: run "
+                     f"`python -m wavepose_jax.evaluate --ckpt {self.workdir} --data DIR`")
+            return None
+        root = os.path.join(self.workdir, "data")
+        sets = {"in_distribution": e.heldout_dir or (
+            _synthetic_dir(root, e.synthetic_n, e.synthetic_seed) if e.synthetic_n else None)}
+        if e.ood_n:
+            sets["out_of_distribution"] = _benchmark_dir(root, e.ood_n, e.ood_seed)
+        results = {}
+        for name, heldout in sets.items():
+            if heldout is None:
+                source, where = self.val_src, "validation split"
+            else:
+                try:
+                    source, _ = pipeline.load_examples(heldout, self.tokenizer, self.config)
+                except ValueError as error:  # no usable clip: the trained run stands, say why
+                    self.log(f"evaluation of {name} skipped: {error}")
+                    continue
+                where = heldout
+            if len(source) == 0:
+                self.log(f"evaluation of {name} skipped: no clips")
+                continue
+            result = evaluate_lib.evaluate(self.state.model(), source, self.tokenizer,
+                                           self.config, stop_ids=self.stop_ids)
+            results[name] = {"data": where, "step": int(self.state.step), **result}
+        if not results:
+            return None
+        text = json.dumps(results, indent=2)
+        with open(os.path.join(self.workdir, "eval.json"), "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        print(text)
+        return results
+
+    def close(self) -> None:
+        self.ckpt.close()
+        self.writer.close()
+
+
+def run(config: Any, workdir: str) -> dict[str, Any] | None:
+    """Trains, then evaluates; returns the evaluation result (None when skipped)."""
+    distributed.initialize(config)
+    os.makedirs(workdir, exist_ok=True)
+    trainer = Trainer(config, workdir)
+    try:
+        trainer.fit()
+        return trainer.evaluate_heldout()
+    finally:
+        trainer.close()
+
+
+# ----------------------------------------------------------------------------- command line
+
+COMMAND = cli.Command("python train.py", __doc__)
+_F = COMMAND.flags
+config_flags.DEFINE_config_file("config", None, "config file (configs/*.py), or the name of a "
+                                "config of the package: tiny, base", flag_values=_F,
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "run directory (logs, checkpoints); default: "
+                    "runs/<config name>", flag_values=_F)
+PACKAGED_CONFIGS = ("tiny", "base")
+
+
+def _config_argv(argv: list[str]) -> list[str]:
+    """`--config=tiny` / `--config tiny` -> the path of the packaged config file."""
+    def resolve(value: str) -> str:
+        name, sep, rest = value.partition(":")
+        if name in PACKAGED_CONFIGS and not os.path.exists(name):
+            return os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
+                                f"{name}.py") + sep + rest
+        return value
+
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg.startswith("--config="):
+            out[i] = "--config=" + resolve(arg[len("--config="):])
+        elif arg == "--config" and i + 1 < len(out):
+            out[i + 1] = resolve(out[i + 1])
+    return out
+
+
+def _run(args, _) -> int:
+    config_file = config_flags.get_config_filename(args["config"]) if args["config"].present \
+        else None
+    if not config_file:
+        raise cli.UsageError("--config is required (e.g. --config configs/tiny.py, or "
+                             "--config tiny)")
+    if not os.path.isfile(config_file):
+        raise cli.UsageError(f"--config: {config_file}: no such file")
+    config = args.config  # loads the file; an error in it is one line too
+    workdir = args.workdir or default_workdir(config_file)
+    run(config, workdir)
+    return cli.EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line; returns the exit status (see `wavepose_jax.cli`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return COMMAND.main(_run, _config_argv(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
