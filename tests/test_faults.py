@@ -112,3 +112,68 @@ def test_detect_faults_half_rule_and_tempo():
     press = [_rep(depth=0.5, lockout=1.1)]
     assert faults.detect_faults(_analysis("press", press)) == ["press_incomplete_lowering"]
     assert faults.detect_faults(_analysis("press", [])) == []
+
+
+def test_rep_list_names_the_shorter_side():
+    assert faults.rep_list([True, True, True]) == ""
+    assert faults.rep_list([False, True, False, False]) == " on rep 2"
+    assert faults.rep_list([False, True, True, False, False]) == " on reps 2 and 3"
+    assert faults.rep_list([True, True, False, True, True]) == " on every rep but rep 3"
+    assert faults.rep_list([True, False] * 3 + [True]) == " on every rep but reps 2, 4 and 6"
+
+
+@pytest.mark.parametrize("exercise", EXERCISES)
+def test_compose_feedback_says_which_reps_and_reads_back(exercise):
+    per_rep = [f.id for f in faults.faults_for(exercise) if f.id in faults.PER_REP_FAULTS]
+    rng = np.random.default_rng(1)
+    with_lists = 0
+    for _ in range(150):
+        n = int(rng.integers(1, 16))
+        clip = [f for f in faults.faults_for(exercise) if rng.random() < 0.4]
+        clip = [f.id for f in clip if n >= 3 or f.id != "uneven_tempo"]
+        hit = {f: rng.random(n) < rng.uniform(0.5, 1.0) for f in clip if f in per_rep}
+        for f, mask in hit.items():
+            mask[int(rng.integers(n))] = True  # a clip fault hits at least one rep
+        minority = [f for f in per_rep if f not in clip]
+        rep_faults = [[f for f in per_rep if (f in hit and hit[f][i]) or
+                       (f in minority and rng.random() < 0.1)] for i in range(n)]
+        text = faults.compose_feedback(exercise, n, clip[::-1], 2.0, rng, rep_faults=rep_faults)
+        with_lists += " on rep" in text or " on every rep but" in text
+        assert faults.faults_from_text(text) == clip, text
+        assert faults.reps_from_text(text) == n, text
+        assert faults.MIN_WORDS <= len(text.split()) <= faults.MAX_WORDS, text
+        named = faults.rep_faults_from_text(text, n, exercise)
+        assert len(named) == n
+        for said, truth in zip(named, rep_faults):
+            # Per rep the text names exactly the clip's faults that rep showed.
+            assert set(said) & faults.PER_REP_FAULTS == set(truth) & set(clip), (text, rep_faults)
+            assert ("uneven_tempo" in said) == ("uneven_tempo" in clip)
+    assert with_lists > 30
+    with pytest.raises(ValueError, match="3 entries for 4 reps"):
+        faults.compose_feedback(exercise, 4, [], 2.0, rng, rep_faults=[[], [], []])
+
+
+def test_rep_faults_from_text_reads_model_like_text():
+    text = ("I counted 5 reps. Watch for shallow depth on reps 2 and 4, incomplete lockout on "
+            "every rep but rep 1 and rushed descent. Also rep 9 was odd.")
+    assert faults.rep_faults_from_text(text, 5, "squat") == [
+        ["fast_eccentric"], ["shallow_depth", "incomplete_lockout", "fast_eccentric"],
+        ["incomplete_lockout", "fast_eccentric"],
+        ["shallow_depth", "incomplete_lockout", "fast_eccentric"],
+        ["incomplete_lockout", "fast_eccentric"]]
+    assert faults.rep_faults_from_text("shallow depth on reps 7 and 8", 3) == [[], [], []]
+    assert faults.rep_faults_from_text("Nice set.", 2) == [[], []]
+
+
+def test_per_rep_faults_and_wave_features_carry_the_rules_per_rep():
+    reps = [_rep(depth=120.0), _rep(), _rep(depth=125.0, descent=0.3)]
+    assert faults.per_rep_faults(_analysis("squat", reps)) == [
+        ["shallow_depth"], [], ["shallow_depth", "fast_eccentric"]]
+    t = np.arange(300) / 30.0
+    knee = 130.0 + 45.0 * np.cos(2 * np.pi * t / 2.5)
+    signals = {name: np.zeros_like(t) for name in ("trajectory", "legs_trajectory",
+               "shoulder_trajectory", "back_trajectory", "arm_Trajectory", "core_")}
+    signals["knee_angle_trajectory"] = knee
+    features = faults.wave_features(signals, 30.0, "squat")
+    assert len(features["rep_faults"]) == features["harmonic"]["oscillation_count"] >= 3
+    assert all(r == [] for r in features["rep_faults"])  # 85 deg deep, 175 deg lockout

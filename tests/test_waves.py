@@ -135,3 +135,30 @@ def test_wave_features_schema_and_values():
     assert 0 <= wf["quality"]["overall"] <= 100 and wf["quality"]["grade"] in "ABCDF"
     assert wf["quality"]["consistency"] > 90
     assert abs(wf["damping"]["ratio"]) < 0.05
+
+
+def test_rep_channels_carry_each_reps_measures_on_its_frames():
+    knee = np.concatenate([_reps(2, 2.0, 85.0, 175.0, idle_before=1.0),
+                           _reps(1, 4.0, 120.0, 175.0, idle_after=1.0)])
+    a = waves.analyze_reps(_signals("knee_angle_trajectory", knee), FPS, "squat")
+    ch = waves.rep_channels(a)
+    assert ch.shape == (knee.size, len(waves.REP_CHANNELS)) and ch.dtype == np.float32
+    per_rep = ch[:, :6]
+    assert not per_rep[:a.reps[0].start].any() and not per_rep[a.reps[-1].end + 1:].any()
+    col = {name: ch[:, i] for i, name in enumerate(waves.REP_CHANNELS)}
+    assert (col["exercise_squat"] == 1).all() and not col["exercise_press"].any()
+    for rep in a.reps:
+        frames = slice(rep.start, rep.end + 1)
+        assert np.allclose(col["rep_depth"][frames], (rep.depth - 90.0) / 90.0)
+        assert np.allclose(col["rep_lockout"][frames], (rep.lockout - 90.0) / 90.0)
+        assert np.allclose(col["rep_descent_seconds"][frames], rep.descent_sec / 2.0)
+        turn = rep.bottom
+        assert col["rep_phase_cos"][rep.start] == pytest.approx(1.0)
+        assert col["rep_phase_cos"][turn] == pytest.approx(-1.0)
+    # The slow third rep lasts about twice the median rep: relative duration about +1.
+    assert col["rep_relative_seconds"][a.reps[2].start] == pytest.approx(1.0, abs=0.2)
+    assert col["rep_relative_seconds"][a.reps[0].start] == pytest.approx(0.0, abs=0.05)
+    # Heights (push-up, press) are scaled like the signals: torso units / 2.
+    shoulder = _reps(3, 2.0, 0.3, 1.1)
+    p = waves.analyze_reps(_signals("shoulder_trajectory", shoulder), FPS, "pushup")
+    assert waves.rep_channels(p)[p.reps[0].start, 4] == pytest.approx(p.reps[0].depth / 2.0)

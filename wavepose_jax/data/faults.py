@@ -7,6 +7,11 @@ ground-truth coaching text (`compose_feedback`) names every fault of a clip with
 verbatim and no other, so `faults_from_text` reads the faults back out of any text, including
 text a model generated. No phrase contains another, no praise or cue sentence contains a
 phrase, and no phrasing negates one ("no shallow depth").
+
+Per rep: `per_rep_faults` lists the per-rep rules each rep breaks, and `compose_feedback`
+says which reps a clip fault hit when it did not hit them all, right after its phrase
+("shallow depth on reps 3 and 4", "incomplete lockout on every rep but rep 2");
+`rep_faults_from_text` reads that back (a phrase without a rep list means every rep).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from wavepose_jax.data.schema import EXERCISES, canonical_exercise
-from wavepose_jax.data.waves import Rep, RepAnalysis
+from wavepose_jax.data.waves import Rep, RepAnalysis, analyze_reps, compute_wave_features
 
 ANY_EXERCISE = "any"
 
@@ -83,6 +88,10 @@ _PER_REP_RULES: dict[str, Callable[[Rep], bool]] = {
 }
 
 
+# Faults judged rep by rep (every fault but the clip-level `uneven_tempo`).
+PER_REP_FAULTS: frozenset[str] = frozenset(_PER_REP_RULES)
+
+
 def _exercise(exercise: str) -> str:
     ex = canonical_exercise(exercise)
     if ex is None:
@@ -100,6 +109,20 @@ def rep_faults(rep: Rep, exercise: str) -> list[str]:
     """Ids of the per-rep rules this rep breaks."""
     return [f.id for f in faults_for(exercise)
                     if f.id in _PER_REP_RULES and _PER_REP_RULES[f.id](rep)]
+
+
+def per_rep_faults(analysis: RepAnalysis) -> list[list[str]]:
+    """The per-rep rules each rep of the analysis breaks: one list of fault ids per rep."""
+    return [rep_faults(r, analysis.exercise) for r in analysis.reps]
+
+
+def wave_features(signals: dict[str, np.ndarray], fps: float, exercise: str, *,
+                  analysis: RepAnalysis | None = None) -> dict:
+    """`waves.compute_wave_features` plus `rep_faults`: the rules' verdict on every rep."""
+    analysis = analysis or analyze_reps(signals, fps, exercise)
+    features = compute_wave_features(signals, fps, exercise, analysis=analysis)
+    features["rep_faults"] = per_rep_faults(analysis)
+    return features
 
 
 def detect_faults(analysis: RepAnalysis) -> list[str]:
@@ -160,6 +183,48 @@ _REPS_RE = re.compile(
     r"(?:reps?|repetitions?)\b", re.IGNORECASE)
 
 
+_REP_LIST_RE = re.compile(r" on (every rep but )?reps? (\d+(?: \d+)*(?: and \d+)?) ")
+
+
+def rep_list(faulty: Sequence[bool]) -> str:
+    """Which reps a fault hit, as the composer writes it after the phrase ("" for every rep).
+
+    Reps are numbered from 1; the shorter of naming the reps hit and naming the others wins:
+    " on rep 3", " on reps 3 and 4", " on every rep but reps 2 and 5".
+    """
+    hit = [i + 1 for i, f in enumerate(faulty) if f]
+    spared = [i + 1 for i, f in enumerate(faulty) if not f]
+    if not spared or not hit:
+        return ""
+    named, prefix = (hit, " on ") if len(hit) <= len(spared) else (spared, " on every rep but ")
+    numbers = [str(i) for i in named]
+    return f"{prefix}{'rep' if len(numbers) == 1 else 'reps'} {_join(numbers)}"
+
+
+def rep_faults_from_text(text: str, reps: int, exercise: str | None = None) -> list[list[str]]:
+    """Per rep (1..`reps`), the faults a text names for it, in vocabulary order.
+
+    A fault phrase followed by a rep list (`rep_list`) applies to those reps; a phrase without
+    one applies to every rep. Rep numbers outside 1..`reps` are ignored.
+    """
+    pool = faults_for(exercise) if exercise is not None else list(FAULTS.values())
+    norm = _normalize(text)
+    out: list[list[str]] = [[] for _ in range(max(int(reps), 0))]
+    for fault in pool:
+        phrase = _normalize(fault.phrase)
+        at = norm.find(phrase)
+        if at < 0:
+            continue
+        m = _REP_LIST_RE.match(norm, at + len(phrase) - 1)
+        named = set(range(1, len(out) + 1))
+        if m is not None:
+            listed = {int(x) for x in re.findall(r"\d+", m.group(2))}
+            named = named - listed if m.group(1) else named & listed
+        for i in sorted(named):
+            out[i - 1].append(fault.id)
+    return out
+
+
 def reps_from_text(text: str) -> int | None:
     """The first rep count stated in a text ("8 reps", "eight reps"), or None."""
     m = _REPS_RE.search(text)
@@ -184,7 +249,7 @@ _REP_SENTENCES = (
 )
 _FAULT_SENTENCES = (
     ("The main thing to fix is {f}.", "The main things to fix are {f}."),
-    ("I noticed {f} on most reps.", "I noticed {f} on most reps."),
+    ("I noticed {f} in this set.", "I noticed {f} in this set."),
     ("Watch for {f}.", "Watch for {f}."),
     ("Your form showed {f}.", "Your form showed {f}."),
     ("Work on correcting the {f}.", "Work on correcting the {f}."),
@@ -240,7 +305,8 @@ def _words(sentences: Sequence[str]) -> int:
 
 
 def compose_feedback(exercise: str, reps: int, faults: Sequence[str], tempo_sec_per_rep: float,
-                     rng: np.random.Generator) -> str:
+                     rng: np.random.Generator,
+                     rep_faults: Sequence[Sequence[str]] | None = None) -> str:
     """Ground-truth coaching text: rep count (digits), tempo, every fault by its phrase.
 
     Args:
@@ -249,6 +315,8 @@ def compose_feedback(exercise: str, reps: int, faults: Sequence[str], tempo_sec_
       faults: fault ids of the clip (any order; each must apply to the exercise).
       tempo_sec_per_rep: mean rep duration in seconds.
       rng: picks among the phrasings.
+      rep_faults: optional, per rep (`reps` entries) the faults that rep shows; a clip fault
+        that misses some reps is followed by the reps it hit (`rep_list`).
 
     Returns:
       1-4 sentences, `MIN_WORDS`..`MAX_WORDS` words.
@@ -259,6 +327,8 @@ def compose_feedback(exercise: str, reps: int, faults: Sequence[str], tempo_sec_
     if bad:
         raise ValueError(f"faults {bad} do not apply to {ex}; "
                                           f"expected a subset of {sorted(allowed)}")
+    if rep_faults is not None and len(rep_faults) != int(reps):
+        raise ValueError(f"rep_faults has {len(rep_faults)} entries for {int(reps)} reps")
     ordered = [f.id for f in faults_for(ex) if f.id in set(faults)]
 
     def pick(options: Sequence[str]) -> str:
@@ -273,7 +343,8 @@ def compose_feedback(exercise: str, reps: int, faults: Sequence[str], tempo_sec_
         closing = pick(_CLOSINGS_CLEAN)
     else:
         one, many = _FAULT_SENTENCES[int(rng.integers(len(_FAULT_SENTENCES)))]
-        phrases = [phrase_for(f) for f in ordered]
+        phrases = [phrase_for(f) + ("" if rep_faults is None or f not in _PER_REP_RULES else
+                                    rep_list([f in r for r in rep_faults])) for f in ordered]
         sentences.append((one if len(phrases) == 1 else many).format(f=_join(phrases)))
         cue = pick(_CUES[ordered[int(rng.integers(len(ordered)))]])
         if _words(sentences + [cue]) <= MAX_WORDS:

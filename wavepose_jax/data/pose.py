@@ -93,13 +93,14 @@ def _weighted(values: list[np.ndarray], weights: list[float]) -> np.ndarray:
 
 
 def _smooth(x: np.ndarray, fps: float) -> np.ndarray:
-    """Light Savitzky-Golay smoothing (~0.2 s window); identity for very short clips."""
+    """Light Savitzky-Golay smoothing (~0.2 s window) along time (axis 0) of [T] or [T, C];
+    identity for very short clips or when anything is NaN."""
     window = max(_MIN_WINDOW, 2 * int(round(SMOOTH_WINDOW_S * fps / 2)) + 1)
     if window > x.shape[0]:
         window = x.shape[0] if x.shape[0] % 2 else x.shape[0] - 1
     if window < _MIN_WINDOW or not np.isfinite(x).all():
         return x
-    return savgol_filter(x, window, SMOOTH_POLYORDER)
+    return savgol_filter(x, window, SMOOTH_POLYORDER, axis=0)
 
 
 def keypoints_to_signals(
@@ -200,6 +201,9 @@ def keypoints_to_signals(
         "core_": (shoulder[:, 1] - hip[:, 1]) / torso,
     }
     signals = {name: derived[name] for name in SIGNAL_NAMES}
-    if smooth:
-        signals = {k: _smooth(v, fps) for k, v in signals.items()}
+    if smooth:  # one filter call over every gap-free channel (channels with NaN stay as they are)
+        whole = [k for k, v in signals.items() if np.isfinite(v).all()]
+        if whole:
+            smoothed = _smooth(np.stack([signals[k] for k in whole], -1), fps)
+            signals.update({k: smoothed[:, i] for i, k in enumerate(whole)})
     return {k: v.astype(np.float32) for k, v in signals.items()}

@@ -339,6 +339,51 @@ def analyze_reps(signals: dict[str, np.ndarray], fps: float, exercise: str) -> R
     return RepAnalysis(ex, fps, reps, phases, turn, period, n)
 
 
+# ----------------------------------------------------------------------------- rep channels
+
+# The rep analysis as per-frame channels: an optional input of the motion encoder, after the 7
+# signals (`Clip.model_input(rep_channels=True)`).
+REP_CHANNELS: tuple[str, ...] = (
+    "rep_phase_sin", "rep_phase_cos", "rep_relative_seconds", "rep_descent_seconds",
+    "rep_depth", "rep_lockout", *(f"exercise_{ex}" for ex in EXERCISES))
+
+
+def rep_channels(analysis: RepAnalysis) -> np.ndarray:
+    """The rep analysis as per-frame channels [T, len(REP_CHANNELS)] float32.
+
+    On the frames of each rep (start..end), 0 elsewhere: the rep phase as sin and cos (phase 0
+    at the start, pi at the turning point, 2 pi at the end); the rep's duration relative to the
+    clip's median rep duration, minus 1; its descent in seconds / 2; its depth and lockout (the
+    exercise's key measure, `key_measure`) scaled like the signals: (deg - 90) / 90 for the
+    angles of squats and deadlifts, torso units / 2 for the heights of push-ups and presses.
+    On every frame: the exercise the clip names, one-hot (what the key measure is). These are
+    measurements of the motion, not fault labels: where the rules draw their lines is for the
+    model to learn.
+    """
+    out = np.zeros((analysis.num_frames, len(REP_CHANNELS)), np.float32)
+    out[:, REP_CHANNELS.index(f"exercise_{analysis.exercise}")] = 1.0
+    reps = analysis.reps
+    if not reps:
+        return out
+    median = float(np.median([r.duration_sec for r in reps])) or 1.0
+    angle = PRIMARY_SIGNAL[analysis.exercise] in ANGLE_SIGNALS
+
+    def scale(v: float) -> float:
+        return (v - 90.0) / 90.0 if angle else v / 2.0
+
+    for r in reps:
+        turn = int(np.clip(r.bottom if analysis.turn == "bottom" else r.top, r.start, r.end))
+        frames = np.arange(r.start, r.end + 1)
+        phase = np.where(frames <= turn,
+                         np.pi * (frames - r.start) / max(turn - r.start, 1),
+                         np.pi + np.pi * (frames - turn) / max(r.end - turn, 1))
+        out[frames, :6] = np.stack([
+            np.sin(phase), np.cos(phase), np.full(frames.size, r.duration_sec / median - 1.0),
+            np.full(frames.size, r.descent_sec / 2.0), np.full(frames.size, scale(r.depth)),
+            np.full(frames.size, scale(r.lockout))], -1)
+    return out
+
+
 # ----------------------------------------------------------------------------- wave_features
 
 
