@@ -1,16 +1,34 @@
 """Synthetic exercise clips: a COCO-17 skeleton doing squats, push-ups, deadlifts and presses.
 
-A side-view stick figure is posed by 2D forward kinematics from segment lengths and joint
-angles (inverse kinematics for hands fixed on the floor or pressing a bar), animated rep by
-rep, and filmed by a random camera (scale, offset, slight roll, facing left or right). Each
-clip draws body proportions, fps (24-60), 1-15 reps, tempo, depth, pauses at the top and
-bottom, idle time before and after, keypoint jitter and confidence drops (the far side of
-the body is less confident), and its faults: each fault of the exercise with probability
-`FAULT_PROB`, imposed on at least 60% of the reps (rushed descents on all of them) while the
-clean reps stay clearly inside the good range, so the rules of `wavepose_jax.data.faults` are
-unambiguous. The 7 signals come from `pose.keypoints_to_signals`, the features and faults are
-then *measured* (`waves`, `faults.detect_faults`); a draw whose measurement disagrees with its
-intended reps or faults is redrawn, so labels, features and text always agree.
+The training data of the CPU demo. A model trained on one generator learns that generator, so
+every clip draws what real recordings vary (`data/othergen.py`, an unrelated generator, is the
+out-of-distribution benchmark and never used here):
+
+* the body: thigh, shank, upper-arm and forearm lengths relative to the torso, hip and
+  shoulder widths (the athlete's height and distance only set the scale in the image);
+* the set: 1-15 reps, idle time before and after (0-4 s), rests of varying length between reps
+  (sometimes one long breather), a velocity profile (cosine, minimum-jerk, smoothstep, or
+  asymmetric: each move skewed to a fast start or a fast finish), pauses at the turning point,
+  eccentric and concentric durations, and per-rep depth and lockout that vary within the set;
+* faults: each fault of the exercise with probability `FAULT_PROB`, on all reps or on at least
+  `FAULTY_REP_FRAC` of them (sometimes a fault on a minority of reps instead), every measure
+  drawn around the threshold of its rule in `faults.py` with a severity from borderline to
+  gross (`_per_rep`);
+* the camera: a 3D pinhole camera on either side of the athlete (facing left or right), up to
+  40 degrees off the side view, pitched, rolled, at a distance and field of view that frame the
+  body at 30-90% of one of several landscape, portrait or square image sizes, the athlete
+  anywhere in the frame, drifting, the camera panning; keypoints in pixels, or normalised by
+  image width and height (with `image_size`);
+* the pose estimator: jitter, per-joint confidences (the far side and the face lower),
+  unconfident bursts at wrong positions, joints and whole frames not detected (null);
+* the frame rate (15-60 fps).
+
+The 7 signals come from `pose.keypoints_to_signals` (with the aspect correction the loader
+applies to normalised keypoints); reps, features and faults are then *measured* (`waves`,
+`faults`). A clip's labels are what the rules say about it -- `faults` for the clip and
+`rep_faults` for every rep -- never the intent, so a borderline draw gets the label its
+measurements give; a draw whose measured rep count differs from the intended one is redrawn.
+The coaching text names the measured faults and, when a fault missed some reps, which reps.
 
 Command line (one JSON file per clip, deterministic per seed):
 
@@ -22,9 +40,11 @@ Command line (one JSON file per clip, deterministic per seed):
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
 import sys
 from collections.abc import Sequence
@@ -38,50 +58,65 @@ from wavepose_jax.data.schema import EXERCISES, canonical_exercise
 
 FAULT_PROB = 0.3          # prior probability of each applicable fault
 FAULTY_REP_FRAC = 0.6     # a drawn per-rep fault is imposed on at least this share of reps
-MAX_ATTEMPTS = 8          # redraws when the measurement disagrees with the intent
+MINORITY_PROB = 0.15      # a per-rep fault on fewer than half of the reps (not a clip fault)
+BORDERLINE_PROB = 0.25    # share of measures drawn close to their rule threshold
+MAX_ATTEMPTS = 8          # redraws when the measured rep count differs from the intended one
 # Faults that cannot share a clip (both shrink the same range to almost nothing).
 EXCLUSIVE = (("press_incomplete_lockout", "press_incomplete_lowering"),)
+NORMALISED_PROB = 0.4     # keypoints normalised by image width and height (else pixels)
+IMAGE_SIZES = ((1920, 1080), (1280, 720), (854, 480), (640, 480), (1080, 1920), (720, 1280),
+               (1080, 1080))
 
 _J = {name: i for i, name in enumerate(pose.COCO17)}
 
 
 @dataclasses.dataclass(frozen=True)
 class ClipSpec:
-    """What a clip shows: the ground truth. Everything else is drawn when rendering."""
+    """What a clip is meant to show. Everything else is drawn when rendering; the clip's labels
+    are what its measurement gives."""
 
     exercise: str
     reps: int
     faults: tuple[str, ...]
     fps: float
-    noise: float = 1.0  # keypoint jitter and confidence-drop level (0 = clean)
+    noise: float = 1.0  # keypoint jitter and dropout level (0 = clean)
 
 
 @dataclasses.dataclass(frozen=True)
 class Body:
-    """Segment lengths in torso units (shoulder-hip distance = 1)."""
+    """Segment lengths and half-widths in torso units (shoulder-hip distance = 1)."""
 
     thigh: float
     shank: float
     upper_arm: float
     forearm: float
+    hip_half: float = 0.35       # hip centre to each hip joint
+    shoulder_half: float = 0.45  # shoulder centre to each shoulder joint
 
     @property
     def arm(self) -> float:
         return self.upper_arm + self.forearm
 
 
+def draw_body(rng: np.random.Generator) -> Body:
+    """Limb proportions from stocky to long-limbed."""
+    return Body(thigh=_u(rng, 0.78, 1.08), shank=_u(rng, 0.74, 1.02),
+                upper_arm=_u(rng, 0.52, 0.72), forearm=_u(rng, 0.46, 0.64),
+                hip_half=_u(rng, 0.26, 0.42), shoulder_half=_u(rng, 0.36, 0.56))
+
+
 def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(rng.uniform(lo, hi))
 
 
-DEFAULT_FPS = (24, 25, 30, 30, 30, 48, 60)
+DEFAULT_FPS = (15, 20, 24, 25, 30, 30, 48, 50, 60)
 MAX_REPS = 15
 
 
 def draw_spec(rng: np.random.Generator, exercise: str | None = None, *,
               max_reps: int = MAX_REPS, fps_choices: Sequence[float] = DEFAULT_FPS,
               **overrides) -> ClipSpec:
-    """Draws a clip's ground truth (1..`max_reps` reps, fps from `fps_choices`).
+    """Draws a clip's intent (1..`max_reps` reps, fps from `fps_choices`, faults).
 
     `overrides` fix any `ClipSpec` field.
     """
@@ -151,7 +186,7 @@ def _legs_and_torso(body: Body, lean, knee, hip, ankle) -> dict[str, np.ndarray]
 
 def _pose(ex: str, body: Body, p: dict[str, np.ndarray], arm_style: tuple[float, float]
           ) -> dict[str, np.ndarray]:
-    """Near-side joints [T, 2] (world, y up, facing +x) from the parameter tracks `p`."""
+    """Sagittal joints [T, 2] (world, y up, facing +x) from the parameter tracks `p`."""
     t = next(iter(p.values())).shape[0]
     if ex in ("squat", "deadlift"):
         j = _legs_and_torso(body, p["lean"], p["knee"], p["hip"], np.zeros((t, 2)))
@@ -200,8 +235,40 @@ def _pose(ex: str, body: Body, p: dict[str, np.ndarray], arm_style: tuple[float,
 # ----------------------------------------------------------------------------- motion plan
 
 
-def _ease(u: np.ndarray) -> np.ndarray:
-    return 0.5 - 0.5 * np.cos(np.pi * np.clip(u, 0.0, 1.0))
+def _level(rng: np.random.Generator) -> float:
+    """How far a measure sits from its rule threshold: 0 (on it) .. 1 (far); a share
+    `BORDERLINE_PROB` of the draws is under 0.15 (borderline)."""
+    return _u(rng, 0.0, 0.15) if rng.random() < BORDERLINE_PROB else _u(rng, 0.15, 1.0)
+
+
+def _per_rep(rng: np.random.Generator, faulty: np.ndarray, threshold: float, clean_end: float,
+             faulty_end: float, spread: float = 0.08) -> np.ndarray:
+    """Per-rep values of a rule's measure: faulty reps past `threshold` towards `faulty_end`
+    (severity borderline to gross), clean reps towards `clean_end`; one level per side and
+    clip (`_level`) plus a per-rep spread, so reps within a set differ."""
+    n = faulty.size
+    bad = np.clip(0.04 + 0.96 * _level(rng) + rng.normal(0.0, spread, n), 0.02, 1.0)
+    good = np.clip(0.04 + 0.96 * _level(rng) + rng.normal(0.0, spread, n), 0.02, 1.0)
+    return np.where(faulty, threshold + (faulty_end - threshold) * bad,
+                    threshold + (clean_end - threshold) * good)
+
+
+def _fault_reps(spec: ClipSpec, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per per-rep fault of the exercise, which reps it is imposed on: a drawn fault on all reps
+    or on a random >= `FAULTY_REP_FRAC` of them; sometimes an undrawn one on a minority."""
+    n = spec.reps
+    ids = [f.id for f in fault_rules.faults_for(spec.exercise) if f.id in fault_rules.PER_REP_FAULTS]
+    out = {f: np.zeros(n, bool) for f in ids}
+    for f in ids:
+        if f in spec.faults:
+            k = n if rng.random() < 0.5 else int(rng.integers(math.ceil(FAULTY_REP_FRAC * n), n + 1))
+            out[f][rng.choice(n, size=k, replace=False)] = True
+    blocked = {b if a in spec.faults else a for a, b in EXCLUSIVE if {a, b} & set(spec.faults)}
+    spare = [f for f in ids if f not in spec.faults and f not in blocked]
+    if n >= 3 and spare and rng.random() < MINORITY_PROB:
+        f = spare[int(rng.integers(len(spare)))]
+        out[f][rng.choice(n, size=int(rng.integers(1, (n - 1) // 2 + 1)), replace=False)] = True
+    return out
 
 
 @dataclasses.dataclass
@@ -212,193 +279,295 @@ class _Segment:
     windows: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
 
-_HIPS_EARLY = {"knee": (0.0, 0.45), "lean": (0.0, 0.45), "hip": (0.4, 1.0)}
-
-
-def _keyframes(spec: ClipSpec, body: Body, rng: np.random.Generator):
+def _keyframes(spec: ClipSpec, body: Body, rng: np.random.Generator, bad: dict[str, np.ndarray]):
     """Rest pose before the set, then per rep the turning pose, the rest pose after it and the
-    easing windows of the way back ({param: (u0, u1)}: the param moves within that part)."""
-    ex, n, f = spec.exercise, spec.reps, set(spec.faults)
-    k = math.ceil(FAULTY_REP_FRAC * n)
+    easing windows of the way back ({param: (u0, u1)}: the param moves within that part).
 
-    def faulty(fid: str) -> np.ndarray:
-        mask = np.zeros(n, bool)
-        if fid in f:
-            mask[rng.choice(n, size=int(rng.integers(k, n + 1)), replace=False)] = True
-        return mask
-
+    `bad` says which reps carry which per-rep fault (`_fault_reps`); every measure is drawn by
+    `_per_rep` around the threshold of its rule in `faults.py`.
+    """
+    ex, n = spec.exercise, spec.reps
+    R = fault_rules
     if ex == "squat":
-        shallow, soft = faulty("shallow_depth"), faulty("incomplete_lockout")
-        both = shallow & soft
+        shallow, soft = bad["shallow_depth"], bad["incomplete_lockout"]
+        lean_k, hip_off = _u(rng, 0.22, 0.42), _u(rng, -28, 4)
 
         def stand(knee):
-            return {"lean": _u(rng, 1, 4), "knee": knee, "hip": min(179.0, knee + _u(rng, -3, 2))}
+            return {"lean": _u(rng, 0, 5), "knee": knee, "hip": min(179.5, knee + _u(rng, -4, 2))}
 
-        rest0 = stand(_u(rng, 170, 178))
-        turns, rests = [], []
-        for i in range(n):
-            knee = (_u(rng, 114, 118) if both[i] else _u(rng, 114, 126) if shallow[i]
-                    else _u(rng, 70, 92))
-            turns.append({"lean": (180 - knee) * _u(rng, 0.3, 0.38), "knee": knee,
-                          "hip": knee + _u(rng, -20, 0)})
-            rests.append(stand(_u(rng, 150, 154) if both[i] else _u(rng, 140, 152) if soft[i]
-                               else _u(rng, 170, 178)))
+        rest0 = stand(_u(rng, 166, 179))
+        # Soft lockouts stay clear of shallow bottoms when both occur.
+        lock = _per_rep(rng, soft, R.SQUAT_MIN_LOCKOUT_DEG, 179.0,
+                        146.0 if shallow.any() else 128.0)
+        depth = _per_rep(rng, shallow, R.SQUAT_MAX_DEPTH_DEG, 58.0, 138.0)
+        around = np.minimum(np.concatenate([[rest0["knee"]], lock[:-1]]), lock)
+        depth = np.minimum(depth, around - 26.0)  # every rep a clear excursion
+        turns = [{"lean": (180 - k) * lean_k, "knee": k, "hip": k + hip_off + _u(rng, -3, 3)}
+                 for k in depth]
+        rests = [stand(v) for v in lock]
     elif ex == "deadlift":
-        soft = faulty("deadlift_incomplete_lockout")
+        soft, early = bad["deadlift_incomplete_lockout"], bad["deadlift_hips_rise_early"]
 
         def stand_dl(hip):
-            return {"lean": _u(rng, 1, 4), "knee": _u(rng, 170, 178), "hip": hip}
+            return {"lean": _u(rng, 0, 5), "knee": _u(rng, 168, 179), "hip": hip}
 
-        rest0 = stand_dl(_u(rng, 170, 178))
-        turns = [{"lean": _u(rng, 8, 18), "knee": _u(rng, 115, 140), "hip": _u(rng, 65, 90)}
-                 for _ in range(n)]
-        rests = [stand_dl(_u(rng, 140, 152) if soft[i] else _u(rng, 170, 178)) for i in range(n)]
-        early = faulty("deadlift_hips_rise_early")  # knees extend first, the hip angle follows
-        return rest0, turns, rests, [_HIPS_EARLY if early[i] else {} for i in range(n)]
+        rest0 = stand_dl(_u(rng, 166, 179))
+        lock = _per_rep(rng, soft, R.DEADLIFT_MIN_LOCKOUT_DEG, 179.0, 132.0)
+        bottom_knee, bottom_hip = _u(rng, 105, 150), _u(rng, 55, 95)
+        turns = [{"lean": _u(rng, 6, 20), "knee": bottom_knee + _u(rng, -5, 5),
+                  "hip": bottom_hip + _u(rng, -5, 5)} for _ in range(n)]
+        rests = [stand_dl(v) for v in lock]
+        # Hips rising early: the knees finish their extension before the hips have opened much;
+        # lag 0 moves both together, lag 1 straightens the knees first, then the hips.
+        lag = _per_rep(rng, early, 0.42, 0.0, 1.0)
+        windows = [{"knee": (0.0, 1.0 - 0.55 * g), "lean": (0.0, 1.0 - 0.55 * g),
+                    "hip": (0.55 * g, 1.0)} for g in lag]
+        return rest0, turns, rests, windows
     elif ex == "pushup":
-        partial, sag = faulty("pushup_partial_range"), faulty("pushup_hip_sag")
-        top = body.arm * _u(rng, 0.95, 0.97)
-        reach = _u(rng, -0.05, 0.1)
+        partial, sag = bad["pushup_partial_range"], bad["pushup_hip_sag"]
+        top = body.arm * _u(rng, 0.93, 0.97)
+        reach = _u(rng, -0.08, 0.12)
 
         def plank():
-            return {"key": top, "hip": _u(rng, 170, 179), "knee": _u(rng, 172, 179),
+            return {"key": top, "hip": _u(rng, 168, 179.5), "knee": _u(rng, 170, 179.5),
                     "reach_x": reach}
 
         rest0 = plank()
-        turns = [{"key": _u(rng, 0.6, 0.7) if partial[i] else _u(rng, 0.18, 0.38),
-                  "hip": _u(rng, 138, 150) if sag[i] else _u(rng, 170, 179),
-                  "knee": _u(rng, 172, 179), "reach_x": reach} for i in range(n)]
+        bottom = _per_rep(rng, partial, R.PUSHUP_MAX_DEPTH, 0.1, min(0.85, top - 0.22))
+        hip = _per_rep(rng, sag, R.PUSHUP_MIN_HIP_DEG, 179.0, 134.0)
+        turns = [{"key": b, "hip": h, "knee": _u(rng, 170, 179.5), "reach_x": reach}
+                 for b, h in zip(bottom, hip)]
         rests = [plank() for _ in range(n)]
     else:  # press: rests in the front rack, turns at the overhead lockout
-        soft, short = faulty("press_incomplete_lockout"), faulty("press_incomplete_lowering")
-        lean, knee, hip = _u(rng, -5, -1), _u(rng, 172, 179), _u(rng, 172, 179)
+        soft, short = bad["press_incomplete_lockout"], bad["press_incomplete_lowering"]
+        lean, knee, hip = _u(rng, -7, 0), _u(rng, 170, 179.5), _u(rng, 170, 179.5)
 
         def rack(key):
-            return {"key": key, "reach_x": _u(rng, 0.18, 0.25), "lean": lean, "knee": knee,
+            return {"key": key, "reach_x": _u(rng, 0.15, 0.28), "lean": lean, "knee": knee,
                     "hip": hip}
 
-        rest0 = rack(_u(rng, 0.0, 0.15))
-        turns = [{"key": _u(rng, 0.55, 0.68) if soft[i] else body.arm * _u(rng, 0.95, 0.98),
-                  "reach_x": _u(rng, 0.0, 0.05), "lean": lean, "knee": knee, "hip": hip}
-                 for i in range(n)]
-        rests = [rack(_u(rng, 0.5, 0.65) if short[i] else _u(rng, 0.0, 0.15)) for i in range(n)]
+        rest0 = rack(_u(rng, -0.05, 0.2))
+        top = _per_rep(rng, soft, R.PRESS_MIN_LOCKOUT, 0.97 * body.arm, 0.5)
+        low = _per_rep(rng, short, R.PRESS_MAX_DEPTH, -0.05, 0.62)
+        low = np.minimum(low, top - 0.3)  # every rep a clear excursion
+        turns = [{"key": v, "reach_x": _u(rng, -0.02, 0.06), "lean": lean, "knee": knee,
+                  "hip": hip} for v in top]
+        rests = [rack(v) for v in low]
     return rest0, turns, rests, [{} for _ in range(n)]
 
 
-def _tempo(spec: ClipSpec, rng: np.random.Generator) -> np.ndarray:
+def _tempo(spec: ClipSpec, rng: np.random.Generator, rushed: np.ndarray) -> np.ndarray:
     """Per-rep (eccentric, pause at the turn, concentric, rest after) durations [n, 4], seconds.
 
-    Even tempo keeps the planned rep-duration CV under 0.1; uneven tempo pushes it over 0.35.
-    The eccentric stays >= 1.4 s unless it is rushed (0.3-0.5 s, every rep).
+    Eccentrics are drawn around the `fast_eccentric` threshold (`rushed` reps under it); the
+    spread of rep durations around the `uneven_tempo` one (a coefficient of variation from
+    nearly 0 to 0.7). Rests vary per rep; some sets have one long breather.
     """
     n = spec.reps
-    ecc, pause, con = _u(rng, 1.4, 2.2), _u(rng, 0.0, 0.4), _u(rng, 0.7, 1.5)
+    ecc_end, con = _u(rng, 1.0, 2.8), _u(rng, 0.5, 1.7)
+    pause = 0.0 if rng.random() < 0.4 else _u(rng, 0.05, 1.3)
+    e = _per_rep(rng, rushed, fault_rules.MIN_DESCENT_SEC, ecc_end, 0.2)
     uneven = "uneven_tempo" in spec.faults
-    rushed = "fast_eccentric" in spec.faults
-    for _ in range(100):
-        if uneven:
-            m = np.where(rng.random(n) < 0.5, rng.uniform(0.45, 0.65, n), rng.uniform(1.6, 2.2, n))
-        else:
-            m = 1.0 + rng.normal(0.0, 0.04, n)
-        e = rng.uniform(0.3, 0.5, n) if rushed else np.maximum(ecc * m, 1.4)
-        d = np.stack([e, pause * m, con * m, rng.uniform(0.0, 0.8, n)], -1)
-        planned = 0.8 * (d[:, 0] + d[:, 2]) + d[:, 1]
-        cv = planned.std() / planned.mean()
-        if (cv > 0.35) if uneven else (cv < 0.1):
-            return d
-    raise RuntimeError("could not draw a tempo matching the spec")
+    level = 0.04 + 0.96 * _level(rng)
+    cv = (fault_rules.MAX_TEMPO_CV + (0.7 - fault_rules.MAX_TEMPO_CV) * level if uneven
+          else fault_rules.MAX_TEMPO_CV * (1.0 - level))
+    z = rng.normal(0.0, 1.0, n)
+    m = np.clip(1.0 + cv * (z - z.mean()) / (z.std() or 1.0), 0.35, 3.0)
+    e = np.where(rushed, e, np.maximum(e * m, fault_rules.MIN_DESCENT_SEC + 0.02))
+    turn = pause * m
+    if rushed.any() and not rushed.all() and rng.random() < 0.5:
+        turn = turn + np.where(rushed, np.median(e[~rushed]) - e, 0.0)  # a pause in the hole
+    rest = _u(rng, 0.0, 2.5) * rng.uniform(0.4, 1.6, n)
+    if n > 2 and rng.random() < 0.2:
+        rest[int(rng.integers(n - 1))] = _u(rng, 2.0, 5.0)
+    return np.stack([e, turn, con * m, rest], -1)
 
 
-def _tracks(spec: ClipSpec, body: Body, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Per-frame joint-parameter tracks of the whole clip."""
-    rest0, turns, rests, windows = _keyframes(spec, body, rng)
-    d = _tempo(spec, rng)
+def _cosine(u: np.ndarray) -> np.ndarray:
+    return 0.5 - 0.5 * np.cos(np.pi * u)
+
+
+# Velocity profiles of a move, u in [0, 1] -> progress in [0, 1].
+PROFILES = {
+    "cosine": _cosine,
+    "minimum_jerk": lambda u: u ** 3 * (10.0 - 15.0 * u + 6.0 * u ** 2),
+    "smoothstep": lambda u: u * u * (3.0 - 2.0 * u),
+}
+
+
+def _tracks(spec: ClipSpec, body: Body, rng: np.random.Generator,
+            bad: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-frame joint-parameter tracks of the whole clip: idle, the reps, idle."""
+    rest0, turns, rests, windows = _keyframes(spec, body, rng, bad)
+    d = _tempo(spec, rng, bad["fast_eccentric"])
     turn_first = spec.exercise != "press"  # press: concentric to the turn, eccentric back
-    segs = [_Segment(_u(rng, 0.0, 1.2), rest0, rest0)]
+    segs = [_Segment(_u(rng, 0.0, 4.0), rest0, rest0)]
     prev = rest0
     for i in range(spec.reps):
         to_turn, from_turn = (d[i, 0], d[i, 2]) if turn_first else (d[i, 2], d[i, 0])
         segs.append(_Segment(to_turn, prev, turns[i]))
         segs.append(_Segment(d[i, 1], turns[i], turns[i]))
         segs.append(_Segment(from_turn, turns[i], rests[i], windows[i]))
-        segs.append(_Segment(d[i, 3] if i + 1 < spec.reps else _u(rng, 0.3, 1.2),
+        segs.append(_Segment(d[i, 3] if i + 1 < spec.reps else _u(rng, 0.3, 4.0),
                              rests[i], rests[i]))
         prev = rests[i]
+    # A velocity profile per clip; "asymmetric" skews each move (fast start or fast finish).
+    name = ("cosine", "minimum_jerk", "smoothstep", "asymmetric")[int(rng.integers(4))]
+    ease = PROFILES.get(name, _cosine)
+    skew = rng.uniform(0.55, 1.8, len(segs)) if name == "asymmetric" else np.ones(len(segs))
     fps = spec.fps
     bounds = np.concatenate([[0.0], np.cumsum([s.duration for s in segs])])
     t = np.arange(int(bounds[-1] * fps) + 1) / fps
     idx = np.clip(np.searchsorted(bounds, t, side="right") - 1, 0, len(segs) - 1)
+    dur = np.array([max(s.duration, 1e-9) for s in segs])[idx]
+    u_seg = np.clip((t - bounds[idx]) / dur, 0.0, 1.0) ** skew[idx]
     out = {}
-    for name in rest0:
-        a = np.array([s.a[name] for s in segs])[idx]
-        b = np.array([s.b[name] for s in segs])[idx]
-        w0 = np.array([s.windows.get(name, (0.0, 1.0))[0] for s in segs])[idx]
-        w1 = np.array([s.windows.get(name, (0.0, 1.0))[1] for s in segs])[idx]
-        dur = np.array([max(s.duration, 1e-9) for s in segs])[idx]
-        u = (t - bounds[idx]) / dur
-        out[name] = a + (b - a) * _ease((u - w0) / (w1 - w0))
+    for param in rest0:
+        a = np.array([s.a[param] for s in segs])[idx]
+        b = np.array([s.b[param] for s in segs])[idx]
+        w0 = np.array([s.windows.get(param, (0.0, 1.0))[0] for s in segs])[idx]
+        w1 = np.array([s.windows.get(param, (0.0, 1.0))[1] for s in segs])[idx]
+        out[param] = a + (b - a) * ease(np.clip((u_seg - w0) / (w1 - w0), 0.0, 1.0))
     return out
 
 
 # ----------------------------------------------------------------------------- camera, noise
 
+_HALF_WIDTH = {"shoulder": "shoulder_half", "elbow": "shoulder_half", "wrist": "shoulder_half",
+               "hip": "hip_half", "knee": "hip_half", "ankle": "hip_half"}
 
-def _render(spec: ClipSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Animates and films one clip. Returns keypoints [T, 17, 2] (pixels, y down), conf [T, 17]."""
-    body = Body(thigh=_u(rng, 0.85, 1.0), shank=_u(rng, 0.8, 0.95),
-                upper_arm=_u(rng, 0.56, 0.66), forearm=_u(rng, 0.52, 0.6))
-    arm_style = (_u(rng, -20, 10), _u(rng, 0, 30))  # squat: arms reaching forward
-    joints = _pose(spec.exercise, body, _tracks(spec, body, rng), arm_style)
+
+def _world(joints: dict[str, np.ndarray], body: Body, rng: np.random.Generator) -> np.ndarray:
+    """Sagittal joints -> COCO-17 [T, 17, 3] in torso units (x forward, y up, z to the left),
+    the athlete drifting a little along x."""
     t = joints["hip"].shape[0]
-    # The far side is the near side seen slightly offset (depth parallax).
-    far = np.array([_u(rng, 0.02, 0.08), _u(rng, 0.0, 0.04)])
-    world = np.zeros((t, 17, 2))
-    near_is_left = rng.random() < 0.5
-    for name in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle", "eye", "ear"):
-        near_side, far_side = ("left", "right") if near_is_left else ("right", "left")
-        world[:, _J[f"{near_side}_{name}"]] = joints[name]
-        world[:, _J[f"{far_side}_{name}"]] = joints[name] + far
-    world[:, _J["nose"]] = joints["nose"]
-    # Camera: facing left or right, slight roll, scale (pixels per torso unit) and offset.
-    facing = 1.0 if rng.random() < 0.5 else -1.0
-    roll = np.radians(_u(rng, -2.0, 2.0))
-    rot = np.array([[math.cos(roll), -math.sin(roll)], [math.sin(roll), math.cos(roll)]])
-    scale = _u(rng, 70, 160)
-    xy = (world * np.array([facing, 1.0])) @ rot.T * scale
-    center = np.array([_u(rng, 300, 980), _u(rng, 450, 650)])
-    kp = np.stack([center[0] + xy[..., 0], center[1] - xy[..., 1]], -1)  # image y down
-    # Jitter and confidences: near side confident, far side and face less so; dropouts.
-    near = np.array([name.startswith("left") == near_is_left and not name.endswith(("eye", "ear"))
-                     for name in pose.COCO17])
-    base = np.where(near, rng.uniform(0.82, 0.98, 17), rng.uniform(0.45, 0.8, 17))
-    conf = np.clip(base + rng.normal(0.0, 0.03, (t, 17)), 0.0, 1.0)
-    kp = kp + rng.normal(0.0, 0.006 * spec.noise * scale, kp.shape)
-    if spec.noise > 0:
-        n_drops = rng.poisson(0.01 * spec.noise * t * 17 / 3.5)
-        for _ in range(n_drops):  # bursts of 1-6 frames of an unreliable keypoint
-            j, s = int(rng.integers(17)), int(rng.integers(t))
-            e = min(t, s + int(rng.integers(1, 7)))
-            conf[s:e, j] = rng.uniform(0.02, 0.25)
-            kp[s:e, j] += rng.normal(0.0, 0.3 * scale, 2)
+    world = np.zeros((t, 17, 3))
+    world[:, _J["nose"], :2] = joints["nose"]
+    for side, sign in (("left", 1.0), ("right", -1.0)):
+        for name in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle", "eye", "ear"):
+            j = _J[f"{side}_{name}"]
+            world[:, j, :2] = joints[name]
+            half = getattr(body, _HALF_WIDTH[name]) if name in _HALF_WIDTH else (
+                0.1 if name == "eye" else 0.22)
+            world[:, j, 2] = sign * half * (0.9 if name in ("knee", "ankle") else 1.0)
+    drift = np.linspace(0.0, _u(rng, -0.8, 0.8), t) + 0.05 * np.sin(
+        np.linspace(0.0, _u(rng, 0.5, 6.0), t) + _u(rng, 0, 6.3))
+    world[..., 0] += drift[:, None]
+    return world
+
+
+def _camera(world: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray,
+                                                                  tuple[int, int]]:
+    """Films the clip: a 3D pinhole camera on either side of the athlete, up to 40 degrees off
+    the side view, pitched, rolled, at a distance that frames the body at 30-90% of the image,
+    placed anywhere in it and panning slowly.
+
+    Returns keypoints [T, 17, 2] in pixels (y down), the [17] mask of joints on the camera's
+    side of the body, and the image size (width, height).
+    """
+    w, h = IMAGE_SIZES[int(rng.integers(len(IMAGE_SIZES)))]
+    t = world.shape[0]
+    side = 1.0 if rng.random() < 0.5 else -1.0
+    yaw = math.radians(_u(rng, -5, 5) if rng.random() < 0.3 else _u(rng, -40, 40))
+    pitch, roll = math.radians(_u(rng, -8, 20)), math.radians(_u(rng, -4, 4))
+    # Camera axes: looking at the side of the body, turned by yaw, tilted down by pitch.
+    look = np.array([math.sin(yaw) * side * -1.0, 0.0, -math.cos(yaw) * side])
+    look = look * math.cos(pitch) + np.array([0.0, -math.sin(pitch), 0.0])
+    right = np.cross(look, [0.0, 1.0, 0.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, look)
+    right, up = (math.cos(roll) * right + math.sin(roll) * up,
+                 math.cos(roll) * up - math.sin(roll) * right)
+    focal = (w / 2) / math.tan(math.radians(_u(rng, 40, 80)) / 2)
+    flat = world.reshape(-1, 3)
+    centre = (flat.min(0) + flat.max(0)) / 2
+    span = max(max(np.ptp(flat[:, 0]), np.ptp(flat[:, 2])) / w, np.ptp(flat[:, 1]) / h)
+    distance = max(focal * span / _u(rng, 0.3, 0.9), 4.0)
+    eye = centre - distance * look
+    pan = rng.normal(0.0, 0.08, 3)                   # the aim drifts over the clip
+    rel = world - eye - np.linspace(0.0, 1.0, t)[:, None, None] * pan
+    depth = rel @ look
+    xy = np.stack([focal * (rel @ right) / depth, -focal * (rel @ up) / depth], -1)
+    lo, hi = xy.reshape(-1, 2).min(0), xy.reshape(-1, 2).max(0)
+    size = np.array([w, h], np.float64)
+    shrink = min(1.0, float(np.min(0.96 * size / np.maximum(hi - lo, 1e-9))))
+    xy, lo, hi = xy * shrink, lo * shrink, hi * shrink
+    room = np.maximum(size * 0.98 - (hi - lo), 0.0)
+    xy = xy - lo + size * 0.01 + rng.uniform(0.0, 1.0, 2) * room
+    return xy, world[0, :, 2] * side > 0, (w, h)
+
+
+def _estimator_noise(kp: np.ndarray, near: np.ndarray, size: tuple[int, int], noise: float,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """What a pose estimator adds: jitter, per-joint confidences (the far side and the face
+    lower), low-confidence bursts at wrong positions, joints and whole frames not detected
+    (NaN, confidence 0). `noise` scales it all; 0 = exact keypoints, confident enough."""
+    t = kp.shape[0]
+    body_px = float(np.ptp(kp[..., 1])) or 1.0
+    face = np.array([name in ("nose",) or name.endswith(("eye", "ear")) for name in pose.COCO17])
+    base = np.where(near, rng.uniform(0.7, 0.98, 17), rng.uniform(0.35, 0.85, 17))
+    base = np.where(face, rng.uniform(0.4, 0.95, 17), base)
+    if noise <= 0:
+        return kp, np.repeat(base[None], t, 0)
+    conf = np.clip(base + rng.normal(0.0, 0.04, (t, 17)), 0.0, 1.0)
+    kp = kp + rng.normal(0.0, _u(rng, 0.001, 0.008) * noise * body_px, kp.shape)
+    for _ in range(rng.poisson(_u(rng, 0.002, 0.015) * noise * t * 17 / 6)):
+        j, s = int(rng.integers(17)), int(rng.integers(t))
+        e = min(t, s + int(rng.integers(1, 13)))
+        if rng.random() < 0.7:          # a wrong, unconfident detection
+            conf[s:e, j] = rng.uniform(0.0, 0.28)
+            kp[s:e, j] += rng.normal(0.0, 0.25 * body_px, 2)
+        else:                           # not detected at all
+            conf[s:e, j] = 0.0
+            kp[s:e, j] = np.nan
+    kp = np.clip(kp, 0.0, np.array(size, np.float64) - 1.0)
+    missing = rng.random(t) < _u(rng, 0.0, 0.03) * min(noise, 1.0)
+    kp[missing], conf[missing] = np.nan, 0.0
     return kp, conf
 
 
-def _measure(spec: ClipSpec, kp: np.ndarray, conf: np.ndarray):
-    signals = pose.keypoints_to_signals(kp, conf, spec.fps)
-    analysis = waves.analyze_reps(signals, spec.fps, spec.exercise)
-    return signals, analysis, fault_rules.detect_faults(analysis)
+def _render(spec: ClipSpec, rng: np.random.Generator) -> dict:
+    """Animates and films one clip: keypoints [T, 17, 2] in pixels (y down; NaN = missing),
+    confidence [T, 17], image size, and which reps carry which per-rep fault."""
+    body = draw_body(rng)
+    style = [(_u(rng, -25, 12), _u(rng, 0, 35)),       # squat: arms reaching forward
+             (_u(rng, -130, -110), _u(rng, 140, 160)),  # hands at a bar on the back
+             (_u(rng, -100, -80), _u(rng, 0, 20))][int(rng.integers(3))]  # arms down
+    bad = _fault_reps(spec, rng)
+    joints = _pose(spec.exercise, body, _tracks(spec, body, rng, bad), style)
+    kp, near, size = _camera(_world(joints, body, rng), rng)
+    kp, conf = _estimator_noise(kp, near, size, spec.noise, rng)
+    return {"keypoints": kp, "confidence": conf, "image_size": size, "imposed": bad}
 
 
 def render_clip(spec: ClipSpec, rng: np.random.Generator) -> dict:
-    """Renders and measures one draw of `spec`: keypoints, signals, analysis, measured faults."""
-    kp, conf = _render(spec, rng)
-    signals, analysis, measured = _measure(spec, kp, conf)
-    return {"keypoints": kp, "confidence": conf, "signals": signals, "analysis": analysis,
-            "faults": measured}
+    """Renders and measures one draw of `spec`.
+
+    Returns keypoints (in the clip file's convention: pixels, or normalised by the image size
+    with `normalised` True), confidence, image_size, signals, analysis, the measured clip
+    `faults`, the measured per-rep `rep_faults` and the per-rep faults `imposed` on purpose.
+    """
+    out = _render(spec, rng)
+    kp, size = out["keypoints"], out["image_size"]
+    normalised = rng.random() < NORMALISED_PROB
+    if normalised:
+        kp = kp / np.array(size, np.float64)
+    signals = pose.keypoints_to_signals(kp, out["confidence"], spec.fps,
+                                        aspect_ratio=size[0] / size[1] if normalised else 1.0)
+    analysis = waves.analyze_reps(signals, spec.fps, spec.exercise)
+    return {**out, "keypoints": kp, "normalised": normalised, "signals": signals,
+            "analysis": analysis, "faults": fault_rules.detect_faults(analysis),
+            "rep_faults": fault_rules.per_rep_faults(analysis)}
 
 
 def _round(x: np.ndarray, decimals: int) -> list:
-    return np.round(np.asarray(x, dtype=np.float64), decimals).tolist()
+    """Rounded nested lists; NaN -> null."""
+    a = np.round(np.asarray(x, dtype=np.float64), decimals)
+    if not np.isnan(a).any():
+        return a.tolist()
+    obj = a.astype(object)
+    obj[np.isnan(a)] = None
+    return obj.tolist()
 
 
 def generate_clip(rng_or_seed: np.random.Generator | int | Sequence[int],
@@ -411,65 +580,84 @@ def generate_clip(rng_or_seed: np.random.Generator | int | Sequence[int],
       rng_or_seed: a numpy Generator, or a seed for `np.random.default_rng`.
       exercise: exercise id or alias; drawn when None.
       video_id: the clip id; derived from the draw when None.
-      keypoints: include `keypoints` / `confidence` (the bulk of the file).
+      keypoints: include `keypoints` / `confidence` / `image_size` (the bulk of the file).
       max_reps, fps_choices: the range of drawn rep counts and frame rates.
-      **overrides: fix `ClipSpec` fields: reps, faults, fps, noise.
+      **overrides: fix `ClipSpec` fields: reps, faults (the intended ones), fps, noise.
 
     Returns:
-      keypoints [T][17][2] (pixels), confidence [T][17], the 7 signals, wave_features, faults
-      (measured and equal to the intended ones unless no draw agreed within `MAX_ATTEMPTS`),
-      reps (ground truth), fps, n_frames, exercise, video_id, expert, CAMERA_POSITION and
-      LANGUAGE (ground-truth coaching text).
+      keypoints [T][17][2] (pixels, or normalised by `image_size`; null = not detected),
+      confidence [T][17], image_size, the 7 signals, wave_features (with the rules' per-rep
+      verdicts), faults and rep_faults (measured: what `faults.py` says about this clip and
+      each of its reps), reps (ground truth, equal to the measured count unless no draw agreed
+      within `MAX_ATTEMPTS`), fps, n_frames, exercise, video_id, expert, CAMERA_POSITION and
+      LANGUAGE (ground-truth coaching text, from the measured labels).
     """
     rng = rng_or_seed if isinstance(rng_or_seed, np.random.Generator) else \
         np.random.default_rng(rng_or_seed)
     spec = draw_spec(rng, exercise, max_reps=max_reps, fps_choices=fps_choices, **overrides)
     for _ in range(MAX_ATTEMPTS):
         out = render_clip(spec, rng)
-        if len(out["analysis"].reps) == spec.reps and out["faults"] == list(spec.faults):
+        if len(out["analysis"].reps) == spec.reps:
             break
     analysis, signals = out["analysis"], out["signals"]
-    features = waves.compute_wave_features(signals, spec.fps, spec.exercise, analysis=analysis)
-    reps = [r for r in analysis.reps if r.complete] or analysis.reps
-    tempo = float(np.mean([r.duration_sec for r in reps])) if reps else 0.0
+    features = fault_rules.wave_features(signals, spec.fps, spec.exercise, analysis=analysis)
+    counted = [r for r in analysis.reps if r.complete] or analysis.reps
+    tempo = float(np.mean([r.duration_sec for r in counted])) if counted else 0.0
+    rep_faults = out["rep_faults"] if len(out["rep_faults"]) == spec.reps else None
     clip = {"video_id": video_id or f"synth-{int(rng.integers(1 << 62)):016x}",
             "exercise": spec.exercise, "fps": spec.fps,
             "n_frames": int(out["keypoints"].shape[0]), "reps": spec.reps,
-            "faults": list(spec.faults), "expert": not spec.faults,
+            "faults": list(out["faults"]), "expert": not out["faults"],
             "CAMERA_POSITION": "side"}
+    if rep_faults is not None:
+        clip["rep_faults"] = rep_faults
     if keypoints:
-        clip["keypoints"] = _round(out["keypoints"], 1)
+        clip["keypoints"] = _round(out["keypoints"], 5 if out["normalised"] else 1)
         clip["confidence"] = _round(out["confidence"], 2)
+        clip["image_size"] = list(out["image_size"])
     clip.update({name: _round(v, 4) for name, v in signals.items()})
     clip["wave_features"] = features
-    clip["LANGUAGE"] = fault_rules.compose_feedback(spec.exercise, spec.reps, spec.faults,
-                                                    tempo, rng)
+    clip["LANGUAGE"] = fault_rules.compose_feedback(spec.exercise, spec.reps, out["faults"],
+                                                    tempo, rng, rep_faults=rep_faults)
     return clip
+
+
+def _write_clip(out: str, seed: int, i: int, pool: Sequence[str], options: dict) -> str:
+    """Draws clip i of a dataset (it depends only on (seed, i)) and writes it; returns the path."""
+    rng = np.random.default_rng([seed, i])
+    ex = pool[int(rng.integers(len(pool)))]
+    clip = generate_clip(rng, ex, video_id=f"synth-s{seed}-{i:05d}", **options)
+    path = os.path.join(out, clip["video_id"] + ".json")
+    with open(path, "w") as fh:
+        fh.write(json.dumps(clip, separators=(",", ":")))  # the C encoder: fast
+    return path
 
 
 def write_dataset(out: str | os.PathLike, n: int, seed: int, *,
                   exercises: Sequence[str] | None = None, noise: float = 1.0,
                   keypoints: bool = True, max_reps: int = MAX_REPS,
-                  fps_choices: Sequence[float] = DEFAULT_FPS, progress: bool = True) -> list[str]:
-    """Writes `n` clips to `out/<video_id>.json`; clip i depends only on (seed, i).
+                  fps_choices: Sequence[float] = DEFAULT_FPS, progress: bool = True,
+                  workers: int = 1) -> list[str]:
+    """Writes `n` clips to `out/<video_id>.json`; clip i depends only on (seed, i), so the
+    files are the same for any number of `workers` (processes; 1 = this one).
 
     Returns the written paths.
     """
     pool = [canonical_exercise(e) for e in exercises] if exercises else list(EXERCISES)
     if None in pool:
         raise ValueError(f"unknown exercise in {list(exercises)}; expected some of {EXERCISES}")
+    out = os.fspath(out)
     os.makedirs(out, exist_ok=True)
-    paths = []
-    for i in tqdm(range(n), desc="clips", disable=not progress):
-        rng = np.random.default_rng([seed, i])
-        ex = pool[int(rng.integers(len(pool)))]
-        clip = generate_clip(rng, ex, video_id=f"synth-s{seed}-{i:05d}", keypoints=keypoints,
-                             max_reps=max_reps, fps_choices=fps_choices, noise=noise)
-        path = os.path.join(out, clip["video_id"] + ".json")
-        with open(path, "w") as fh:
-            json.dump(clip, fh, separators=(",", ":"))
-        paths.append(path)
-    return paths
+    options = dict(keypoints=keypoints, max_reps=max_reps, fps_choices=tuple(fps_choices),
+                   noise=noise)
+    jobs = [(out, seed, i, pool, options) for i in range(n)]
+    if workers <= 1 or n < 2 * workers:
+        return [_write_clip(*job) for job in tqdm(jobs, desc="clips", disable=not progress)]
+    # Spawned (not forked) workers: the caller may already run JAX threads.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as executor:
+        results = executor.map(_write_clip, *zip(*jobs), chunksize=max(1, n // (8 * workers)))
+        return list(tqdm(results, total=n, desc="clips", disable=not progress))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
