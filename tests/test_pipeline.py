@@ -89,6 +89,26 @@ def test_build_example_phase_prompt_and_target(tokenizer, tmp_path):
         assert abs(phase[rep[np.argmin(knee[rep])]] - np.pi) < 0.3
 
 
+def test_rep_channels_follow_the_signals_and_the_example_knows_its_rules(tokenizer, tmp_path):
+    from wavepose_jax.data import waves
+    from wavepose_jax.data.clip import load_clip
+    from wavepose_jax.models.wavellm import encoder_config
+
+    clip = load_clip(_write(tmp_path, "a.json", squat_clip("vid-a", reps=3,
+                                                           rep_faults=[[], [], []])))
+    plain = pipeline.build_example(clip, tokenizer, _config())
+    ex = pipeline.build_example(clip, tokenizer, _config(rep_channels=True))
+    assert ex.inputs.waves.shape == (96, 7 + len(waves.REP_CHANNELS))
+    np.testing.assert_array_equal(ex.inputs.waves[:, :7], plain.inputs.waves)
+    assert np.abs(ex.inputs.waves[:, 7:]).max() > 0.5  # the reps are there
+    config = _config(rep_channels=True)
+    config.encoder = ml_collections.ConfigDict({"d_model": 16})
+    assert encoder_config(config).num_signals == 7 + len(waves.REP_CHANNELS)
+    # 95 deg at the bottom, 175 at the top: by the rules no fault, whatever the file's label.
+    assert ex.info.rule_faults == () and ex.info.faults == ("shallow_depth",)
+    assert ex.info.rep_faults == ((), (), ()) and ex.info.benchmark is None
+
+
 def test_target_truncated_to_budget_keeps_end(tokenizer, tmp_path):
     from wavepose_jax.data.clip import load_clip
 
