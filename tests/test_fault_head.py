@@ -132,3 +132,34 @@ def test_wavellm_fault_loss_follows_its_weight():
     plain_terms = model_loss_terms(plain, batch, LossWeights.from_config(config),
                                    deterministic=True)
     assert plain.bridge.fault_head is None and float(plain_terms.fault_loss) == 0.0
+
+
+def test_fault_tokens_carry_the_fault_estimate_into_every_soft_token():
+    import dataclasses
+
+    with_tokens = WaveBridge(dataclasses.replace(BRIDGE, fault_tokens=True), embed_rms=0.5,
+                             rngs=nnx.Rngs(0))
+    plain = WaveBridge(BRIDGE, embed_rms=0.5, rngs=nnx.Rngs(0))
+    phi = jax.random.normal(jax.random.key(0), (B, T, ENC.d_model))
+    state = jax.random.normal(jax.random.key(1), (B, T, ENC.state_dim))
+    mask = jnp.ones((B, T), bool)
+    events, _ = with_tokens.events(phi, state, mask)
+    # At initialisation the table is zero: the soft tokens are those of a bridge without it.
+    np.testing.assert_array_equal(with_tokens.project(events), plain.project(events))
+    with_tokens.fault_embed[...] = jax.random.normal(jax.random.key(2), (F, 48))
+    soft = with_tokens.project(events)
+    assert soft.shape == (B, 4, 48)
+    probs = jax.nn.sigmoid(with_tokens.fault_logits(events))
+    np.testing.assert_allclose(soft - plain.project(events), jnp.broadcast_to(
+        (probs @ with_tokens.fault_embed[...])[:, None], soft.shape), atol=1e-5)
+
+    # The text loss trains the table, never the head (the fault loss does that).
+    def soft_tokens_loss(bridge):
+        return jnp.sum(bridge.project(bridge.events(phi, state, mask)[0]) ** 2)
+
+    grads = nnx.grad(soft_tokens_loss)(with_tokens)
+    assert jnp.abs(grads.fault_embed[...]).sum() > 0
+    assert not jnp.abs(grads.fault_head.kernel[...]).sum()
+    with pytest.raises(ValueError, match="bridge.fault_tokens"):
+        WaveBridge(dataclasses.replace(BRIDGE, num_faults=0, fault_tokens=True), embed_rms=0.5,
+                   rngs=nnx.Rngs(0))

@@ -74,6 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.bridge.num_heads = 8  # attention heads
     c.bridge.mlp_ratio = 4  # feed-forward width = mlp_ratio * d_model
     c.bridge.dropout = 0.1  # residual dropout (training only)
+    c.bridge.fault_tokens = False  # add the fault head's estimate to every soft token
 
     # ---- data (pipeline.py)
     c.data = ml_collections.ConfigDict()

@@ -11,6 +11,13 @@ With `num_faults > 0` the bridge also has a fault head: mean of the event states
 queries -> Linear(num_faults) logits, one per fault of the global vocabulary
 (`wavepose_jax.data.faults.FAULTS` order). Trained with an auxiliary BCE loss, it makes the event
 states fault-aware from the first steps, before the language model has learned to read them.
+With `fault_tokens` as well, every soft token also carries the head's estimate: the fault
+probabilities times a learned table of one embedding per fault [num_faults, llm_dim] (zero at
+initialisation), added to each token. The language model then finds "which faults" in one
+fixed direction per fault instead of untangling it from the event states. The head is trained
+by the fault loss only (the estimate enters the tokens without a gradient); the table by the
+text loss. It is computed from the motion alone, so zeroing the soft tokens removes it with
+everything else.
 
 The gate starts at 0, so at initialisation every soft token has exactly the RMS of the LLM's
 token embeddings (`embed_rms`, measured from the loaded embedding table by the caller) and
@@ -45,6 +52,7 @@ class BridgeConfig:
     mlp_ratio: int = 4  # feed-forward width = mlp_ratio * d_model
     dropout: float = 0.1  # dropout on residual branches (training only)
     num_faults: int = 0  # fault-head outputs (0: no fault head)
+    fault_tokens: bool = False  # add the fault head's estimate to every soft token
     dtype: Any = jnp.float32  # compute dtype
     param_dtype: Any = jnp.float32  # parameter dtype
 
@@ -107,6 +115,14 @@ class WaveBridge(nnx.Module):
         self.embed_rms = EmbedScale(jnp.asarray(embed_rms, jnp.float32))
         self.fault_head = (nnx.Linear(config.d_model, config.num_faults, **kw)
                            if config.num_faults > 0 else None)
+        if config.fault_tokens and config.num_faults <= 0:
+            raise ValueError("config field 'bridge.fault_tokens': needs the fault head "
+                             "(train.fault_loss_weight > 0)")
+        # [F, llm_dim], one direction per fault; zero at first, so the language model starts
+        # from the soft tokens it would get without it.
+        self.fault_embed = (nnx.Param(jnp.zeros((config.num_faults, config.llm_dim),
+                                                config.param_dtype))
+                            if config.fault_tokens else None)
 
     def events(self, phi: jax.Array, dynamic_state: jax.Array, mask: jax.Array, *,
                deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
@@ -132,11 +148,17 @@ class WaveBridge(nnx.Module):
         return self.final_norm(queries), jnp.stack(attention, axis=1)  # [B, Q, D], [B, L, Q, T]
 
     def project(self, events: jax.Array) -> jax.Array:
-        """Event states [B, Q, d_model] -> soft tokens [B, Q, llm_dim] in the compute dtype."""
+        """Event states [B, Q, d_model] -> soft tokens [B, Q, llm_dim] in the compute dtype
+        (with `fault_tokens`, plus the fault estimate on every token)."""
         tokens = self.to_llm(events).astype(jnp.float32)  # [B, Q, llm_dim]
         tokens = tokens * jax.lax.rsqrt(jnp.mean(jnp.square(tokens), -1, keepdims=True) + _RMS_EPS)
         scale = self.embed_rms[...] * (1.0 + jnp.tanh(self.gate[...].astype(jnp.float32)))
-        return (tokens * scale).astype(self.config.dtype)
+        tokens = tokens * scale
+        if self.fault_embed is not None:
+            # The head learns from the fault loss alone; the text loss learns to read it.
+            probs = jax.nn.sigmoid(jax.lax.stop_gradient(self.fault_logits(events)))  # [B, F]
+            tokens = tokens + (probs @ self.fault_embed[...].astype(jnp.float32))[:, None, :]
+        return tokens.astype(self.config.dtype)
 
     def fault_logits(self, events: jax.Array) -> jax.Array:
         """Event states [B, Q, d_model] -> fault logits [B, num_faults] (float32)."""

@@ -28,6 +28,8 @@ from flax import nnx
 
 from wavepose_jax import sharding as sharding_lib
 from wavepose_jax.data.faults import FAULTS
+from wavepose_jax.data.schema import NUM_SIGNALS
+from wavepose_jax.data.waves import REP_CHANNELS
 from wavepose_jax.models.bridge import BridgeConfig, WaveBridge, embedding_rms
 from wavepose_jax.models.encoder import EncoderConfig, WavePoseEncoder
 from wavepose_jax.models.lora import apply_lora, is_lora_path
@@ -122,7 +124,10 @@ def llm_overrides(config: Any) -> dict[str, Any]:
 
 
 def encoder_config(config: Any) -> EncoderConfig:
-    return EncoderConfig(**config.encoder.to_dict())
+    """The encoder of a run: it reads the 7 signals, then the rep channels when
+    `data.rep_channels` is on (`data.waves.REP_CHANNELS`)."""
+    extra = len(REP_CHANNELS) if config.data.get("rep_channels", False) else 0
+    return EncoderConfig(num_signals=NUM_SIGNALS + extra, **config.encoder.to_dict())
 
 
 def bridge_config(config: Any, llm_dim: int) -> BridgeConfig:
