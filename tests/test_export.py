@@ -284,3 +284,34 @@ def test_merged_export_stops_in_transformers_where_the_project_stops(tmp_path):
                                          max_new_tokens=budget, do_sample=False)
     new = theirs[0, ids.shape[1]:].tolist()
     assert new == np.asarray(ours.tokens[0, :n]).tolist()
+
+
+def test_scanned_stack_adapter_round_trip(exported, tmp_path):
+    """A PEFT adapter loads into the scanned stack (slot i of each stacked delta = layer i),
+    gives the logits of the unrolled model, and exports the same tensors back; an adapter of
+    only some layers is refused there in one line."""
+    from safetensors.numpy import load_file
+
+    base_dir, llm, out = exported
+    for preset in (False, True):  # LoRA attached from the adapter, or already there (a run)
+        scanned = hf.load_pretrained(base_dir, dtype=jnp.float32, scan_layers=True)
+        if preset:
+            apply_lora(scanned, LoraConfig(rank=4, alpha=8.0, dropout=0.0), nnx.Rngs(7))
+        peft_io.load_peft_adapter(scanned, out)
+        assert scanned.model.layers.self_attn.qkv_proj.lora_a.shape[:2] == (2, 64)
+        assert_logits_close(call(scanned, IDS, MASK), call(llm, IDS, MASK), MASK)
+    back = peft_io.save_peft_adapter(scanned, tmp_path / "back",
+                                     base_model_name_or_path=str(base_dir))
+    want, got = load_file(out / peft_io.ADAPTER_WEIGHTS), load_file(back / peft_io.ADAPTER_WEIGHTS)
+    assert sorted(got) == sorted(want) and all(np.array_equal(got[k], want[k]) for k in want)
+    assert json.loads((back / peft_io.ADAPTER_CONFIG).read_text())["target_modules"] == sorted(
+        peft_io.PEFT_TARGETS)
+
+    partial = hf.load_pretrained(base_dir, dtype=jnp.float32)
+    apply_lora(partial, LoraConfig(rank=2, alpha=4.0, dropout=0.0,
+                                   targets=(r"model/layers/1/self_attn/qkv_proj",)), nnx.Rngs(2))
+    one_layer = peft_io.save_peft_adapter(partial, tmp_path / "one_layer",
+                                          base_model_name_or_path=str(base_dir))
+    with pytest.raises(peft_io.AdapterError, match="only some layers.*scan_layers=False"):
+        peft_io.load_peft_adapter(hf.load_pretrained(base_dir, dtype=jnp.float32,
+                                                     scan_layers=True), one_layer)

@@ -133,3 +133,17 @@ def test_prefill_and_decode_chunk(setup):
 
 def test_bucket_length():
     assert [prompt_bucket(n) for n in (1, 16, 17, 100, 512, 513, 1500)] == [16, 16, 32, 128, 512, 1024, 1536]
+
+
+def test_scanned_stack_decodes_like_transformers(setup, hf_checkpoint):
+    """The scanned stack's stacked cache [L, B, S, K, H]: greedy tokens equal transformers'
+    across the LongRoPE switch (full recompute), and streaming equals one-call decoding."""
+    torch_model, _, prompts, ids, mask = setup
+    _, path = hf_checkpoint("longrope_gqa", rope_scaling="longrope")
+    model = hf.load_pretrained(path, dtype=jnp.float32, scan_layers=True)
+    out = generate(model, ids, mask, max_new_tokens=NEW)
+    for i, prompt in enumerate(prompts):
+        np.testing.assert_array_equal(np.asarray(out.tokens[i]), _hf_greedy(torch_model, prompt, NEW))
+    streamed = np.concatenate(list(generate_stream(model, ids, mask, chunk=5, max_new_tokens=NEW)),
+                              axis=1)
+    np.testing.assert_array_equal(streamed, np.asarray(out.tokens))

@@ -179,3 +179,66 @@ def test_load_onto_mesh(hf_checkpoint, tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "mesh_logits.npy"), expected, **TOL)
+
+
+# ------------------------------------------------------------------------------------------------
+# The scanned (stacked) decoder stack reads and writes the same files
+
+
+def test_scanned_stack_loads_saves_and_merges(hf_checkpoint, tmp_path):
+    """Sharded bf16 files -> slots of stacked leaves; saved back per layer for transformers;
+    LoRA merged one layer at a time; the same fingerprint as the unrolled form."""
+    from wavepose_jax.models.lora import LoraConfig, apply_lora
+    from wavepose_jax.training.checkpoint import base_record_of
+
+    torch_model, path = hf_checkpoint("sharded_bf16", dtype=torch.bfloat16, max_shard_size="40KB",
+                                      rope_scaling="longrope")
+    model = hf.load_pretrained(path, dtype=jnp.float32, scan_layers=True)
+    kernel = model.model.layers.mlp.gate_up_proj.kernel[...]
+    assert kernel.shape == (2, 64, 192) and kernel.dtype == jnp.float32
+    np.testing.assert_array_equal(  # slot 1 holds layer 1, exactly
+        np.asarray(kernel[1]), torch_model.model.layers[1].mlp.gate_up_proj.weight.detach().numpy().T)
+    np.testing.assert_allclose(np.asarray(call(model, IDS)), reference_logits(torch_model, IDS), **TOL)
+    as_bf16 = hf.load_pretrained(path, scan_layers=True)
+    assert as_bf16.model.layers.self_attn.qkv_proj.kernel[...].dtype == jnp.bfloat16
+    unrolled = hf.load_pretrained(path, scan_layers=False)
+    assert (base_record_of(as_bf16, path=str(path)).fingerprint
+            == base_record_of(unrolled, path=str(path)).fingerprint)
+    assert hf.num_params(model) == sum(p.numel() for p in torch_model.parameters())
+
+    out = hf.save_pretrained(model, tmp_path / "scanned", max_shard_size="50KB")
+    names = set(json.loads((out / hf.INDEX_FILE).read_text())["weight_map"])
+    assert "model.layers.1.self_attn.o_proj.weight" in names and len(names) == len(
+        dict(torch_model.named_parameters()))
+    reloaded = transformers.Phi3ForCausalLM.from_pretrained(out).eval()
+    np.testing.assert_allclose(reference_logits(reloaded, IDS), reference_logits(torch_model, IDS), **TOL)
+
+    apply_lora(model, LoraConfig(rank=4, alpha=8.0, dropout=0.0), nnx.Rngs(0))
+    b = model.model.layers.mlp.down_proj.lora_b
+    b[...] = 0.3 * jax.random.normal(jax.random.key(1), b.shape)
+    adapted = np.asarray(call(model, IDS))
+    merged = hf.merge_lora(model)
+    assert merged.model.layers.mlp.down_proj.lora_a is None
+    np.testing.assert_allclose(np.asarray(call(merged, IDS)), adapted, **TOL)
+
+
+def test_scanned_stack_onto_mesh(hf_checkpoint, tmp_path):
+    """Four host CPU devices: a stacked leaf keeps its layer axis unsharded, the rest follows
+    the per-layer rules; logits unchanged."""
+    torch_model, path = hf_checkpoint("longrope_gqa", rope_scaling="longrope")
+    script = textwrap.dedent(f"""
+        import jax, jax.numpy as jnp, numpy as np
+        from flax import nnx
+        from wavepose_jax import hf, sharding
+        mesh = sharding.make_mesh({{"data": 1, "fsdp": 2, "tensor": -1}})
+        model = hf.load_pretrained({str(path)!r}, dtype=jnp.float32, mesh=mesh, scan_layers=True)
+        qkv = model.model.layers.self_attn.qkv_proj.kernel[...]
+        assert tuple(qkv.sharding.spec) == (None, "fsdp", "tensor"), qkv.sharding.spec
+        assert qkv.addressable_shards[0].data.shape == (2, 32, 64)
+        ids = jnp.asarray(np.array({IDS.tolist()}, np.int32))
+        np.save({str(tmp_path / "logits.npy")!r}, np.asarray(nnx.jit(lambda m, i: m(i))(model, ids)))
+    """)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), reference_logits(torch_model, IDS), **TOL)

@@ -44,6 +44,26 @@ def test_zero_b_reproduces_base_logits():
     assert added == 2 * per_layer
 
 
+def test_stacked_layers_get_stacked_deltas():
+    """A scanned stack: one stacked delta per projection, [L, in, r] / [L, r, out], the same
+    parameter count as the unrolled stack, and zero B reproduces the base."""
+    import dataclasses
+
+    model = Phi3ForCausalLM(dataclasses.replace(TINY, scan_layers=True), rngs=nnx.Rngs(0))
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, 64, (2, 7)))
+    before = np.asarray(_logits(model, ids))
+    added = lora.apply_lora(model, LORA, nnx.Rngs(1))
+    unrolled = Phi3ForCausalLM(TINY, rngs=nnx.Rngs(0))
+    assert added == lora.apply_lora(unrolled, LORA, nnx.Rngs(1))
+    adapted = {p for p, _ in lora.lora_modules(model, LORA.targets)}
+    assert adapted == {f"model/layers/{m}" for m in (
+        "self_attn/qkv_proj", "self_attn/o_proj", "mlp/gate_up_proj", "mlp/down_proj")}
+    down = model.model.layers.mlp.down_proj
+    assert down.lora_a.shape == (2, TINY.intermediate_size, 4) and down.lora_b.shape == (2, 4, 32)
+    assert not np.array_equal(np.asarray(down.lora_a[0]), np.asarray(down.lora_a[1]))
+    np.testing.assert_array_equal(np.asarray(_logits(model, ids)), before)
+
+
 def test_lora_layer_equals_merged_dense():
     rngs = nnx.Rngs(0)
     linear = Linear(16, 24, dtype=jnp.float32, param_dtype=jnp.float32, init_std=0.1, rngs=rngs)

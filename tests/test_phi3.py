@@ -1,4 +1,7 @@
-"""Flax Phi-3 against transformers' PyTorch Phi3ForCausalLM, plus cache, LoRA hook and remat."""
+"""Flax Phi-3 against transformers' PyTorch Phi3ForCausalLM, plus cache, LoRA hook and remat.
+
+Parity cases run on both forms of the decoder stack: unrolled and scanned (`scan_layers`).
+"""
 
 import dataclasses
 
@@ -22,13 +25,15 @@ def _ids(batch, length, seed=0, vocab=96):
 
 @pytest.mark.parametrize("name,overrides,lengths", [
     ("plain_mha", dict(num_key_value_heads=4), (20,)),
+@pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scanned"])
     ("longrope_gqa", dict(rope_scaling="longrope"), (20, 50)),
     ("partial_window_tied", dict(rope_scaling="longrope", partial_rotary_factor=0.5,
                                  sliding_window=8, tie_word_embeddings=True), (50,)),
 ])
-def test_logits_match_transformers(hf_checkpoint, name, overrides, lengths):
+def test_logits_match_transformers(hf_checkpoint, name, overrides, lengths, scan):
     torch_model, path = hf_checkpoint(name, **overrides)
-    model = hf.load_pretrained(path, dtype=jnp.float32)
+    model = hf.load_pretrained(path, dtype=jnp.float32, scan_layers=scan)
+    assert isinstance(model.model.layers, nnx.List) != scan
     assert (model.lm_head is None) == overrides.get("tie_word_embeddings", False)
     for length in lengths:
         ids = _ids(2, length, seed=length)
@@ -78,14 +83,16 @@ def test_inputs_embeds_and_positions(hf_checkpoint):
         model(ids, inputs_embeds=model.embed(ids))
 
 
-def test_kv_cache_matches_full_forward(hf_checkpoint):
+@pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scanned"])
+def test_kv_cache_matches_full_forward(hf_checkpoint, scan):
     _, path = hf_checkpoint("longrope_gqa", rope_scaling="longrope")
-    model = hf.load_pretrained(path, dtype=jnp.float32)
+    model = hf.load_pretrained(path, dtype=jnp.float32, scan_layers=scan)
     ids = jnp.asarray(_ids(2, 10, seed=8))
     full = np.asarray(call(model, ids))
     cache = model.init_cache(2, 16)
     logits, cache = call(model, ids[:, :6], cache=cache)
     steps = [np.asarray(logits)]
+    assert (cache.k.shape == (2, 2, 16, 2, 16)) if scan else len(cache.k) == 2
     for t in range(6, 10):
         logits, cache = call(model, ids[:, t:t + 1], cache=cache)
         steps.append(np.asarray(logits))
@@ -145,11 +152,13 @@ def test_lora_hook_survives_nnx_transforms():
     assert np.abs(np.asarray(call(model, ids)) - np.asarray(adapted)).max() > 1e-4
 
 
-def test_remat_gives_same_loss_and_grads():
+@pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scanned"])
+def test_remat_gives_same_loss_and_grads(scan):
     ids = jnp.asarray(_ids(2, 8, vocab=64))
     grads = []
     for remat in (False, True):
-        model = Phi3ForCausalLM(dataclasses.replace(TINY_PHI3, remat=remat), rngs=nnx.Rngs(0))
+        config = dataclasses.replace(TINY_PHI3, remat=remat, scan_layers=scan)
+        model = Phi3ForCausalLM(config, rngs=nnx.Rngs(0))
         grads.append(nnx.jit(nnx.grad(lambda m: jnp.mean(m(ids) ** 2)))(model))
     for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -157,6 +166,59 @@ def test_remat_gives_same_loss_and_grads():
 
 def test_config_hf_round_trip():
     scaling = dict(type="longrope", short_factor=[1.0, 1.1, 1.2, 1.3], long_factor=[2.0, 3.0, 4.0, 5.0])
+def _stack_layers(unrolled_state, scanned_abstract):
+    """The scanned model's state holding the unrolled model's weights (layer i -> slot i)."""
+    flat = dict(nnx.to_flat_state(unrolled_state))
+    out = []
+    for path, var in nnx.to_flat_state(scanned_abstract):
+        if "layers" in path and not str(path[path.index("layers") + 1]).isdigit():
+            k = path.index("layers") + 1
+            n = var.get_value().shape[0]
+            value = jnp.stack([flat[path[:k] + (i,) + path[k:]].get_value() for i in range(n)])
+        else:
+            value = flat[path].get_value()
+        out.append((path, var.replace(value)))
+    return nnx.from_flat_state(out)
+
+
+def test_scanned_stack_equals_unrolled_with_lora_dropout_and_grads():
+    """Same weights and LoRA deltas in both forms: equal logits, equal LoRA gradients, and the
+    stacked LoRA dropout draws a different mask per layer."""
+    from wavepose_jax.models import lora
+
+    ids = jnp.asarray(_ids(2, 9, vocab=64))
+    models = {}
+    for scan in (False, True):
+        model = Phi3ForCausalLM(dataclasses.replace(TINY_PHI3, scan_layers=scan), rngs=nnx.Rngs(0))
+        lora.apply_lora(model, lora.LoraConfig(rank=4, alpha=8.0, dropout=0.0), nnx.Rngs(1))
+        models[scan] = model
+    unrolled = models[False]
+    for layer in unrolled.model.layers:  # non-zero B, so the deltas matter
+        for m in (layer.self_attn.qkv_proj, layer.mlp.down_proj):
+            m.lora_b[...] = 0.1 * jax.random.normal(jax.random.key(7), m.lora_b.shape)
+    scanned = models[True]
+    assert scanned.model.layers.mlp.down_proj.lora_a.shape == (2, 64, 4)
+    nnx.update(scanned, _stack_layers(nnx.state(unrolled), nnx.state(scanned)))
+    np.testing.assert_allclose(call(scanned, ids), call(unrolled, ids), rtol=1e-5, atol=1e-5)
+
+    is_lora = lambda path, _: any(str(p).startswith("lora_") for p in path)  # noqa: E731
+    grads = {scan: nnx.jit(nnx.grad(lambda m: jnp.mean(m(ids) ** 2),
+                                    argnums=nnx.DiffState(0, is_lora)))(models[scan])
+             for scan in (False, True)}
+    expected = _stack_layers(grads[False], grads[True])
+    for (path, a), (_, b) in zip(nnx.to_flat_state(grads[True]), nnx.to_flat_state(expected)):
+        np.testing.assert_allclose(a.get_value(), b.get_value(), rtol=1e-4, atol=1e-6,
+                                   err_msg=str(path))
+
+    stacked = Phi3ForCausalLM(dataclasses.replace(TINY_PHI3, scan_layers=True), rngs=nnx.Rngs(0))
+    lora.apply_lora(stacked, lora.LoraConfig(rank=4, alpha=8.0, dropout=0.5), nnx.Rngs(1))
+    keys = stacked.model.layers.self_attn.qkv_proj.lora_dropout.rngs.key[...]
+    assert keys.shape == (2,)
+    nnx.reseed(stacked, dropout=3, policy="match_shape")
+    keys = jax.random.key_data(stacked.model.layers.self_attn.qkv_proj.lora_dropout.rngs.key[...])
+    assert keys.shape[0] == 2 and not np.array_equal(keys[0], keys[1])
+
+
     hf_dict = transformers.Phi3Config(
         vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=256, original_max_position_embeddings=64,

@@ -12,6 +12,11 @@ so a tensor maps to its PEFT counterpart by a transpose; the scale is ``lora_alp
 ``qkv_proj``, ``o_proj``, ``gate_up_proj``, ``down_proj``; PyTorch-style names such as
 ``q_proj`` match nothing in Phi-3 and are refused.
 
+Both forms of the decoder stack read and write the same adapter: in a scanned stack one
+stacked Linear ([L, in, out], deltas [L, in, r] / [L, r, out]) serves the L modules
+``model.layers.{i}.<name>``, slot i each (`module_slots`). A scanned stack adapts every layer
+of a module or none, so an adapter of only some layers loads into the unrolled form only.
+
 The motion side of a WaveLLM (encoder and bridge) travels in the same directory:
 
     motion.safetensors          encoder/... and bridge/... parameters by flattened NNX path
@@ -39,7 +44,7 @@ from wavepose_jax.files import read_json_object
 from wavepose_jax.models.bridge import BridgeConfig, WaveBridge
 from wavepose_jax.models.encoder import EncoderConfig, WavePoseEncoder
 from wavepose_jax.models.lora import LoraConfig, apply_lora, path_str
-from wavepose_jax.models.phi3 import Linear, Phi3ForCausalLM
+from wavepose_jax.models.phi3 import Linear, Phi3ForCausalLM, in_stacked_layers
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -89,6 +94,45 @@ def adapted_modules(llm: Phi3ForCausalLM) -> dict[str, Linear]:
     return {name: m for name, m in linear_modules(llm).items() if m.lora_a is not None}
 
 
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """One transformers module: a Linear, or layer `layer` of a stacked (scanned) Linear."""
+
+    path: str  # module path of the Linear in the model ('model/layers/mlp/down_proj')
+    linear: Linear
+    layer: int | None  # slot on the leading layer axis; None for an unstacked Linear
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(in, out) features of this module's kernel."""
+        return tuple(self.linear.kernel.shape[-2:])
+
+    @property
+    def rank(self) -> int | None:
+        return None if self.linear.lora_a is None else int(self.linear.lora_a.shape[-1])
+
+
+def module_slots(llm: Phi3ForCausalLM) -> dict[str, Slot]:
+    """Every transformers module name of the language model's Linears -> its `Slot`; in a
+    scanned stack `model.layers.3.mlp.down_proj` is slot 3 of the stacked `down_proj`."""
+    slots = {}
+    for path, module in nnx.iter_modules(llm):
+        if not isinstance(module, Linear):
+            continue
+        name = path_str(path)
+        if in_stacked_layers(name + "/kernel"):
+            for i in range(module.kernel.shape[0]):
+                dotted = name.replace("layers/", f"layers/{i}/", 1).replace("/", ".")
+                slots[dotted] = Slot(name, module, i)
+        else:
+            slots[name.replace("/", ".")] = Slot(name, module, None)
+    return slots
+
+
+def _adapted_slots(llm: Phi3ForCausalLM) -> dict[str, Slot]:
+    return {name: s for name, s in module_slots(llm).items() if s.linear.lora_a is not None}
+
+
 def _peft_matches(target_modules: tuple[str, ...] | str, names) -> set[str]:
     """Module names PEFT adapts: a regex fully matching, or a listed name equal / dot-suffix."""
     if isinstance(target_modules, str):
@@ -122,29 +166,32 @@ def save_peft_adapter(llm: Phi3ForCausalLM, directory, *, base_model_name_or_pat
       ValueError: the model has no LoRA, LoRA sits outside the fused projections, or the
         layers disagree on rank or scale (PEFT's config holds one of each).
     """
-    modules = adapted_modules(llm)
+    modules = _adapted_slots(llm)
     if not modules:
         raise ValueError("model has no LoRA deltas to export")
     outside = sorted(n for n in modules if n.rsplit(".", 1)[-1] not in PEFT_TARGETS)
     if outside:
         raise ValueError(f"LoRA on {outside[0]}: PEFT export supports {list(PEFT_TARGETS)} only")
-    ranks = {m.lora_a.shape[1] for m in modules.values()}
-    scales = {float(m.lora_scale) for m in modules.values()}
+    ranks = {s.rank for s in modules.values()}
+    scales = {float(s.linear.lora_scale) for s in modules.values()}
     if len(ranks) > 1 or len(scales) > 1:
         raise ValueError(f"LoRA layers differ in rank {sorted(ranks)} or scale {sorted(scales)}")
     rank, scale = ranks.pop(), scales.pop()
 
     kinds = sorted({n.rsplit(".", 1)[-1] for n in modules})
-    if _peft_matches(tuple(kinds), linear_modules(llm)) == set(modules):
+    if _peft_matches(tuple(kinds), module_slots(llm)) == set(modules):
         target_modules: list[str] | str = kinds  # every layer: PEFT's plain list form
     else:  # a subset of layers: one regex naming exactly the adapted modules
         target_modules = "|".join(re.escape(n) for n in sorted(modules))
 
-    tensors = {}
-    for name, m in modules.items():
+    tensors, hosts = {}, {}  # hosts: each Linear's deltas copied to the host once
+    for name, slot in modules.items():
+        if slot.path not in hosts:
+            hosts[slot.path] = (_host(slot.linear.lora_a[...]), _host(slot.linear.lora_b[...]))
+        a, b = (x if slot.layer is None else x[slot.layer] for x in hosts[slot.path])
         a_name, b_name = _tensor_names(name)
-        tensors[a_name] = _host(m.lora_a[...]).T  # [r, in]
-        tensors[b_name] = _host(m.lora_b[...]).T  # [out, r]
+        tensors[a_name] = a.T  # [r, in]
+        tensors[b_name] = b.T  # [out, r]
     config = {
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -204,7 +251,7 @@ def read_adapter_config(directory) -> AdapterSpec:
 
 def _resolve_targets(spec: AdapterSpec, llm: Phi3ForCausalLM, file: Path) -> list[str]:
     """The transformers module names the adapter adapts in `llm`; refuses unknown targets."""
-    names = linear_modules(llm)
+    names = module_slots(llm)
     fused = {n for n in names if n.rsplit(".", 1)[-1] in PEFT_TARGETS}
     # Each listed name (or the one regex) must hit fused projections and nothing else.
     patterns = ([spec.target_modules] if isinstance(spec.target_modules, str)
@@ -237,9 +284,17 @@ def load_peft_adapter(llm: Phi3ForCausalLM, directory) -> AdapterSpec:
     if not weights_file.is_file():
         raise AdapterError(f"{weights_file}: missing")
     targets = _resolve_targets(spec, llm, config_file)
-    existing = adapted_modules(llm)
+    modules = module_slots(llm)
+    linears = {modules[t].path: modules[t].linear for t in targets}
+    for path in sorted(linears):  # a stacked Linear is adapted in all of its layers or none
+        names = {n for n, slot in modules.items() if slot.path == path}
+        if modules[min(names)].layer is not None and not names <= set(targets):
+            raise AdapterError(f"{config_file}: target_modules: adapts only some layers of the "
+                               f"scanned {path.replace('/', '.')}; load it with "
+                               "llm.scan_layers=False")
+    existing = _adapted_slots(llm)
     if existing:
-        ranks = {m.lora_a.shape[1] for m in existing.values()}
+        ranks = {s.rank for s in existing.values()}
         if ranks != {spec.rank}:
             raise AdapterError(f"{config_file}: r: rank mismatch, adapter has r={spec.rank}, "
                                f"the model's LoRA has rank {sorted(ranks)}")
@@ -248,7 +303,6 @@ def load_peft_adapter(llm: Phi3ForCausalLM, directory) -> AdapterSpec:
             raise AdapterError(f"{config_file}: target_modules: module {extra} is adapted in "
                                "only one of the adapter and the model's LoRA")
 
-    modules = linear_modules(llm)
     expected = {t: _tensor_names(t) for t in targets}
     try:
         with safe_open(str(weights_file), framework="numpy") as f:
@@ -264,7 +318,7 @@ def load_peft_adapter(llm: Phi3ForCausalLM, directory) -> AdapterSpec:
             values = {}
             for module, (a_name, b_name) in expected.items():
                 a, b = f.get_tensor(a_name), f.get_tensor(b_name)  # [r, in], [out, r]
-                d_in, d_out = modules[module].kernel.shape
+                d_in, d_out = modules[module].shape
                 if a.ndim != 2 or b.ndim != 2 or a.shape[0] != spec.rank or b.shape[1] != spec.rank:
                     raise AdapterError(f"{weights_file}: {a_name}: rank mismatch, shapes "
                                        f"{a.shape} / {b.shape}, adapter_config.json r={spec.rank}")
@@ -278,10 +332,15 @@ def load_peft_adapter(llm: Phi3ForCausalLM, directory) -> AdapterSpec:
 
     if not existing:
         lora_cfg = LoraConfig(rank=spec.rank, alpha=spec.alpha, dropout=spec.dropout,
-                              targets=tuple(re.escape(t.replace(".", "/")) for t in targets))
+                              targets=tuple(re.escape(p) for p in sorted(linears)))
         apply_lora(llm, lora_cfg, nnx.Rngs(0))
-    for module, (a, b) in values.items():
-        linear = modules[module]
+    for path, linear in linears.items():
+        layers = sorted((modules[n].layer, n) for n in values if modules[n].path == path)
+        if layers[0][0] is None:  # an unstacked Linear
+            a, b = values[layers[0][1]]
+        else:  # every layer of a stacked Linear, in layer order: [L, in, r], [L, r, out]
+            a = np.stack([values[n][0] for _, n in layers])
+            b = np.stack([values[n][1] for _, n in layers])
         _assign(linear.lora_a, a)
         _assign(linear.lora_b, b)
         linear.lora_scale = spec.scale

@@ -4,6 +4,10 @@ The mesh has up to three named axes: ``data`` (pure data parallelism), ``fsdp`` 
 parallelism with parameters sharded across it) and ``tensor`` (Megatron-style model
 parallelism). Parameters are matched by regular expressions on their ``/``-joined path; a
 dimension that the mesh axis does not divide evenly stays replicated on that axis.
+
+A scanned decoder stack stores each layer parameter with a leading layer axis [L, ...]
+(`model/layers/mlp/down_proj/kernel`, no layer index in the path). The rules describe one
+layer; that leading axis is never sharded (each scan step reads its own layer whole).
 """
 
 from __future__ import annotations
@@ -75,9 +79,17 @@ def _fit_spec(spec: P, shape: tuple[int, ...], mesh: Mesh) -> P:
     return P(*dims)
 
 
+# `layers/` followed by a name, not a layer index: a leaf of a scanned (stacked) layer stack.
+_STACKED = re.compile(r"(^|/)layers/(?!\d+(/|$))")
+
+
 def spec_for(path: str, shape: tuple[int, ...], mesh: Mesh,
              rules: Sequence[tuple[str, P]] = PHI3_RULES) -> P:
-    """PartitionSpec for one parameter given its ``/``-joined path."""
+    """PartitionSpec for one parameter given its ``/``-joined path (a stacked layer leaf keeps
+    its leading layer axis unsharded)."""
+    if _STACKED.search(path) and len(shape) >= 1:
+        inner = spec_for(path.replace("layers/", "layers/0/", 1), shape[1:], mesh, rules)
+        return P(None, *inner) if len(inner) else P()
     for pattern, spec in rules:
         if re.search(pattern, path):
             return _fit_spec(spec, shape, mesh)

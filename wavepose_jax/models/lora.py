@@ -14,6 +14,9 @@ without renaming.
 
 Targets are regexes over module paths relative to the language model; the defaults hit
 Phi-3's fused projections (`qkv_proj`, `o_proj`, `gate_up_proj`, `down_proj`) in every layer.
+In a scanned (stacked) decoder stack a Linear's kernel is [L, in, out]; its deltas are stacked
+the same way (`lora_a` [L, in, r], `lora_b` [L, r, out], one dropout RNG stream per layer),
+and a target adapts all L layers of the module it names.
 
 `is_trainable(path, config)` is the one predicate deciding what trains (regexes over the
 flattened parameter path of the composed model, e.g. `llm/model/layers/3/mlp/down_proj/lora_b`);
@@ -130,17 +133,26 @@ def apply_lora(model: nnx.Module, lora_cfg: LoraConfig | Any, rngs: nnx.Rngs) ->
                          "layer of the language model")
     added = 0
     for _, linear in modules:
-        d_in, d_out = linear.kernel.shape  # [in, out]
+        *stack, d_in, d_out = linear.kernel.shape  # [in, out], or [L, in, out] when stacked
         bound = 1.0 / math.sqrt(d_in)
         linear.lora_a = nnx.Param(jax.random.uniform(
-            rngs.params(), (d_in, cfg.rank), jnp.float32, -bound, bound))  # [in, r]
-        linear.lora_b = nnx.Param(jnp.zeros((cfg.rank, d_out), jnp.float32))  # [r, out]
+            rngs.params(), (*stack, d_in, cfg.rank), jnp.float32, -bound, bound))  # [in, r]
+        linear.lora_b = nnx.Param(jnp.zeros((*stack, cfg.rank, d_out), jnp.float32))  # [r, out]
         linear.lora_scale = cfg.alpha / cfg.rank
         # Off unless a caller views the model with deterministic=False (WaveLLM training).
-        linear.lora_dropout = (nnx.Dropout(cfg.dropout, deterministic=True, rngs=rngs)
+        linear.lora_dropout = (_dropout(cfg.dropout, rngs, tuple(stack))
                                if cfg.dropout > 0 else None)
-        added += cfg.rank * (d_in + d_out)
+        added += math.prod(stack) * cfg.rank * (d_in + d_out)
     return added
+
+
+def _dropout(rate: float, rngs: nnx.Rngs, stack: tuple[int, ...]) -> nnx.Dropout:
+    """A Dropout (deterministic until viewed otherwise) whose `dropout` RNG stream has one key
+    per layer of a stacked Linear (`stack` = (L,)), or a single key (`stack` = ())."""
+    dropout = nnx.Dropout(rate, deterministic=True, rngs=rngs)
+    if stack:
+        dropout.rngs = nnx.RngStream(jax.random.split(rngs.dropout(), stack), tag="dropout")
+    return dropout
 
 
 def is_trainable(path: Sequence[Any] | str, config: Any) -> bool:

@@ -7,6 +7,20 @@ SwiGLU MLP with a fused ``gate_up_proj``, optional sliding window and tied embed
 Attribute paths mirror the Hugging Face parameter names (``model.layers[i].self_attn.qkv_proj``
 ...), so checkpoint conversion is a rename plus a transpose (see ``wavepose_jax/hf.py``).
 
+Two forms of the decoder stack (``Phi3Config.scan_layers``):
+
+* unrolled (default): ``model.layers`` is a list of ``Phi3DecoderLayer``; a Python loop calls
+  them, so the compiled program holds one copy of the layer per layer.
+* scanned: ``model.layers`` is ONE ``Phi3DecoderLayer`` whose parameters carry a leading layer
+  axis ([L, ...], made by ``nnx.vmap`` over split RNG keys) and ``jax.lax.scan`` runs it L
+  times. Every per-layer computation, including a backend's widening of bf16 weights for its
+  matmuls, then happens inside the loop body for one layer at a time, and the program compiles
+  one layer instead of L. The numbers are the same as the unrolled form's.
+
+  Checkpoints store Hugging Face names either way (``wavepose_jax/hf.py`` maps
+  ``model.layers.{i}.*`` to slot i of the stacked leaf); the KV cache of the scanned form is
+  stacked as well ([L, B, S, K, H]).
+
 LongRoPE factor choice: the long factors are used for a sequence whose largest position + 1
 exceeds ``original_max_position_embeddings``, the short ones otherwise. The choice is made per
 sequence of the batch (a batch row gets the logits it would get alone). During cached decoding
@@ -24,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 _ACTIVATIONS = {
     "silu": jax.nn.silu,
@@ -78,6 +93,7 @@ class Phi3Config:
     dtype: Any = jnp.float32  # Activations / matmul inputs.
     param_dtype: Any = jnp.float32  # Stored parameters.
     remat: bool = False  # Rematerialise each decoder layer in the backward pass.
+    scan_layers: bool = False  # One stacked layer run by lax.scan (params [L, ...]); see docstring.
     attention_impl: str | None = None  # jax.nn.dot_product_attention: None / 'xla' / 'cudnn'.
 
     @property
@@ -216,6 +232,14 @@ class Phi3Config:
         return hf
 
 
+def in_stacked_layers(path) -> bool:
+    """Whether a parameter path (keys, or a '/'-joined string) lies in a scanned layer stack,
+    whose leaves carry a leading layer axis: `layers` followed by a name, not a layer index
+    (`model/layers/mlp/down_proj/kernel` [L, I, D] vs `model/layers/3/mlp/down_proj/kernel`)."""
+    parts = path.split("/") if isinstance(path, str) else [str(getattr(k, "key", k)) for k in path]
+    return any(a == "layers" and not b.isdigit() for a, b in zip(parts, parts[1:]))
+
+
 # ------------------------------------------------------------------------------------------------
 # RoPE
 
@@ -286,8 +310,9 @@ class Cache:
     (-1 for an empty slot or a padding token, which are never attended to).
     """
 
-    k: tuple[jax.Array, ...]  # per layer [B, S, K, H]
-    v: tuple[jax.Array, ...]  # per layer [B, S, K, H]
+    # Unrolled stack: one [B, S, K, H] array per layer; scanned stack: one [L, B, S, K, H] array.
+    k: tuple[jax.Array, ...] | jax.Array
+    v: tuple[jax.Array, ...] | jax.Array
     positions: jax.Array  # [B, S] int32
     index: jax.Array  # [] int32, next slot to write
 
@@ -417,8 +442,115 @@ def _run_layer(layer, x, cos, sin, mask, kv_cache, index):
     return layer(x, cos, sin, mask, kv_cache, index)
 
 
+def stacked_layers(config: Phi3Config, rngs: nnx.Rngs) -> Phi3DecoderLayer:
+    """One decoder layer whose variables carry a leading layer axis [L, ...].
+
+    ``nnx.vmap`` over L split RNG keys: layer i is drawn from its own key, as a list of
+    independently initialised layers would be.
+    """
+    @nnx.split_rngs(splits=config.num_hidden_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def create(rngs: nnx.Rngs) -> Phi3DecoderLayer:
+        return Phi3DecoderLayer(config, rngs=rngs)
+
+    return create(rngs)
+
+
+_HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+_LAYER_WEIGHTS = "layer_weights"  # checkpoint name of one layer's weights inside the scan
+
+
+@jax.custom_jvp
+def _as_bits(x: jax.Array) -> jax.Array:
+    """A bf16/f16 array as uint16 holding the same bits (a free bitcast)."""
+    return jax.lax.bitcast_convert_type(x, jnp.uint16)
+
+
+@_as_bits.defjvp
+def _as_bits_jvp(primals, tangents):
+    raise TypeError("scan_layers: a 16-bit float weight of the stacked layers is differentiated; "
+                    "train float32 copies (as training/state.py does) or use the unrolled stack")
+
+
+def _bits(tree):
+    """Every 16-bit float leaf as its uint16 bits (other leaves unchanged), and the dtypes."""
+    dtypes = jax.tree.map(lambda x: jnp.dtype(x.dtype), tree)
+    return jax.tree.map(lambda x: _as_bits(x) if x.dtype in _HALF else x, tree), dtypes
+
+
+def _unbits(tree, dtypes):
+    return jax.tree.map(lambda x, d: jax.lax.bitcast_convert_type(x, d) if d in _HALF else x,
+                        tree, dtypes)
+
+
+def _save_all_but_weights(prim, *_, **params) -> bool:
+    """Remat policy of the scanned body without remat: every activation is saved for the
+    backward pass, but neither a layer's weights nor their bitcast from bits, so the backward
+    pass recomputes them from the scanned bits (a free bitcast) instead of reading a stacked
+    copy of all layers' weights made by the forward pass."""
+    if prim.name == "bitcast_convert_type":
+        return False
+    return not (prim.name == "name" and params.get("name") == _LAYER_WEIGHTS)
+
+
+def run_stacked(layers: Phi3DecoderLayer, x, cos, sin, mask, kv, index, *, remat: bool):
+    """Runs a stacked layer (``stacked_layers``) over its leading axis with ``jax.lax.scan``.
+
+    Args:
+      layers: the stacked layer; parameters [L, ...].
+      x: [B, T, D] input hidden states; cos/sin [B, T, R]; mask [B, 1, T, S]; index [] int32.
+      kv: None, or the stacked cache (k, v), each [L, B, S, K, H]; the T new keys/values are
+        written at slot ``index`` of layer i's cache inside the loop (in place).
+      remat: rematerialise the loop body in the backward pass (``jax.checkpoint``).
+
+    Returns:
+      (x [B, T, D], the updated (k, v) or None). Non-parameter state of the layers (the
+      LoRA dropout RNG counters) is written back to ``layers``.
+
+    Stacked 16-bit float weights (and a 16-bit cache) enter the loop as uint16 bits and become
+    floats again per layer inside it. XLA:CPU computes 16-bit float operations in float32; on a
+    float stack it widened the whole stacked leaf before the loop (to slice it) and kept that
+    float32 copy from the forward to the backward pass: the base in float32, twice its size.
+    On bits only layer i's slice is widened, inside the loop, one layer at a time. Such weights
+    must not be differentiated (a TypeError says so); trained weights are float32.
+    """
+    graphdef, params, rest = nnx.split(layers, nnx.Param, ...)
+    params, param_dtypes = _bits(params)
+    num_layers = jax.tree.leaves(params)[0].shape[0]
+    t = x.shape[1]
+    kv_dtypes = None
+    if kv is not None:
+        kv, kv_dtypes = _bits(tuple(kv))
+
+    def body(carry, xs):
+        x, kv = carry
+        i, layer_params, layer_rest = xs
+        layer_params = jax.tree.map(lambda w: checkpoint_name(w, _LAYER_WEIGHTS),
+                                    _unbits(layer_params, param_dtypes))
+        layer = nnx.merge(graphdef, layer_params, layer_rest)
+        layer_kv = None if kv is None else _unbits(tuple(
+            jax.lax.dynamic_index_in_dim(c, i, 0, keepdims=False) for c in kv),
+            kv_dtypes)  # [B, S, K, H] each
+        x, layer_kv = layer(x, cos, sin, mask, layer_kv, index)
+        if kv is not None:  # write back only the T new slots of layer i
+            new_kv, _ = _bits(tuple(jax.lax.dynamic_slice_in_dim(c, index, t, axis=1)
+                                    for c in layer_kv))  # [B, T, K, H] each
+            kv = tuple(jax.lax.dynamic_update_slice(c, new[None], (i, 0, index, 0, 0))
+                       for c, new in zip(kv, new_kv))
+        _, _, layer_rest = nnx.split(layer, nnx.Param, ...)
+        return (x, kv), layer_rest
+
+    # The backward pass reads each layer's weights again from the bits (never a stacked copy
+    # kept from the forward pass); with remat it recomputes the activations as well.
+    policy = jax.checkpoint_policies.nothing_saveable if remat else _save_all_but_weights
+    body = jax.checkpoint(body, prevent_cse=False, policy=policy)
+    (x, kv), rest = jax.lax.scan(body, (x, kv), (jnp.arange(num_layers), params, rest))
+    nnx.update(layers, rest)
+    return x, (None if kv is None else _unbits(kv, kv_dtypes))
+
+
 class Phi3Model(nnx.Module):
-    """Embeddings, decoder stack and final norm."""
+    """Embeddings, decoder stack (a list of layers, or one stacked layer) and final norm."""
 
     def __init__(self, config: Phi3Config, *, rngs: nnx.Rngs):
         self.config = config
@@ -426,8 +558,11 @@ class Phi3Model(nnx.Module):
             config.vocab_size, config.hidden_size, dtype=config.dtype,
             param_dtype=config.param_dtype,
             embedding_init=jax.nn.initializers.normal(stddev=config.initializer_range), rngs=rngs)
-        self.layers = nnx.List([Phi3DecoderLayer(config, rngs=rngs)
-                                for _ in range(config.num_hidden_layers)])
+        if config.scan_layers:
+            self.layers = stacked_layers(config, rngs)
+        else:
+            self.layers = nnx.List([Phi3DecoderLayer(config, rngs=rngs)
+                                    for _ in range(config.num_hidden_layers)])
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, param_dtype=config.param_dtype)
 
 
@@ -454,9 +589,13 @@ class Phi3ForCausalLM(nnx.Module):
         c = self.config
         dtype = dtype or c.dtype
         shape = (batch_size, max_len, c.num_key_value_heads, c.head_dim)
-        zeros = tuple(jnp.zeros(shape, dtype) for _ in range(c.num_hidden_layers))
-        return Cache(k=zeros, v=tuple(jnp.zeros(shape, dtype) for _ in range(c.num_hidden_layers)),
-                     positions=jnp.full((batch_size, max_len), -1, jnp.int32),
+        if c.scan_layers:
+            k = jnp.zeros((c.num_hidden_layers, *shape), dtype)  # [L, B, S, K, H]
+            v = jnp.zeros((c.num_hidden_layers, *shape), dtype)
+        else:
+            k = tuple(jnp.zeros(shape, dtype) for _ in range(c.num_hidden_layers))
+            v = tuple(jnp.zeros(shape, dtype) for _ in range(c.num_hidden_layers))
+        return Cache(k=k, v=v, positions=jnp.full((batch_size, max_len), -1, jnp.int32),
                      index=jnp.zeros((), jnp.int32))
 
     def logits(self, hidden: jax.Array) -> jax.Array:
@@ -511,18 +650,25 @@ class Phi3ForCausalLM(nnx.Module):
         attn_mask = attn_mask[:, None]  # [B, 1, T, S]
 
         cos, sin = rope_cos_sin(c, positions, mask)  # [B, T, R]
-        run = nnx.remat(_run_layer) if c.remat else _run_layer
-        new_k, new_v = [], []
-        for i, layer in enumerate(self.model.layers):
-            kv = None if cache is None else (cache.k[i], cache.v[i])
-            x, kv = run(layer, x, cos, sin, attn_mask, kv, index)
-            if cache is not None:
-                new_k.append(kv[0])
-                new_v.append(kv[1])
+        if c.scan_layers:
+            kv = None if cache is None else (cache.k, cache.v)  # [L, B, S, K, H] each
+            x, kv = run_stacked(self.model.layers, x, cos, sin, attn_mask, kv, index,
+                                remat=c.remat)
+            new_k, new_v = kv if cache is not None else (None, None)
+        else:
+            run = nnx.remat(_run_layer) if c.remat else _run_layer
+            new_k, new_v = [], []
+            for i, layer in enumerate(self.model.layers):
+                kv = None if cache is None else (cache.k[i], cache.v[i])
+                x, kv = run(layer, x, cos, sin, attn_mask, kv, index)
+                if cache is not None:
+                    new_k.append(kv[0])
+                    new_v.append(kv[1])
+            new_k, new_v = tuple(new_k), tuple(new_v)
         hidden = self.model.norm(x)  # [B, T, D]
         logits = self.logits(hidden)  # [B, T, V]
 
         out = (logits, hidden) if return_hidden else (logits,)
         if cache is not None:
-            out = out + (Cache(k=tuple(new_k), v=tuple(new_v), positions=key_pos, index=index + t),)
+            out = out + (Cache(k=new_k, v=new_v, positions=key_pos, index=index + t),)
         return out[0] if len(out) == 1 else out

@@ -116,11 +116,13 @@ def dtype_from_name(name: str, field: str) -> Any:
 
 
 def llm_overrides(config: Any) -> dict[str, Any]:
-    """Phi3Config compute settings from `config.llm` (dtype, param_dtype, remat, attention)."""
+    """Phi3Config compute settings from `config.llm` (dtype, param_dtype, remat, attention,
+    scan_layers; a config saved before `scan_layers` existed reads as unrolled)."""
     c = config.llm
     return dict(dtype=dtype_from_name(c.dtype, "llm.dtype"),
                 param_dtype=dtype_from_name(c.param_dtype, "llm.param_dtype"),
-                remat=bool(c.remat), attention_impl=c.attention_impl or None)
+                remat=bool(c.remat), attention_impl=c.attention_impl or None,
+                scan_layers=bool(c.get("scan_layers", False)))
 
 
 def encoder_config(config: Any) -> EncoderConfig:

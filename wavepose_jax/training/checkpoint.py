@@ -125,10 +125,19 @@ class BaseModelRecord:
 
 def base_record_of(llm: Any, *, path: str | None, init_seed: int | None = None
                    ) -> BaseModelRecord:
-    """Record of a Flax Phi-3 language model (`models.phi3.Phi3ForCausalLM`, LoRA or not)."""
+    """Record of a Flax Phi-3 language model (`models.phi3.Phi3ForCausalLM`, LoRA or not).
+
+    The record describes the weights, not their layout: a scanned (stacked) decoder stack is
+    fingerprinted as its unrolled twin of the same config and dtypes (the same tensors, one
+    per layer), so both forms of one base share a fingerprint.
+    """
     from flax import nnx  # pylint: disable=import-outside-toplevel
 
-    abstract = jax.eval_shape(lambda: nnx.state(llm, nnx.Param))
+    if getattr(llm.config, "scan_layers", False):
+        twin = dataclasses.replace(llm.config, scan_layers=False)
+        abstract = nnx.state(nnx.eval_shape(lambda: type(llm)(twin, rngs=nnx.Rngs(0))), nnx.Param)
+    else:
+        abstract = jax.eval_shape(lambda: nnx.state(llm, nnx.Param))
     return BaseModelRecord.from_model(abstract, llm.config.to_hf(), path=path,
                                       init_seed=init_seed)
 

@@ -9,8 +9,8 @@ Groups come from the one trainable predicate (`lora.is_trainable`):
 
 The train step differentiates only the trainable state, so `frozen` never reaches the
 optimizer there and optimizer moments exist only for trainable leaves; the label keeps the
-transform correct on any tree it is given. Weight decay applies to matrices (ndim >= 2) only,
-not to norms, biases or gates.
+transform correct on any tree it is given. Weight decay applies to matrices (ndim >= 2, not
+counting the leading layer axis of a scanned layer stack) only, not to norms, biases or gates.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import jax
 import optax
 
 from wavepose_jax.models.lora import is_trainable, path_str
+from wavepose_jax.models.phi3 import in_stacked_layers
 
 ENCODER, ADAPTER, FROZEN = "encoder", "adapter", "frozen"
 
@@ -49,7 +50,8 @@ def make_schedule(peak_lr: float, config: Any) -> optax.Schedule:
 
 
 def _decay_mask(params: Any) -> Any:
-    return jax.tree.map(lambda p: p.ndim >= 2, params)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, p: p.ndim - int(in_stacked_layers(path_str(path))) >= 2, params)
 
 
 def make_optimizer(config: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
