@@ -23,9 +23,9 @@ def _ids(batch, length, seed=0, vocab=96):
     return np.random.default_rng(seed).integers(0, vocab, (batch, length)).astype(np.int32)
 
 
+@pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scanned"])
 @pytest.mark.parametrize("name,overrides,lengths", [
     ("plain_mha", dict(num_key_value_heads=4), (20,)),
-@pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scanned"])
     ("longrope_gqa", dict(rope_scaling="longrope"), (20, 50)),
     ("partial_window_tied", dict(rope_scaling="longrope", partial_rotary_factor=0.5,
                                  sliding_window=8, tie_word_embeddings=True), (50,)),
@@ -90,9 +90,9 @@ def test_kv_cache_matches_full_forward(hf_checkpoint, scan):
     ids = jnp.asarray(_ids(2, 10, seed=8))
     full = np.asarray(call(model, ids))
     cache = model.init_cache(2, 16)
+    assert (cache.k.shape == (2, 2, 16, 2, 16)) if scan else len(cache.k) == 2
     logits, cache = call(model, ids[:, :6], cache=cache)
     steps = [np.asarray(logits)]
-    assert (cache.k.shape == (2, 2, 16, 2, 16)) if scan else len(cache.k) == 2
     for t in range(6, 10):
         logits, cache = call(model, ids[:, t:t + 1], cache=cache)
         steps.append(np.asarray(logits))
@@ -164,8 +164,6 @@ def test_remat_gives_same_loss_and_grads(scan):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_config_hf_round_trip():
-    scaling = dict(type="longrope", short_factor=[1.0, 1.1, 1.2, 1.3], long_factor=[2.0, 3.0, 4.0, 5.0])
 def _stack_layers(unrolled_state, scanned_abstract):
     """The scanned model's state holding the unrolled model's weights (layer i -> slot i)."""
     flat = dict(nnx.to_flat_state(unrolled_state))
@@ -219,6 +217,8 @@ def test_scanned_stack_equals_unrolled_with_lora_dropout_and_grads():
     assert keys.shape[0] == 2 and not np.array_equal(keys[0], keys[1])
 
 
+def test_config_hf_round_trip():
+    scaling = dict(type="longrope", short_factor=[1.0, 1.1, 1.2, 1.3], long_factor=[2.0, 3.0, 4.0, 5.0])
     hf_dict = transformers.Phi3Config(
         vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=256, original_max_position_embeddings=64,

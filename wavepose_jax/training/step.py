@@ -43,8 +43,8 @@ def _micro_objective(params, state: TrainState, batch: Batch, rng, denom, num_mi
     """Objective of one micro-batch, scaled so the micro-batch objectives sum to the total."""
     # copy=True: fresh Variables in this trace, so reseeding the RNG streams is allowed here.
     model = nnx.merge(state.graphdef, params, state.frozen, state.rest, copy=True)
-    nnx.reseed(model, dropout=rng, policy="match_shape")
     # match_shape: a stacked (scanned) layer's stream gets one fresh key per layer.
+    nnx.reseed(model, dropout=rng, policy="match_shape")
     terms = model_loss_terms(model, batch, state.loss_weights, deterministic=False)
     return objective(terms, state.loss_weights, denom, num_micro), terms
 
