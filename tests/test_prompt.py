@@ -146,3 +146,91 @@ def test_summary_tempo_is_the_rep_duration_the_feedback_states():
         summary = PhysicsSummary.from_wave_features(clip["wave_features"], exercise)
         stated = float(re.search(r"(\d+(?:\.\d+)?) ?s(?:econds)?\b", clip["LANGUAGE"]).group(1))
         assert summary.tempo_sec == pytest.approx(stated, abs=0.35), clip["LANGUAGE"]
+
+
+# ------------------------------------------------------------------------------------------------
+# The prompt's length is bounded by design
+
+
+@pytest.fixture(scope="module")
+def demo_tokenizer():
+    from wavepose_jax import hf
+    from wavepose_jax.configs import tiny
+
+    return hf.load_tokenizer(tiny.TINY_BASE)
+
+
+def test_every_summary_of_the_wave_analysis_fits_the_base_budget(demo_tokenizer):
+    """All exercises, all four phases (the analysis's wave types), the widest numbers, the
+    longest grade and rep count: the full prompt fits configs/base.py's budget with the demo
+    tokenizer (measured worst case 430 tokens), so no clip is ever shortened or refused."""
+    import itertools
+
+    from wavepose_jax.configs import base
+    from wavepose_jax.data.schema import EXERCISES
+
+    budget = base.get_config().data.max_prompt_tokens
+    widest = (-1.23e-05, 123.0, 0.000123)  # 9, 3 and 8 characters at 3 significant digits
+    phases = tuple((kind, 999.99) for kind in ("descent", "bottom", "ascent", "lockout"))
+    longest = 0
+    for exercise, expert, grade, number, reps in itertools.product(
+            EXERCISES, (None, True, False), ("A", "unknown"), widest, (None, prompt.MAX_REPS)):
+        summary = PhysicsSummary(exercise, reps, grade, number, number, number, number, number,
+                                 phases, number, expert)
+        longest = max(longest, len(prompt_ids(summary, demo_tokenizer)))
+    assert 380 < longest <= budget, longest
+
+
+def test_long_summaries_are_shortened_never_refused(demo_tokenizer, tmp_path, capsys):
+    """A file's own wave_features may carry many phases and a long grade: the prompt is cut to
+    the budget (phases first, then the compact form), the clip is kept, and it is said once."""
+    from wavepose_jax import pipeline
+    from wavepose_jax.configs import base
+    from wavepose_jax.data.clip import clip_from_dict
+
+    waves = [{"type": f"phase number {i}", "duration_sec": 1.0 + i} for i in range(30)]
+    features = {**WAVE_FEATURES, "waves": waves, "quality": {"grade": "B" * 40}}
+    summary = PhysicsSummary.from_wave_features(features, "squat")
+    assert summary.grade == "B" * prompt.MAX_GRADE_CHARS
+    full = len(prompt_ids(summary, demo_tokenizer))
+    fitted = prompt.fit_prompt_ids(summary, demo_tokenizer, 400)
+    assert full > 400 >= len(fitted.ids) and fitted.shortened.endswith("of 30 phases dropped")
+    assert demo_tokenizer.decode(fitted.ids).endswith("<|end|>\n<|assistant|>\n")
+    compact = prompt.fit_prompt_ids(summary, demo_tokenizer, 60)
+    assert compact.shortened == "compact form" and len(compact.ids) <= 60
+    with pytest.raises(ValueError, match="below the shortest prompt"):
+        prompt.fit_prompt_ids(summary, demo_tokenizer, 10)
+
+    config = base.get_config()
+    signals = {"trajectory": [0.0] * 60}
+    pipeline._SHORTENED_SAID.clear()
+    for i in range(2):
+        clip = clip_from_dict({**signals, "exercise": "squat", "wave_features": features},
+                              source=f"clip{i}.json")
+        inputs = pipeline.model_inputs(clip, demo_tokenizer, config)
+        assert len(inputs.prompt_ids) <= config.data.max_prompt_tokens
+    assert capsys.readouterr().err.count("shortened") == 1
+    config.data.max_prompt_tokens = 10
+    with pytest.raises(ValueError, match="config field 'data.max_prompt_tokens'"):
+        pipeline.model_inputs(clip, demo_tokenizer, config)
+
+
+def test_example_clips_fit_both_configs(demo_tokenizer):
+    """The ten clips of examples/ are used unshortened by configs/base.py and configs/tiny.py."""
+    import glob
+    import os
+
+    from wavepose_jax import pipeline
+    from wavepose_jax.configs import base, tiny
+    from wavepose_jax.data.clip import load_clip
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    paths = sorted(glob.glob(os.path.join(root, "*.json")))
+    assert len(paths) == 10
+    for config in (base.get_config(), tiny.get_config()):
+        for path in paths:
+            clip = load_clip(path)
+            summary = PhysicsSummary.from_wave_features(clip.wave_features, clip.exercise,
+                                                        clip.expert)
+            ids = pipeline.model_inputs(clip, demo_tokenizer, config).prompt_ids
+            assert list(ids) == prompt_ids(summary, demo_tokenizer, config.data.compact_prompt)

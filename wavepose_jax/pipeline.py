@@ -173,8 +173,11 @@ class ModelInputs:
 def model_inputs(clip: Clip, tokenizer: Any, config: Any) -> ModelInputs:
     """One clip -> the encoder's input and the prompt, exactly as training and inference use them.
 
+    No clip is refused for its prompt: a prompt longer than `prompt_budget(config)` is shortened
+    (`prompt.fit_prompt_ids`: phases first, then the compact form), said once on stderr.
+
     Raises:
-      ClipError: the prompt does not fit the token budget.
+      ValueError: the budget is below even the compact prompt (names the config field).
     """
     data = config.data
     waves, frame_mask = clip.model_input(data.seq_len, normalization=data.normalization,
@@ -182,14 +185,27 @@ def model_inputs(clip: Clip, tokenizer: Any, config: Any) -> ModelInputs:
                                          rep_channels=bool(data.get("rep_channels", False)))
     summary = prompt_lib.PhysicsSummary.from_wave_features(clip.wave_features, clip.exercise,
                                                            clip.expert)
-    prompt = prompt_lib.prompt_ids(summary, tokenizer, compact=data.compact_prompt)
-    max_len = max(data.buckets)
-    if len(prompt) > data.max_prompt_tokens or len(prompt) >= max_len:
-        raise ClipError(clip.source, "wave_features",
-                        f"prompt has {len(prompt)} tokens, more than data.max_prompt_tokens="
-                        f"{data.max_prompt_tokens} or the largest bucket {max_len}")
+    budget = prompt_budget(config)
+    try:
+        fitted = prompt_lib.fit_prompt_ids(summary, tokenizer, budget, compact=data.compact_prompt)
+    except ValueError as e:
+        raise ValueError(f"config field 'data.max_prompt_tokens': {e}") from None
+    if fitted.shortened and not _SHORTENED_SAID:
+        _SHORTENED_SAID.append(clip.source)
+        print(f"note: prompts longer than {budget} tokens are shortened to fit "
+              f"data.max_prompt_tokens / data.buckets (first: {clip.source}, "
+              f"{fitted.shortened}); said once", file=sys.stderr)
     return ModelInputs(waves=waves, frame_mask=frame_mask,
-                       prompt_ids=np.asarray(prompt, np.int32), summary=summary)
+                       prompt_ids=np.asarray(fitted.ids, np.int32), summary=summary)
+
+
+_SHORTENED_SAID: list[str] = []  # the first clip whose prompt was shortened (said once)
+
+
+def prompt_budget(config: Any) -> int:
+    """Most prompt tokens a clip may use: `data.max_prompt_tokens`, and one token fewer than
+    the largest bucket (room for at least the closing <|end|> of a target)."""
+    return min(int(config.data.max_prompt_tokens), max(config.data.buckets) - 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +227,7 @@ def build_example(clip: Clip, tokenizer: Any, config: Any) -> Example:
     """One clip -> its `model_inputs`, phase targets and target ids (see the module docstring).
 
     Raises:
-      ClipError: the clip has no LANGUAGE, or its prompt does not fit the token budget.
+      ClipError: the clip has no LANGUAGE.
     """
     data = config.data
     if not clip.language or not clip.language.strip():

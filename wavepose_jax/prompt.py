@@ -4,6 +4,14 @@ The prompt is built only from `PhysicsSummary`, i.e. from the clip's measured wa
 Ground-truth fields of a clip (`LANGUAGE`, `faults`) never enter it, so the model cannot copy
 its training target.
 
+The prompt's length is bounded by design. Every free-text or integer field is capped (grade
+at `MAX_GRADE_CHARS` characters, rep counts above `MAX_REPS` become unknown, numbers print
+with 3 significant digits), and `fit_prompt_ids` fits a summary to a token budget by
+shortening its least important part: the phase list, last phase first, and then the compact
+one-line form. The summaries the project's own wave analysis produces (any exercise, all four
+phases, the widest numbers) take at most 430 tokens with the tiny demo tokenizer
+(tests/test_prompt.py), within `data.max_prompt_tokens` of configs/base.py.
+
 The fault vocabulary (fault id <-> canonical phrase, parsing of generated text) lives in
 `wavepose_jax.data.faults` and is re-exported here.
 """
@@ -28,9 +36,10 @@ from wavepose_jax.data.faults import (
 )
 
 __all__ = [
-    "COMPACT_SYSTEM_PROMPT", "FAULTS", "Fault", "PhysicsSummary", "SYSTEM_PROMPT",
-    "build_messages", "build_prompt", "compose_feedback", "fault_from_phrase", "faults_for",
-    "faults_from_text", "phrase_for", "prompt_ids", "reps_from_text",
+    "COMPACT_SYSTEM_PROMPT", "FAULTS", "Fault", "FittedPrompt", "PhysicsSummary",
+    "SYSTEM_PROMPT", "build_messages", "build_prompt", "compose_feedback", "fault_from_phrase",
+    "faults_for", "faults_from_text", "fit_prompt_ids", "phrase_for", "prompt_ids",
+    "reps_from_text",
 ]
 
 SYSTEM_PROMPT = (
@@ -41,6 +50,8 @@ SYSTEM_PROMPT = (
 COMPACT_SYSTEM_PROMPT = "Coach the lifter."
 
 _UNKNOWN = "unknown"
+MAX_GRADE_CHARS = 12  # a longer grade string is cut to this many characters
+MAX_REPS = 9999  # a larger rep count is reported as unknown
 
 
 def _number(value: Any) -> float | None:
@@ -63,12 +74,12 @@ def _rep_count(wave_features: Mapping) -> int | None:
     count = _number(_section(wave_features, "harmonic").get("oscillation_count"))
     if count is None:
         count = _number(wave_features.get("reps"))
-    return None if count is None or count < 0 else int(round(count))
+    return None if count is None or not 0 <= count <= MAX_REPS else int(round(count))
 
 
 def _grade(value: Any) -> str:
     text = str(value).strip() if isinstance(value, (str, int, float)) else ""
-    return text or _UNKNOWN
+    return text[:MAX_GRADE_CHARS].strip() or _UNKNOWN
 
 
 def _phases(waves: Any) -> tuple[tuple[str, float], ...]:
@@ -194,3 +205,38 @@ def prompt_ids(summary: PhysicsSummary, tokenizer: Any, compact: bool = False) -
     """Token ids of `build_prompt` (the chat template supplies every special token)."""
     return list(tokenizer.encode(build_prompt(summary, tokenizer, compact),
                                  add_special_tokens=False))
+
+
+@dataclasses.dataclass(frozen=True)
+class FittedPrompt:
+    """The prompt ids of a summary within a token budget, and what was cut to fit it."""
+
+    ids: list[int]
+    shortened: str | None  # e.g. "2 of 4 phases dropped"; None when nothing was cut
+
+
+def fit_prompt_ids(summary: PhysicsSummary, tokenizer: Any, max_tokens: int,
+                   compact: bool = False) -> FittedPrompt:
+    """`prompt_ids` of `summary`, shortened until it has at most `max_tokens` tokens.
+
+    The least important part goes first: the phase list, last phase first; then the compact
+    one-line form (exercise, reps, grade, tempo) of the summary.
+
+    Raises:
+      ValueError: even the compact form is longer than `max_tokens` (a budget too small for
+        any prompt: a config error, not a property of the clip).
+    """
+    ids = prompt_ids(summary, tokenizer, compact)
+    if len(ids) <= max_tokens:
+        return FittedPrompt(ids, None)
+    n = len(summary.phases)
+    if not compact:
+        for keep in range(n - 1, -1, -1):
+            ids = prompt_ids(dataclasses.replace(summary, phases=summary.phases[:keep]), tokenizer)
+            if len(ids) <= max_tokens:
+                return FittedPrompt(ids, f"{n - keep} of {n} phases dropped")
+    ids = prompt_ids(summary, tokenizer, compact=True)
+    if len(ids) <= max_tokens:
+        return FittedPrompt(ids, "compact form")
+    raise ValueError(f"a prompt budget of {max_tokens} tokens is below the shortest prompt of "
+                     f"this summary ({len(ids)} tokens, compact form)")

@@ -88,9 +88,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.target_fps = config_dict.placeholder(float)  # resample clips to this rate (None: keep)
     c.data.normalization = "physical"  # signal normalisation (keeps amplitude; see data/clip.py)
     c.data.rep_channels = False  # also feed the encoder the rep analysis (data/waves.py REP_CHANNELS)
-    c.data.max_prompt_tokens = 256  # longest accepted prompt
+    # Prompt budget: every summary of the project's own wave analysis fits (at most 430 tokens
+    # with the demo tokenizer, see prompt.py); a longer one is shortened, never refused.
+    c.data.max_prompt_tokens = 448
     c.data.max_target_tokens = 256  # feedback text is truncated to this many tokens (+ <|end|>)
-    c.data.buckets = (128, 256, 384, 512)  # padded token lengths (one compiled step per bucket)
+    # Padded token lengths (one compiled step per bucket); 768 holds the longest prompt + target.
+    c.data.buckets = (128, 256, 384, 512, 768)
     c.data.compact_prompt = False  # shorter PhysicsSummary prompt
 
     # ---- training
