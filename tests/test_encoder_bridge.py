@@ -143,6 +143,21 @@ def test_wave_dynamics_targets():
     assert "phase" not in per_frame
 
 
+def test_constant_channels_have_no_velocity_term():
+    """A channel that never moves (an absent signal, an exercise one-hot) has no velocity to
+    predict: it is left out instead of being divided by a zero velocity scale."""
+    t = jnp.arange(T, dtype=jnp.float32)
+    moving = jnp.broadcast_to(jnp.sin(0.5 * t)[None, :, None], (B, T, 2))
+    waves = jnp.concatenate([moving, jnp.ones((B, T, 1))], -1)  # channel 2 is constant
+    mask = _mask()
+    targets = wave_dynamics_targets(waves, mask, fps=30.0)
+    assert targets["velocity_channels"].tolist() == [True, True, False]
+    pred = jnp.zeros((B, T, 5)).at[..., 2].set(3.0)  # anything on the constant channel
+    only_moving = wave_dynamics_loss(pred.at[..., 2].set(0.0), targets, mask)
+    assert float(wave_dynamics_loss(pred, targets, mask)) == pytest.approx(float(only_moving))
+    assert float(only_moving) == pytest.approx(1.0, rel=1e-5)  # normalised MSE of predicting 0
+
+
 def test_aux_loss_decreases(models):
     encoder = WavePoseEncoder(ENC, rngs=nnx.Rngs(3))
     mask = _mask()

@@ -80,6 +80,8 @@ def wave_dynamics_targets(waves: jax.Array, mask: jax.Array, fps: float | None,
         velocity [B, T, C]: backward finite difference (0 on frame 0 and next to padding);
         velocity_mask [B, T]: frames whose difference spans two real frames;
         velocity_scale [C]: RMS of each channel's velocity over valid frames (loss normaliser);
+        velocity_channels [C] bool: channels that move at all in this batch (a constant
+        channel, e.g. the exercise one-hot of the rep channels, has no velocity to predict);
         and, when `phase` is given, phase [B, T, 2] (sin, cos) and phase_mask [B, T].
     """
     waves = jnp.asarray(waves, jnp.float32)
@@ -96,6 +98,7 @@ def wave_dynamics_targets(waves: jax.Array, mask: jax.Array, fps: float | None,
         "velocity": velocity,
         "velocity_mask": velocity_mask,
         "velocity_scale": jnp.maximum(scale, 1e-6),
+        "velocity_channels": scale > 1e-6,
     }
     if phase is not None:
         phase = jnp.asarray(phase, jnp.float32)
@@ -116,8 +119,9 @@ def wave_dynamics_loss(prediction: jax.Array, targets: dict, mask: jax.Array) ->
     mask = jnp.asarray(mask, bool)
     num_signals = targets["velocity"].shape[-1]
     vel_err = (pred[..., :num_signals] - targets["velocity"]) / targets["velocity_scale"]
-    vel_mask = (mask & targets["velocity_mask"])[..., None]  # [B, T, 1]
-    vel_count = jnp.maximum(vel_mask.sum() * num_signals, 1)
+    moving = targets.get("velocity_channels", jnp.ones(num_signals, bool))  # [C]
+    vel_mask = (mask & targets["velocity_mask"])[..., None] & moving  # [B, T, C]
+    vel_count = jnp.maximum(vel_mask.sum(), 1)
     loss = jnp.sum(jnp.where(vel_mask, jnp.square(vel_err), 0.0)) / vel_count
     if "phase" in targets:
         ph_err = pred[..., num_signals:num_signals + 2] - targets["phase"]  # [B, T, 2]
