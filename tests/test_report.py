@@ -1,99 +1,273 @@
-"""The HTML report: figures inlined, text escaped, attention mapped onto phases, atomic writes."""
+"""The HTML report as a reader gets it: parsed with html.parser, clip by clip.
+
+Checked: each clip's warnings (the checks of the feedback against the measurement), the per-rep
+table with its worst rep, the stick figures (or the note that a clip has no keypoints), the
+overview linking to the sections (clips with warnings first), provenance, units, escaping of
+everything from the clip file, and the size bound of a ten-clip report. tools/render_report.sh
+checks the same page in a real browser.
+"""
 
 import base64
+import dataclasses
+import glob
 import html.parser
 import os
 
 import numpy as np
 import pytest
 
-from wavepose_jax.data import faults as faults_lib
-from wavepose_jax import files, report
+from wavepose_jax import checks, files, report
 from wavepose_jax.data import clip as clip_lib
+from wavepose_jax.data import faults as faults_lib
 from wavepose_jax.data import synthetic, waves
 from wavepose_jax.prompt import PhysicsSummary
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+EVIL = "<script>alert(1)</script>"
 
 
-class _Collector(html.parser.HTMLParser):
-    """Start tags with their attributes, and the text, of a parsed page."""
+class Page(html.parser.HTMLParser):
+    """The parsed page: tags with attributes, and per clip section what it shows."""
 
     def __init__(self):
         super().__init__()
-        self.tags, self.text = [], []
+        self.tags, self.text, self.sections, self.overview = [], [], [], []
+        self._section = self._row = None
+        self._stack = []
 
     def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
+        a = dict(attrs)
+        classes = (a.get("class") or "").split()
+        self.tags.append((tag, a))
+        self._stack.append((tag, classes))
+        if tag == "section" and "clip" in classes:
+            self._section = {"id": a["id"], "warnings": [], "passed": False, "rep_rows": [],
+                             "svg_figures": 0, "lines": 0, "no_keypoints": False, "text": [],
+                             "details": False}
+            self.sections.append(self._section)
+        s = self._section
+        if tag == "a" and any(t == "table" and "overview" in c for t, c in self._stack):
+            self.overview.append(a["href"])
+        if s is None:
+            return
+        s["passed"] |= "passed" in classes
+        s["no_keypoints"] |= "no-keypoints" in classes
+        s["details"] |= tag == "details"
+        if tag == "tr" and any(t == "table" and "reps" in c for t, c in self._stack):
+            self._row = {"class": classes, "cells": []}
+            s["rep_rows"].append(self._row)
+        if tag == "svg" and any(t == "figure" for t, _ in self._stack[:-1]):
+            s["svg_figures"] += 1
+        if tag == "line" and any(t == "figure" for t, _ in self._stack):
+            s["lines"] += 1
+
+    def handle_endtag(self, tag):
+        while self._stack:
+            if self._stack.pop()[0] == tag:
+                break
+        if tag == "section":
+            self._section = None
 
     def handle_data(self, data):
         self.text.append(data)
+        s = self._section
+        if s is None:
+            return
+        s["text"].append(data)
+        if any(t == "div" and "warnings" in c for t, c in self._stack) and \
+                self._stack[-1][0] == "li":
+            s["warnings"].append(data)
+        if self._row is not None and self._stack and self._stack[-1][0] == "td":
+            self._row["cells"].append(data)
 
 
-def parse(page: str) -> _Collector:
-    parser = _Collector()
+def parse(page: str) -> Page:
+    parser = Page()
     parser.feed(page)
     parser.close()
     return parser
 
 
-@pytest.fixture(scope="module")
-def clip_report():
-    """A synthetic squat, its analysis, and attention of token i peaked in phase i."""
-    clip = clip_lib.clip_from_dict(synthetic.generate_clip(3, "squat", reps=3), "squat.json")
+def make_report(seed: int = 3, exercise: str = "squat", feedback: str | None = None,
+                attention: bool = True, intended: tuple[str, ...] | None = None,
+                **clip_fields) -> report.ClipReport:
+    """A synthetic 4-rep clip (keypoints included; `intended` faults, else drawn) with
+    `feedback` (default: its own true text); `clip_fields` replace fields of the clip."""
+    options = {} if intended is None else {"faults": intended}
+    clip = clip_lib.clip_from_dict(synthetic.generate_clip(seed, exercise, reps=4, **options),
+                                   f"{exercise}.json")
+    clip = dataclasses.replace(clip, **clip_fields)
     analysis = waves.analyze_reps(clip.signals, clip.fps, clip.exercise)
-    frame_phase = report.phase_of_frames(analysis)
-    kinds = ["descent", "bottom", "ascent", report.OUTSIDE]
-    attention = np.full((len(kinds), clip.n_frames), 1e-9)  # [Q, T] at the clip's own fps
-    for i, kind in enumerate(kinds):
-        attention[i, [f == kind for f in frame_phase]] = 1.0
-    attention /= attention.sum(axis=1, keepdims=True)
-    summary = PhysicsSummary.from_wave_features(clip.wave_features, clip.exercise, clip.expert)
-    feedback = "3 reps. Watch the shallow depth & <script>alert('x')</script> knees."
+    feedback = clip.language if feedback is None else feedback
+    att = None
+    if attention:  # token i peaks in phase i
+        frame_phase = report.phase_of_frames(analysis)
+        kinds = ["descent", "bottom", "ascent", report.OUTSIDE]
+        att = np.full((len(kinds), clip.n_frames), 1e-9)  # [Q, T] at the clip's own fps
+        for i, kind in enumerate(kinds):
+            att[i, [f == kind for f in frame_phase]] = 1.0
+        att /= att.sum(axis=1, keepdims=True)
     return report.ClipReport(
-        clip=clip, analysis=analysis, summary=summary, feedback=feedback,
-        faults=faults_lib.faults_from_text(feedback, clip.exercise), attention=attention,
-        attention_fps=clip.fps, timing={"prefill_s": 0.01, "decode_s": 0.2})
+        clip=clip, analysis=analysis,
+        summary=PhysicsSummary.from_wave_features(clip.wave_features, clip.exercise, clip.expert),
+        feedback=feedback, faults=faults_lib.faults_from_text(feedback, clip.exercise),
+        attention=att, attention_fps=clip.fps, timing={"prefill_s": 0.01, "decode_s": 0.2})
 
 
-def test_attention_shares_follow_the_phases(clip_report):
-    kinds, shares = report.attention_by_phase(clip_report.attention, clip_report.attention_fps,
-                                              clip_report.analysis)
+@pytest.fixture(scope="module")
+def good():
+    r = make_report()
+    assert r.checked().passed, r.checked().warnings  # the clip's true text agrees with it
+    return r
+
+
+@pytest.fixture(scope="module")
+def wrong():
+    """The same kind of clip with a text that miscounts and names an unmeasured fault."""
+    r = make_report(seed=5, intended=(), video_id="wrong-one",
+                    feedback="I counted 7 reps, averaging 9.0 s each. Watch for rushed descent.")
+    assert set(r.checked().faults_named) == {"fast_eccentric"}
+    assert "fast_eccentric" not in r.checked().faults_measured
+    return r
+
+
+def test_attention_shares_follow_the_phases(good):
+    kinds, shares = report.attention_by_phase(good.attention, good.attention_fps, good.analysis)
     assert set(kinds) >= {"descent", "bottom", "ascent", report.OUTSIDE}
     np.testing.assert_allclose(shares.sum(axis=1), 1.0, atol=1e-6)
     for i, kind in enumerate(["descent", "bottom", "ascent", report.OUTSIDE]):
         assert shares[i, kinds.index(kind)] > 0.99, (kind, shares[i])
     # Half the frame rate: model frame j is clip frame 2j, still inside the same phases.
-    half = clip_report.attention[:, ::2] / clip_report.attention[:, ::2].sum(1, keepdims=True)
-    _, half_shares = report.attention_by_phase(half, clip_report.attention_fps / 2,
-                                               clip_report.analysis)
+    half = good.attention[:, ::2] / good.attention[:, ::2].sum(1, keepdims=True)
+    _, half_shares = report.attention_by_phase(half, good.attention_fps / 2, good.analysis)
     assert half_shares[1, kinds.index("bottom")] > 0.99
 
 
-def test_page_is_valid_html_with_inline_figures_and_escaped_text(clip_report):
-    page = report.render_page([clip_report], title="Report <1>")
-    parsed = parse(page)
-    images = [attrs["src"] for tag, attrs in parsed.tags if tag == "img"]
-    assert len(images) >= 3
-    for src in images:
-        assert src.startswith("data:image/png;base64,")
-        assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG_MAGIC)
-    assert not any(tag == "script" for tag, _ in parsed.tags)
+def test_each_section_shows_warnings_rep_table_and_body(good, wrong):
+    provenance = report.Provenance(checkpoint="/runs/x", step=250, base_model="tiny-base",
+                                   fingerprint="abc123", decoding="greedy")
+    parsed = parse(report.render_page([good, wrong], provenance=provenance))
+    first, second = parsed.sections
+    assert first["id"] != second["id"]
+
+    # The clip with warnings comes first; each warning is one list item.
+    assert "wrong-one" in "".join(first["text"])
+    expected = checks.check_feedback(wrong.feedback, wrong.analysis).warnings
+    assert first["warnings"] == expected and len(expected) >= 3
+    assert any("says 7 reps" in w for w in expected)
+    assert any('"rushed descent"' in w and "does not find" in w for w in expected)
+    assert not first["passed"] and second["passed"] and second["warnings"] == []
+
+    for section, r in ((first, wrong), (second, good)):
+        rows = section["rep_rows"]
+        assert len(rows) == 1 + len(r.analysis.reps)  # a header row, then one row per rep
+        marked = [row for row in rows[1:] if {"worst", "smallest"} & set(row["class"])]
+        assert len(marked) == 1
+        cells = rows[1]["cells"]
+        assert any(c.endswith("°") for c in cells)  # knee angles in degrees
+        assert section["svg_figures"] == 4 and section["lines"] >= 4 * 10  # 4 stick figures
+        assert section["details"]  # the model internals, collapsed
+
     text = "".join(parsed.text)
-    assert "<script>alert('x')</script>" in text   # shown as text, not markup
-    assert "Report <1>" in text
-    assert "shallow depth" in text and "shallow_depth" in text
-    assert [tag for tag, _ in parsed.tags].count("section") == 1
-    assert "src=" not in page.replace('src="data:image/png;base64,', "")  # nothing external
+    for shown in ("/runs/x", "250", "tiny-base", "abc123", "greedy", "wavepose-jax"):
+        assert shown in text
+    assert "A 85 or more" in text and "torso" in text and "reps per minute" in text
 
 
-def test_page_without_attention_and_with_several_clips(clip_report):
-    other = report.ClipReport(clip=clip_report.clip, analysis=clip_report.analysis,
-                              summary=clip_report.summary, feedback="Good set.", faults=[])
-    parsed = parse(report.render_page([clip_report, other]))
-    sections = [tag for tag, _ in parsed.tags].count("section")
-    images = [tag for tag, _ in parsed.tags].count("img")
-    assert sections == 2 and images == 3 + 1  # the second clip has only the signals figure
+def test_worst_rep_is_the_one_with_most_faults():
+    analysis = waves.RepAnalysis("squat", 30.0, [], [], "bottom", 2.0, 10)
+    for depth in (90.0, 125.0, 100.0):  # rep 2 is shallow (> 110 deg)
+        analysis.reps.append(waves.Rep(0, 5, 9, 10, depth, 175.0, 175.0 - depth, 1.0, 0.8, 0.1,
+                                       0.0, 2.0, True))
+    picked = report.pick_reps(analysis)
+    assert (picked.best, picked.worst, picked.faulty) == (0, 1, True)
+    rows = report.rep_rows(analysis)
+    assert [r.css for r in rows] == ["best", "worst", ""]
+    assert rows[1].faults == ("shallow depth",) and rows[1].depth == "125°"
+    analysis.reps[1] = dataclasses.replace(analysis.reps[1], depth=105.0, rom=70.0)
+    picked = report.pick_reps(analysis)  # no rep breaks a rule: ranges, never "worst"
+    assert not picked.faulty and picked.worst_label == "smallest range" and picked.worst == 1
+
+
+def test_escaping_of_everything_from_the_clip_file(good):
+    evil = make_report(video_id=EVIL, feedback=f"3 reps. {EVIL} & <b>knees</b>", attention=False)
+    page = report.render_page([evil, good], title="Report <1>")
+    parsed = parse(page)
+    assert not any(tag in ("script", "b") for tag, _ in parsed.tags)
+    text = "".join(parsed.text)
+    assert text.count(EVIL) >= 3  # overview link, heading and feedback, shown as text
+    assert "<b>knees</b>" in text and "Report <1>" in text
+    assert "<script>" not in page
+    # Anchors are the clips' positions, not their ids: links work whatever the id holds.
+    sections = [s["id"] for s in parsed.sections]
+    assert sorted(parsed.overview) == sorted(f"#{s}" for s in sections)
+    assert all(s.startswith("clip-") and s[5:].isdigit() for s in sections)
+    # Nothing is loaded from outside the page: images are inline data.
+    for tag, attrs in parsed.tags:
+        for key in ("src", "href"):
+            value = attrs.get(key, "")
+            assert not value or value.startswith(("#", "data:image/png;base64,")), value
+            if value.startswith("data:"):
+                assert base64.b64decode(value.split(",", 1)[1]).startswith(PNG_MAGIC)
+
+
+def test_signal_only_clip_says_there_are_no_keypoints(good):
+    bare = make_report(keypoints=None, confidence=None, attention=False, video_id="bare")
+    section = parse(report.render_page([bare])).sections[0]
+    assert section["no_keypoints"] and section["svg_figures"] == 0
+    assert "no keypoints" in "".join(section["text"])
+    assert len(section["rep_rows"]) == 1 + len(bare.analysis.reps)
+
+
+def test_overview_has_one_linked_row_per_clip(good, wrong):
+    parsed = parse(report.render_page([good, wrong, good]))
+    assert [f"#{s['id']}" for s in parsed.sections] == parsed.overview
+    assert [s["passed"] for s in parsed.sections] == [False, True, True]
+    assert not parse(report.render_page([good])).overview  # one clip: no overview
+
+
+def test_rules_and_units_are_said_plainly():
+    assert report.plain_rule("fast_eccentric") == "the way down takes less than 0.6 s"
+    assert "110°" in report.plain_rule("shallow_depth")
+    assert "torso lengths" in report.plain_rule("pushup_partial_range")
+    assert report.MEASURES["squat"].format(97.4) == "97°"
+    assert report.MEASURES["press"].format(0.8) == "0.80 torso (≈40 cm)"
+    analysis = waves.RepAnalysis("squat", 10.0, [], [], "bottom", 3.0, 100)
+    for start in (0, 30, 60):  # a rep starts every 3 s: 20 reps per minute, rest included
+        analysis.reps.append(waves.Rep(start, start + 10, start + 20, start + 25, 90.0, 175.0,
+                                       85.0, 1.0, 1.0, 0.0, 0.0, 2.5, True))
+    assert report.reps_per_minute(analysis) == pytest.approx(20.0)
+
+
+def test_grade_letters_match_the_wave_analysis():
+    for letter, floor in report.GRADE_FLOORS:
+        assert waves._grade(floor) == letter  # pylint: disable=protected-access
+        if floor:
+            assert waves._grade(floor - 0.01) != letter  # pylint: disable=protected-access
+    assert report.grade_meaning().startswith("A 85 or more, B 70-84")
+
+
+def test_ten_example_clips_fit_in_two_megabytes():
+    """The ten clips of examples/, each with attention over 40 s at 10 fps like the demo's."""
+    paths = sorted(glob.glob(os.path.join(ROOT, "examples", "*.json")))
+    assert len(paths) == 10
+    reports = []
+    for path in paths:
+        clip = clip_lib.load_clip(path)
+        analysis = waves.analyze_reps(clip.signals, clip.fps, clip.exercise)
+        attention = np.random.default_rng(0).dirichlet(np.ones(400), size=8)  # [Q, T']
+        text = clip.language
+        reports.append(report.ClipReport(
+            clip=clip, analysis=analysis, feedback=text,
+            summary=PhysicsSummary.from_wave_features(clip.wave_features, clip.exercise),
+            faults=faults_lib.faults_from_text(text, clip.exercise), attention=attention,
+            attention_fps=10.0, timing={"prefill_s": 0.1, "decode_s": 1.0}))
+    page = report.render_page(reports)
+    assert len(page.encode()) < 2 * 1024 * 1024
+    parsed = parse(page)
+    assert len(parsed.sections) == len(parsed.overview) == 10
+    assert all(s["svg_figures"] == 4 for s in parsed.sections)
 
 
 def test_write_is_atomic(tmp_path):

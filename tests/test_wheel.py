@@ -43,7 +43,8 @@ def test_wheel_holds_configs_base_and_commands(installed):
     for needed in ("wavepose_jax/configs/tiny.py", "wavepose_jax/configs/base.py",
                    "wavepose_jax/assets/tiny-phi3/model.safetensors",
                    "wavepose_jax/assets/tiny-phi3/tokenizer.json",
-                   "wavepose_jax/assets/tiny-phi3/generation_config.json"):
+                   "wavepose_jax/assets/tiny-phi3/generation_config.json",
+                   "wavepose_jax/templates/report.html.j2"):
         assert needed in names, needed
     for command in ("wavepose-train", "wavepose-infer", "wavepose-eval", "wavepose-export",
                     "wavepose-clips"):
@@ -78,6 +79,7 @@ def test_installed_commands_train_and_infer_from_an_empty_directory(installed, t
         "--exercises", "squat")
     clip, = (work / "clips").glob("*.json")
     out = run("wavepose-infer", "--input", str(clip), "--ckpt", "run", "--json",
-              "--max_new_tokens", "4").stdout
+              "--max_new_tokens", "4", "--report", "report.html").stdout
     result = json.loads(out.splitlines()[-1])
     assert result["exercise"] == "squat" and isinstance(result["feedback"], str)
+    assert "Rep by rep" in (work / "report.html").read_text()  # the template ships too
