@@ -1,6 +1,5 @@
 """The inference command line on a tiny checkpoint: JSON lines, bad files, reports, errors."""
 
-import base64
 import html.parser
 import json
 import os
@@ -41,14 +40,30 @@ def keypoint_and_signal_clips(seed: int = 4) -> tuple[dict, dict]:
     return keypoints_only, signals_only
 
 
-class _Images(html.parser.HTMLParser):
+class _Page(html.parser.HTMLParser):
+    """Per clip section of a report: its heading text, check boxes, rep tables, figures."""
+
     def __init__(self):
         super().__init__()
-        self.sources, self.sections = [], 0
+        self.sections, self.text, self.heading = [], [], False
 
     def handle_starttag(self, tag, attrs):
-        self.sources += [dict(attrs)["src"]] if tag == "img" else []
-        self.sections += tag == "section"
+        classes = (dict(attrs).get("class") or "").split()
+        if tag == "section":
+            self.sections.append({"title": "", "checks": 0, "reps": 0, "svg": 0,
+                                  "no_keypoints": 0})
+        elif self.sections:
+            s = self.sections[-1]
+            s["checks"] += bool({"warnings", "passed"} & set(classes))
+            s["reps"] += tag == "table" and "reps" in classes
+            s["svg"] += tag == "svg"
+            s["no_keypoints"] += "no-keypoints" in classes
+        self.heading = tag == "h2"
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self.heading and self.sections and not self.sections[-1]["title"]:
+            self.sections[-1]["title"] = data
 
 
 def test_directory_json_lines_bad_file_and_report(workdir, tmp_path):
@@ -79,17 +94,27 @@ def test_directory_json_lines_bad_file_and_report(workdir, tmp_path):
     for r in results:
         assert isinstance(r["feedback"], str)
         assert r["faults"] == faults_lib.faults_from_text(r["feedback"], "squat")
+        checked = r["checks"]  # the feedback against the clip's own measurement
+        assert set(checked["checks"]) == {"rep_count", "tempo", "faults_not_measured",
+                                          "faults_not_named", "fault_reps"}
+        assert checked["passed"] == all(c["status"] != "warn"
+                                        for c in checked["checks"].values())
+        assert checked["faults_named"] == r["faults"] and checked["measured_reps"] == 3
         timing = r["timing"]
         assert timing["batch_size"] == 2
         assert timing["prefill_s"] > 0 and timing["decode_s"] >= 0 and timing["compile_s"] > 0
 
-    images = _Images()
-    images.feed(page.read_text())
-    images.close()
-    assert images.sections == 2 and len(images.sources) >= 3
-    for src in images.sources:
-        assert src.startswith("data:image/png;base64,")
-        assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG")
+    parsed = _Page()
+    parsed.feed(page.read_text())
+    parsed.close()
+    by_id = {s["title"].split(" \u2014 ")[0].strip(): s for s in parsed.sections}
+    assert set(by_id) == {"from-keypoints", "from-signals"}
+    for s in by_id.values():
+        assert s["checks"] == 1 and s["reps"] == 1
+    assert by_id["from-keypoints"]["svg"] >= 4 + 1  # stick figures and the chart
+    assert by_id["from-signals"]["no_keypoints"] == 1
+    text = "".join(parsed.text)
+    assert os.path.abspath(workdir) in text and "step" in text  # which run wrote it
 
 
 def test_single_clip_prints_summary_then_feedback(workdir, tmp_path, capsys, monkeypatch):

@@ -18,10 +18,14 @@ Output: for each clip the summary the model was given (exercise, reps, grade, ph
 the generated feedback and the faults it names (a single clip's summary is printed before
 its generation starts and its feedback as it is decoded, every few tokens; the clips of a
 directory are printed when their batch ends); with --json one JSON object per clip per line
-instead: video_id, exercise, reps, quality_grade, summary, feedback, faults and the batch's
-timing (prefill_s: encoder, bridge and prompt prefill; decode_s; tokens_per_s; compile_s: JAX
-tracing and compilation, excluded from the other times; batch_size).
---report writes one self-contained HTML page with a section per clip (`report.py`).
+instead: video_id, exercise, reps, quality_grade, summary, feedback, faults, checks (the
+feedback against the clip's measurement: `checks.check_feedback`, with `passed` and each
+check's status and message) and the batch's timing (prefill_s: encoder, bridge and prompt
+prefill; decode_s; tokens_per_s; compile_s: JAX tracing and compilation, excluded from the
+other times; batch_size).
+--report writes one self-contained HTML page (`report.py`): which run wrote the feedback, an
+overview of the clips, and per clip the checks' warnings, the feedback, a per-rep table, the
+body at key moments and the key measure over time.
 
 Exit status: 0 every clip answered, 1 some clip files were bad (each reported, the others
 answered), 2 the run failed (usage, checkpoint or base-model error).
@@ -42,6 +46,7 @@ import numpy as np
 from absl import flags
 from tqdm import tqdm
 
+from wavepose_jax import checks as checks_lib
 from wavepose_jax import cli, pipeline
 from wavepose_jax import run as run_lib
 from wavepose_jax.data import faults as faults_lib
@@ -82,12 +87,15 @@ class Result:
     faults: list[str]
     attention: np.ndarray   # [Q, T_real] bridge attention (mean over heads and layers)
     timing: dict[str, float | int | None]
+    analysis: waves_lib.RepAnalysis  # `waves.analyze_reps` of the clip
+    checks: checks_lib.Checks        # the feedback against the analysis (`checks.py`)
 
     def to_json(self) -> dict[str, Any]:
         clip, summary = self.prepared.clip, self.prepared.summary
         return {"video_id": clip.video_id, "exercise": clip.exercise, "reps": summary.reps,
                 "quality_grade": summary.grade, "summary": summary.to_dict(),
-                "feedback": self.feedback, "faults": self.faults, "timing": self.timing}
+                "feedback": self.feedback, "faults": self.faults,
+                "checks": self.checks.to_json(), "timing": self.timing}
 
 
 class _CompileClock:
@@ -177,10 +185,15 @@ class Predictor:
                           tokens_per_s=round(new_tokens / decode_s, 1) if decode_s > 0 else None)
         timing.update(compile_s=round(clock.total, 3), batch_size=n)
         attention = np.asarray(attention, np.float32).mean(axis=1)  # [B, Q, T]
-        return [Result(prepared=p, feedback=feedback,
-                       faults=faults_lib.faults_from_text(feedback, p.clip.exercise),
-                       attention=attention[i, :, :int(p.inputs.frame_mask.sum())], timing=timing)
-                for i, (p, feedback) in enumerate(zip(batch, out.texts))]
+        results = []
+        for i, (p, feedback) in enumerate(zip(batch, out.texts)):
+            analysis = waves_lib.analyze_reps(p.clip.signals, p.clip.fps, p.clip.exercise)
+            results.append(Result(
+                prepared=p, feedback=feedback,
+                faults=faults_lib.faults_from_text(feedback, p.clip.exercise),
+                attention=attention[i, :, :int(p.inputs.frame_mask.sum())], timing=timing,
+                analysis=analysis, checks=checks_lib.check_feedback(feedback, analysis)))
+        return results
 
 
 # ----------------------------------------------------------------------------- command line
@@ -281,8 +294,8 @@ def report_module():
 def _report_item(result: Result, fps: float | None):
     clip = result.prepared.clip
     return report_module().ClipReport(
-        clip=clip, analysis=waves_lib.analyze_reps(clip.signals, clip.fps, clip.exercise),
-        summary=result.prepared.summary, feedback=result.feedback, faults=result.faults,
+        clip=clip, analysis=result.analysis, summary=result.prepared.summary,
+        feedback=result.feedback, faults=result.faults, checks=result.checks,
         attention=result.attention, attention_fps=fps or clip.fps, timing=result.timing)
 
 
@@ -338,7 +351,12 @@ def _run(args, _) -> int:
     bar.close()
 
     if args.report and reports:
-        report_module().write_report(args.report, reports)
+        decoding = ("greedy" if args.temperature == 0 else
+                    f"sampled: temperature {args.temperature:g}, top_p {args.top_p:g}, "
+                    f"seed {args.seed}") + f", at most {max_new_tokens} new tokens"
+        report_module().write_report(
+            args.report, reports,
+            provenance=report_module().Provenance.from_run(run, decoding=decoding))
         print(f"report: {args.report} ({len(reports)} clips)", file=sys.stderr)
     if failed:
         print(f"{failed} of {len(files)} clip files failed", file=sys.stderr)
