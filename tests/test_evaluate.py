@@ -112,6 +112,10 @@ def test_cli_evaluates_a_checkpoint(tiny_run, tmp_path, capsys, monkeypatch):
         for key in ("rep_accuracy", "fault_precision", "fault_recall", "fault_f1", "rouge_l"):
             assert 0.0 <= metrics[key] <= 1.0, (key, metrics[key])
     assert len(result["samples"]) == 3 and all("generated" in s for s in result["samples"])
+    # How often the generated texts agree with their clips' own measurement (checks.py).
+    assert 0.0 <= result["checks_passed"] <= 1.0
+    assert set(result["check_warn_rate"]) == {"rep_count", "tempo", "faults_not_measured",
+                                              "faults_not_named", "fault_reps"}
 
 
 def test_cli_errors_are_one_line(tiny_run, tmp_path, capsys):

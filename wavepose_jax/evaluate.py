@@ -23,6 +23,10 @@ then on every clip of DIR:
     fraction whose faults the text names exactly (`faults.rep_faults_from_text`; a clip
     fault without a rep list counts for every rep; only the clip's faults are scored);
   - `rouge_l`: mean ROUGE-L F-measure against LANGUAGE;
+  - `checks_passed`: fraction of clips whose text passes every check of `checks.py` against
+    the clip's own measurement (rep count, tempo, faults named / measured, the reps a fault is
+    named for), and `check_warn_rate`: per check, the fraction of the clips it applied to
+    where it warned (`check_metrics`);
 * `rules_vs_truth_f1`: the fault F1 of the rules themselves against the labels (a reference:
   what measuring, rather than a learned model, gets on this data);
 * the same generation metrics with the soft tokens zeroed (`ablations.zero_soft_tokens`) and
@@ -49,10 +53,13 @@ from absl import flags
 from flax import nnx
 from tqdm import tqdm
 
+from wavepose_jax import checks as checks_lib
 from wavepose_jax import cli, pipeline
 from wavepose_jax import run as run_lib
 from wavepose_jax.data import faults as faults_lib
+from wavepose_jax.data import waves as waves_lib
 from wavepose_jax.data.batch import Batch
+from wavepose_jax.data.clip import load_clip
 from wavepose_jax.files import check_output, write_atomic
 from wavepose_jax.sampler import Sampler
 from wavepose_jax.training.loss import LossWeights, model_loss_terms
@@ -159,6 +166,17 @@ def text_metrics(texts: Sequence[str], infos: Sequence[pipeline.ClipInfo]) -> di
     }
 
 
+def check_metrics(texts: Sequence[str], sources: Sequence[str]) -> dict[str, Any]:
+    """`checks.check_rates` of generated texts, each checked against its clip (loaded again
+    from its file in `sources` and analysed): `checks_passed` and `check_warn_rate`."""
+    results = []
+    for text, source in zip(texts, sources, strict=True):
+        clip = load_clip(source)
+        analysis = waves_lib.analyze_reps(clip.signals, clip.fps, clip.exercise)
+        results.append(checks_lib.check_feedback(text, analysis))
+    return checks_lib.check_rates(results)
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 
@@ -205,7 +223,8 @@ def evaluate(model, examples: pipeline.ExampleSource, tokenizer: Any, config: An
 
     Returns:
       {"n_clips", "val_loss", "rep_accuracy", "fault_precision", "fault_recall", "fault_f1",
-       "rouge_l", "n_rep_clips", "n_fault_clips", "ablations": {name: {...}}, "samples": [...]}.
+       "rouge_l", "n_rep_clips", "n_fault_clips", "checks_passed", "check_warn_rate",
+       "ablations": {name: {...}}, "samples": [...]}.
       A metric with no labelled clip is None.
     """
     if len(examples) == 0:
@@ -241,7 +260,8 @@ def evaluate(model, examples: pipeline.ExampleSource, tokenizer: Any, config: An
               "rules_vs_truth_f1": fault_scores([i.rule_faults or [] for i in infos],
                                                 [i.faults for i in infos])["fault_f1"],
               "n_rep_clips": sum(i.reps is not None for i in infos),
-              "n_fault_clips": sum(i.faults is not None for i in infos)}
+              "n_fault_clips": sum(i.faults is not None for i in infos),
+              **check_metrics(texts["model"], [i.source for i in infos])}
     result["ablations"] = {name: text_metrics(texts[name], infos) for name in ABLATIONS}
     result["samples"] = [{"video_id": info.video_id, "generated": text, "reference": info.language}
                          for text, info in zip(texts["model"][:NUM_SAMPLES], infos)]
