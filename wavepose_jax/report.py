@@ -41,7 +41,7 @@ from wavepose_jax.data import faults as faults_lib
 from wavepose_jax.data.clip import Clip
 from wavepose_jax.data.pose import COCO17
 from wavepose_jax.data.schema import SIGNAL_NAMES
-from wavepose_jax.data.waves import TORSO_M, Rep, RepAnalysis, key_measure
+from wavepose_jax.data.waves import TORSO_M, RepAnalysis, key_measure
 from wavepose_jax.files import write_atomic
 from wavepose_jax.prompt import PhysicsSummary
 
@@ -634,7 +634,8 @@ def render_page(reports: Sequence[ClipReport], title: str = "WavePose report",
                 provenance: Provenance | None = None) -> str:
     """The complete HTML document: provenance, glossary, overview, one section per clip
     (clips with warnings first, otherwise in the given order)."""
-    sections = [_section(r, f"clip-{i + 1}") for i, r in enumerate(reports)]
+    sections = [_section(dataclasses.replace(r, checks=r.checked()), f"clip-{i + 1}")
+                for i, r in enumerate(reports)]
     ordered = sorted(sections, key=lambda s: s.checks.passed)  # stable: warnings first
     return _template().render(
         title=title, sections=ordered, provenance=(provenance or Provenance()).completed(),
