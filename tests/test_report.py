@@ -12,6 +12,7 @@ import dataclasses
 import glob
 import html.parser
 import os
+import re
 
 import numpy as np
 import pytest
@@ -210,6 +211,26 @@ def test_escaping_of_everything_from_the_clip_file(good):
             assert not value or value.startswith(("#", "data:image/png;base64,")), value
             if value.startswith("data:"):
                 assert base64.b64decode(value.split(",", 1)[1]).startswith(PNG_MAGIC)
+
+
+def test_stick_figures_undo_keypoints_normalised_by_width_and_height():
+    raw = synthetic.generate_clip(3, "squat", reps=2)
+    kp = np.array([[[np.nan if v is None else v for v in p] for p in f] for f in raw["keypoints"]],
+                  np.float64)
+    width, height = 1.0 + np.nanmax(kp[..., 0]), 1.0 + np.nanmax(kp[..., 1])
+    pixels = clip_lib.clip_from_dict({**raw, "image_size": [width, height]}, "px.json")
+    normalised = clip_lib.clip_from_dict(
+        {**raw, "image_size": [width, height],
+         "keypoints": (kp / [width, height]).tolist()}, "norm.json")
+    assert pixels.keypoint_aspect == 1.0  # pixel keypoints need no correction
+    assert normalised.keypoint_aspect == pytest.approx(width / height)
+    analysis = waves.analyze_reps(pixels.signals, pixels.fps, pixels.exercise)
+    drawn = [report.key_poses(c, analysis) for c in (pixels, normalised)]
+    assert len(drawn[0]) == 4
+    for a, b in zip(*drawn):  # the same figures, to rounding
+        xy = [np.array([float(v) for v in re.findall(r'(?:x|y)[12]?="([-0-9.]+)"', str(p.svg))])
+              for p in (a, b)]
+        np.testing.assert_allclose(xy[0], xy[1], atol=0.15)
 
 
 def test_signal_only_clip_says_there_are_no_keypoints(good):

@@ -429,6 +429,7 @@ def key_poses(clip: Clip, analysis: RepAnalysis) -> list[Pose]:
               if picked.best is not None else [(0, "rep", "")])
     measure = MEASURES[analysis.exercise]
     keypoints = np.array(clip.keypoints, np.float64)  # [T, 17, 2]
+    keypoints[..., 0] *= clip.keypoint_aspect  # one unit on both axes
     if clip.confidence is not None:
         keypoints[np.asarray(clip.confidence) < KEYPOINT_MIN_CONFIDENCE] = np.nan
     frames, captions, classes = [], [], []

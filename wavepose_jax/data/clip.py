@@ -108,6 +108,9 @@ class Clip:
       source: where the clip came from (file path), used in error messages.
       keypoints: float32 [T, 17, 2] as given (NaN = missing), or None.
       confidence: float32 [T, 17], or None.
+      keypoint_aspect: what x of `keypoints` is multiplied by to share one unit with y (image
+        width / height for keypoints normalised separately by width and height, from
+        ``image_size``; else 1).
       meta: every other key of the file, unchanged.
     """
 
@@ -124,6 +127,7 @@ class Clip:
     source: str
     keypoints: np.ndarray | None = None
     confidence: np.ndarray | None = None
+    keypoint_aspect: float = 1.0
     meta: dict = dataclasses.field(default_factory=dict)
 
     def model_input(self, seq_len: int = 300, *, normalization: str = "physical",
@@ -524,6 +528,7 @@ def _clip_from_dict(d: dict, source: str) -> Clip:
         source=source,
         keypoints=keypoints,
         confidence=confidence,
+        keypoint_aspect=1.0 if keypoints is None else _aspect_ratio(d, keypoints, source),
         meta={k: v for k, v in d.items() if k not in _KNOWN_KEYS},
     )
 
