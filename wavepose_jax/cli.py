@@ -23,6 +23,7 @@ import logging as std_logging
 import re
 import sys
 import textwrap
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -142,6 +143,7 @@ class Command:
         except UsageError as e:
             return fail(str(e))
         set_verbosity(self.flags.verbosity)
+        _quiet_background_errors(self.flags.verbosity)
         try:
             return int(run(self.flags, positional))
         except KeyboardInterrupt:
@@ -156,6 +158,16 @@ class Command:
                 traceback.print_exc()
                 return fail(f"{type(e).__name__}: {one_line(e)}")
             return fail(f"{type(e).__name__}: {one_line(e)} (--verbosity=1 shows the traceback)")
+
+
+def _quiet_background_errors(verbosity: int) -> None:
+    """Below --verbosity=1, an exception in a library's background thread (a checkpoint or
+    event-file writer hitting a full disk) or in an exit handler prints nothing: the same
+    failure reaches the command's main path, which reports it in one line."""
+    if verbosity >= 1:
+        return
+    threading.excepthook = lambda args: None
+    sys.unraisablehook = lambda unraisable: None
 
 
 def set_verbosity(level: int) -> None:

@@ -78,6 +78,7 @@ def restore(workdir: str | os.PathLike, step: int | None = None, base: str | Non
       hf.WeightsError: the base model or its tokenizer cannot be loaded.
     """
     workdir = os.fspath(workdir)
+    requested = step
     with ckpt_lib.Checkpointer(workdir, read_only=True) as ckpt:
         step, config_dict, record = ckpt.read_record(step)
         where = f"{ckpt.directory}/{step}"
@@ -99,8 +100,9 @@ def restore(workdir: str | os.PathLike, step: int | None = None, base: str | Non
             lambda x: jax.ShapeDtypeStruct(
                 x.shape, jnp.float32 if jnp.issubdtype(x.dtype, jnp.floating) else x.dtype),
             nnx.state(model, trainable_filter(config)))
-        restored = ckpt.restore(step, abstract_state={"params": params}, base=current,
+        # Without `step`, an unreadable latest step falls back to the one before (warned).
+        restored = ckpt.restore(requested, abstract_state={"params": params}, base=current,
                                 partial=True)
     nnx.update(model, restored.state["params"])
-    return Run(model=model, tokenizer=tokenizer, config=config, step=step, record=current,
-               workdir=workdir, stop_ids=stop_ids)
+    return Run(model=model, tokenizer=tokenizer, config=config, step=restored.step,
+               record=current, workdir=workdir, stop_ids=stop_ids)

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import flags
 from ml_collections import config_flags
@@ -79,6 +82,45 @@ def _benchmark_dir(root: str, n: int, seed: int) -> str:
     return out
 
 
+class _StopRequest:
+    """SIGTERM / SIGINT while training: remembered, so the loop finishes the step in flight,
+    saves it and returns; a second signal interrupts at once. With several processes the stop
+    is agreed on (any process's signal stops them all at the same step, so the save, a
+    collective, happens everywhere)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:  # asked twice: stop now
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def agreed(self) -> bool:
+        if jax.process_count() == 1:
+            return self.received is not None
+        from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
+        flags_ = multihost_utils.process_allgather(np.asarray(self.received is not None))
+        if np.any(flags_) and self.received is None:
+            self.received = "stop requested by another process"
+        return bool(np.any(flags_))
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 class Trainer:
     """One training run: data, model, state, jitted steps, logging and checkpoints."""
 
@@ -97,9 +139,11 @@ class Trainer:
             data_dir, self.tokenizer, config)
         self.log(f"data: {data_dir}: {report.summary()}")
 
+        loading = time.perf_counter()
         model = run_lib.new_model(config, self.mesh)
         counts = wavellm.param_counts(model)
-        self.log("params: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+        self.log("params: " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
+                 + f" (loaded in {time.perf_counter() - loading:.1f}s)")
         self._llm_config = model.llm.config
         self._flops_params = counts["base"] + counts["lora"]
         self.num_soft = model.num_soft_tokens
@@ -110,11 +154,12 @@ class Trainer:
         self.loader = pipeline.make_train_loader(
             self.train_src, config, seed=config.train.seed, process_index=jax.process_index(),
             process_count=jax.process_count())
-        # Per-window metrics go to metrics.jsonl and TensorBoard; the console shows the progress
-        # bar (loss, ETA) and one line per validation.
-        self.writer = metrics_lib.MetricsWriter(workdir, use_console=False)
+        self.writer = None  # opened by `fit` once the resumed step is known
         self.peak_flops = metrics_lib.peak_flops()
         self._train_step = self._eval_step = None
+        self._compiled_lengths: set[int] = set()  # token lengths the train step compiled for
+        self._bad_steps = 0  # consecutive steps skipped for a non-finite loss or gradient
+        self._skipped_total = 0
 
     def log(self, message: str) -> None:
         if self.is_main:
@@ -130,8 +175,13 @@ class Trainer:
         if self._train_step is None:
             self._train_step = step_lib.jit_train_step(
                 self.state, batch, self.mesh, grad_accum=self.config.train.grad_accum)
+        length, started = batch.tokens.shape[1], time.perf_counter()
         self.state, metrics = self._train_step(self.state, batch, rng)
-        return metrics, batch.tokens.shape[1]
+        if length not in self._compiled_lengths:  # a new bucket: this call compiled the step
+            self._compiled_lengths.add(length)
+            self.log(f"train step compiled for {batch.tokens.shape[0]} x {length} tokens in "
+                     f"{time.perf_counter() - started:.1f}s")
+        return metrics, length
 
     def validate(self) -> dict[str, float]:
         """Token-mean CE over the whole validation split."""
@@ -177,13 +227,22 @@ class Trainer:
         return int(restored.step)
 
     def save(self, step: int, metrics: dict[str, float] | None) -> None:
-        self.ckpt.save(step, self.state.checkpoint_items(), data_iterator=self.loader,
-                       metrics=metrics, force=True)
+        """Starts a checkpoint save; a state that is not finite is never written."""
+        items = self.state.checkpoint_items()
+        finite = jax.tree.reduce(lambda a, b: a & b, jax.tree.map(
+            lambda x: jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.floating)
+            else jnp.bool_(True), items))
+        if not bool(finite):
+            raise ValueError(f"step {step}: the trainable state holds non-finite values; not "
+                             f"saved (the last checkpoint in {self.ckpt.directory} is intact)")
+        self.ckpt.save(step, items, data_iterator=self.loader, metrics=metrics, force=True)
 
     def _log_window(self, step: int, pending: list, window_start: float, bar: tqdm) -> None:
         """Writes the metrics of the last step and the throughput of the steps since the last log."""
         fetched = jax.device_get([m for m, _ in pending])  # waits for the dispatched steps
         elapsed = time.perf_counter() - window_start
+        self._count_skips(step, fetched)
+        self.ckpt.check()  # a failed asynchronous save stops the run now, not at the next save
         last = {k: float(v) for k, v in fetched[-1].items()}
         tokens_per_s = float(np.sum([m["tokens"] for m in fetched])) / elapsed
         flops = metrics_lib.model_flops_per_token(self._llm_config, self._flops_params,
@@ -192,6 +251,7 @@ class Trainer:
             "loss": last["loss"], "aux_loss": last["aux_loss"],
             "fault_loss": last["fault_loss"], "lr": last["lr"],
             "grad_norm": last["grad_norm"], "tokens_per_s": tokens_per_s,
+            "skipped_steps": self._skipped_total,
             "step_time_s": elapsed / len(pending),
             "mfu": metrics_lib.mfu(tokens_per_s, flops, self.peak_flops)})
         postfix = {"loss": f"{last['loss']:.3f}"}
@@ -199,35 +259,66 @@ class Trainer:
             postfix["fault_loss"] = f"{last['fault_loss']:.3f}"
         bar.set_postfix(postfix)
 
-    def fit(self) -> None:
+    def _count_skips(self, step: int, fetched: list) -> None:
+        """Counts skipped (non-finite) steps; too many in a row stop the run with one line."""
+        limit = int(self.config.train.max_bad_steps)
+        for m in fetched:
+            skipped = float(m["skipped"]) > 0
+            self._skipped_total += int(skipped)
+            self._bad_steps = self._bad_steps + 1 if skipped else 0
+            if limit and self._bad_steps >= limit:
+                raise ValueError(
+                    f"step {step}: the last {self._bad_steps} steps had a non-finite loss or "
+                    f"gradient and were skipped (train.max_bad_steps={limit}); the parameters "
+                    f"are still the last finite ones and {self.ckpt.directory} holds no "
+                    "non-finite state (lower the learning rate or check the data)")
+
+    def fit(self) -> bool:
+        """Trains to `train.steps`; returns False when stopped early by SIGTERM / SIGINT (after
+        finishing the step in flight and saving it)."""
         t = self.config.train
         start = self.restore()
+        # Per-window metrics go to metrics.jsonl and TensorBoard (records of steps after the
+        # resumed one are dropped: they are about to be written again); the console shows the
+        # progress bar (loss, ETA) and one line per validation.
+        self.writer = metrics_lib.MetricsWriter(self.workdir, use_console=False,
+                                                resume_step=start if start else None)
         rng = jax.random.key(int(t.seed))
         pending, window_start = [], time.perf_counter()
         bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="train",
                    disable=not self.is_main, file=sys.stderr, dynamic_ncols=True)
-        for step in bar:
-            pending.append(self.train_step(next(self.loader), rng))
-            done = step + 1
-            if done % t.log_every == 0 or done == t.steps:
-                self._log_window(done, pending, window_start, bar)
-                pending = []
-            val = None
-            if (t.eval_every and done % t.eval_every == 0) or done == t.steps:
-                if len(self.val_src):
-                    val = self.validate()
-                    self.writer.write(done, val)
-                    self.log(f"step {done} | val_loss {val['val_loss']:.3f}")
-                if jax.process_count() == 1:
-                    for sample in self.samples():
-                        self.log(f"  sample {sample['video_id']}: {sample['generated']!r}\n"
-                                 f"  reference: {sample['reference']!r}")
-            if done % t.ckpt_every == 0 or done == t.steps:
-                self.save(done, val)
-            if not pending:  # time the next window from here, validation excluded
-                window_start = time.perf_counter()
+        with _StopRequest() as stop:
+            for step in bar:
+                pending.append(self.train_step(next(self.loader), rng))
+                done = step + 1
+                stopping = stop.agreed()
+                if done % t.log_every == 0 or done == t.steps or stopping:
+                    self._log_window(done, pending, window_start, bar)
+                    pending = []
+                if stopping:
+                    self.save(done, None)
+                    self.ckpt.wait()
+                    bar.close()
+                    self.log(f"{stop.received}: stopped after step {done}; saved "
+                             f"{self.ckpt.directory}/{done}; the same command resumes the run")
+                    return False
+                val = None
+                if (t.eval_every and done % t.eval_every == 0) or done == t.steps:
+                    if len(self.val_src):
+                        val = self.validate()
+                        self.writer.write(done, val)
+                        self.log(f"step {done} | val_loss {val['val_loss']:.3f}")
+                    if jax.process_count() == 1:
+                        for sample in self.samples():
+                            self.log(f"  sample {sample['video_id']}: {sample['generated']!r}\n"
+                                     f"  reference: {sample['reference']!r}")
+                if done % t.ckpt_every == 0 or done == t.steps:
+                    self.save(done, val)
+                if not pending:  # time the next window from here, validation excluded
+                    window_start = time.perf_counter()
         bar.close()
         self.ckpt.wait()
+        return True
 
     def evaluate_heldout(self) -> dict[str, Any] | None:
         """Evaluates the held-out clips (or the validation split) and, when `eval.ood_n` > 0,
@@ -268,9 +359,17 @@ class Trainer:
         print(text)
         return results
 
-    def close(self) -> None:
-        self.ckpt.close()
-        self.writer.close()
+    def close(self, quiet: bool = False) -> None:
+        """Waits for pending saves and closes the logs; `quiet` swallows a save error (another
+        error is already on its way to the user)."""
+        try:
+            self.ckpt.close()
+        except Exception:  # pylint: disable=broad-except
+            if not quiet:
+                raise
+        finally:
+            if self.writer is not None:
+                self.writer.close()
 
 
 def run(config: Any, workdir: str) -> dict[str, Any] | None:
@@ -279,10 +378,12 @@ def run(config: Any, workdir: str) -> dict[str, Any] | None:
     os.makedirs(workdir, exist_ok=True)
     trainer = Trainer(config, workdir)
     try:
-        trainer.fit()
-        return trainer.evaluate_heldout()
-    finally:
-        trainer.close()
+        result = trainer.evaluate_heldout() if trainer.fit() else None  # None: stopped, saved
+    except BaseException:
+        trainer.close(quiet=True)
+        raise
+    trainer.close()
+    return result
 
 
 # ----------------------------------------------------------------------------- command line

@@ -27,9 +27,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import logging as std_logging
 import json
 import os
+import shutil
 import sys
+from pathlib import Path
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -37,9 +40,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 from grain import checkpoint as grain_checkpoint
 from orbax.checkpoint import checkpoint_managers as ocp_managers
 
+from wavepose_jax.files import read_json_object
 from wavepose_jax.models.lora import is_lora_path
 
 # Fields of an HF config.json that do not change the base weights (dtypes, runtime switches,
@@ -55,7 +60,12 @@ VAL_METRIC = "val_loss"
 
 
 class CheckpointMismatchError(ValueError):
-    """A checkpoint does not fit the model it is restored into (different base, missing step)."""
+    """A checkpoint does not fit the model it is restored into (different base, missing step,
+    other shapes), or no readable step is left."""
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written (full disk, permissions ...); earlier steps are intact."""
 
 
 def tensor_signature(tree: Any) -> list[tuple[str, tuple[int, ...], str]]:
@@ -207,8 +217,10 @@ class Checkpointer:
             preservation_policy=policy, enable_async_checkpointing=async_save,
             read_only=read_only, create=not read_only,
             save_interval_steps=0 if read_only else 1)
+        _SAVE_FAILURES.install()
         with _absl_quiet(read_only):  # Orbax warns that a read-only manager is read-only
             self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._saving: tuple[int, int] | None = None  # (step, bytes) of the latest save
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -238,11 +250,25 @@ class Checkpointer:
         """(step, config dict, base record) of a checkpoint, without touching its arrays.
 
         Lets a caller (evaluation, inference) rebuild the model the checkpoint was trained with.
+        Without `step`, the latest step whose record can be read (an unreadable one is
+        reported in one warning line).
         """
-        step = self._resolve(step)
-        out = self._manager.restore(step, args=ocp.args.Composite(
-            config=ocp.args.JsonRestore(), base=ocp.args.JsonRestore()))
-        return step, dict(out["config"]), BaseModelRecord.from_dict(out["base"])
+        steps = [self._resolve(step)] if step is not None else sorted(self.all_steps(),
+                                                                     reverse=True)
+        if not steps:
+            self._resolve(None)  # raises: no checkpoint
+        for i, candidate in enumerate(steps):
+            try:
+                out = self._manager.restore(candidate, args=ocp.args.Composite(
+                    config=ocp.args.JsonRestore(), base=ocp.args.JsonRestore()))
+                return candidate, dict(out["config"]), BaseModelRecord.from_dict(out["base"])
+            except Exception as e:  # pylint: disable=broad-except  # a damaged record
+                reason = f"{self.directory}/{candidate}: unreadable record ({_one_line(e)})"
+                if i + 1 == len(steps):
+                    raise CheckpointMismatchError(reason) from None
+                print(f"warning: {reason}; falling back to step {steps[i + 1]}",
+                      file=sys.stderr, flush=True)
+        raise AssertionError("unreachable")
 
     # -- save / restore --------------------------------------------------------------------------
 
@@ -260,6 +286,7 @@ class Checkpointer:
         """
         if self._base is None:
             raise ValueError("Checkpointer needs a base model record to save")
+        self.check()  # an earlier asynchronous save that failed stops the run here
         items = dict(
             state=ocp.args.StandardSave(state),
             config=ocp.args.JsonSave(self._config),
@@ -268,8 +295,45 @@ class Checkpointer:
         if data_iterator is not None:
             items["data"] = grain_checkpoint.CheckpointSave(data_iterator)
         metrics = {k: float(v) for k, v in (metrics or {}).items()}
-        return self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics,
-                                  force=force)
+        self._saving = (step, _nbytes(state))
+        try:
+            return self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics,
+                                      force=force)
+        except Exception as e:  # pylint: disable=broad-except
+            raise self._save_error(e) from None
+
+    def check(self) -> None:
+        """Raises `CheckpointSaveError` if an asynchronous save has failed (cheap; call often).
+
+        Orbax's finalizing thread consumes a failed save's error itself (and logs it with a
+        traceback); `_SaveFailures` keeps that record off the console, and a save that is no
+        longer in progress but left no committed step directory is reported here with it.
+        """
+        try:
+            self._manager.check_for_errors()
+        except Exception as e:  # pylint: disable=broad-except
+            raise self._save_error(e) from None
+        if self._saving is not None and not self._manager.is_saving_in_progress():
+            step = self._saving[0]
+            if not os.path.isdir(os.path.join(self.directory, str(step))):
+                raise self._save_error(_SAVE_FAILURES.pop() or RuntimeError(
+                    "the save did not complete"))
+
+    def _save_error(self, error: BaseException) -> CheckpointSaveError:
+        """One line: which save failed and why, the space there, and the last good step."""
+        step, needed = self._saving or (None, 0)
+        try:
+            free = shutil.disk_usage(self.directory).free
+        except OSError:
+            free = None
+        committed = [s for s in self._manager.all_steps() if s != step]
+        space = "" if free is None else (f"; {_size(free)} free there, the checkpoint needs "
+                                         f"about {_size(needed)}")
+        last = (f"; the last good checkpoint is step {max(committed)}" if committed
+                else "; no checkpoint was saved before")
+        what = "a checkpoint" if step is None else f"step {step}"
+        return CheckpointSaveError(f"{self.directory}: saving {what} failed "
+                                   f"({_one_line(error)}){space}{last}")
 
     def restore(self, step: int | None = None, *, abstract_state: Any, shardings: Any = None,
                 data_iterator: Any = None, base: BaseModelRecord | None = None,
@@ -289,14 +353,45 @@ class Checkpointer:
           partial: restore only the subtrees present in `abstract_state` (e.g. just
             `{"params": ...}` of a saved `{"params", "opt_state", "step"}` for inference).
 
+        Without `step`, a latest step that cannot be read (truncated or flipped bytes, a
+        garbled metadata file) is reported in one warning line and the previous step is
+        tried, down to the oldest; a mismatch (other base model, other shapes) is never
+        skipped over.
+
         Raises:
-          CheckpointMismatchError: no such step, or the checkpoint's base model differs.
+          CheckpointMismatchError: no such step, no readable step, the checkpoint's base model
+            differs, or its arrays have other shapes than `abstract_state` (e.g. another
+            lora.rank).
         """
-        step, config, saved_base = self.read_record(step)
+        steps = [self._resolve(step)] if step is not None else sorted(self.all_steps(),
+                                                                     reverse=True)
+        if not steps:
+            self._resolve(None)  # raises: no checkpoint
+        for i, candidate in enumerate(steps):
+            try:
+                return self._restore_step(candidate, abstract_state, shardings, data_iterator,
+                                          base, partial)
+            except CheckpointMismatchError:
+                raise
+            except Exception as e:  # pylint: disable=broad-except  # a damaged step
+                reason = f"{self.directory}/{candidate}: unreadable ({_one_line(e)})"
+                if i + 1 == len(steps):
+                    later = "" if step is not None else "; no earlier step to fall back to"
+                    raise CheckpointMismatchError(reason + later) from None
+                print(f"warning: {reason}; falling back to step {steps[i + 1]}",
+                      file=sys.stderr, flush=True)
+        raise AssertionError("unreachable")
+
+    def _restore_step(self, step: int, abstract_state: Any, shardings: Any, data_iterator: Any,
+                      base: BaseModelRecord | None, partial: bool) -> Restored:
+        out = self._manager.restore(step, args=ocp.args.Composite(
+            config=ocp.args.JsonRestore(), base=ocp.args.JsonRestore()))
+        config, saved_base = dict(out["config"]), BaseModelRecord.from_dict(out["base"])
         current = base if base is not None else self._base
         if current is not None:
             check_base(saved_base, current, f"{self.directory}/{step}")
         target = _restore_target(abstract_state, shardings)
+        self._check_shapes(step, target, partial)
         if partial:
             restore_args = ocp.checkpoint_utils.construct_restore_args(target)
             items = dict(state=ocp.args.PyTreeRestore(target, restore_args=restore_args,
@@ -316,23 +411,82 @@ class Checkpointer:
         return Restored(step=step, state=out["state"], config=config, base=saved_base,
                         metrics=self.metrics(step), data_restored=data_restored)
 
+    def _check_shapes(self, step: int, target: Any, partial: bool) -> None:
+        """CheckpointMismatchError naming the first array whose saved shape differs."""
+        # Read first so that a damaged metadata file is named in the error.
+        read_json_object(Path(self.directory) / str(step) / "state" / "_METADATA")
+        saved = ocp.PyTreeCheckpointHandler().metadata(
+            epath.Path(self.directory) / str(step) / "state").tree
+        saved = {_path_name(p): tuple(m.shape) for p, m in jax.tree_util.tree_flatten_with_path(
+            saved, is_leaf=lambda x: hasattr(x, "shape"))[0]}
+        leaves = [(_path_name(p), leaf) for p, leaf in
+                  jax.tree_util.tree_flatten_with_path(target)[0]]
+        for name, leaf in sorted(leaves, key=lambda x: not x[0].startswith("params")):
+            if name not in saved:
+                if partial:
+                    continue
+                raise CheckpointMismatchError(
+                    f"{self.directory}/{step}: has no '{name}'; the checkpoint was saved by "
+                    "another model or trainer configuration")
+            if saved[name] != tuple(leaf.shape):
+                raise CheckpointMismatchError(
+                    f"{self.directory}/{step}: '{name}' has shape {saved[name]}, the model "
+                    f"expects {tuple(leaf.shape)} (trained with other lora / encoder / bridge "
+                    "settings? the checkpoint's config is in its config/ item)")
+
     def _has_data_state(self, step: int) -> bool:
         name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
         return os.path.exists(os.path.join(self.directory, str(step), "data", name))
 
     def wait(self) -> None:
-        """Blocks until every pending save is committed to disk."""
-        self._manager.wait_until_finished()
+        """Blocks until every pending save is committed to disk; `CheckpointSaveError` if one
+        failed."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:  # pylint: disable=broad-except
+            raise self._save_error(e) from None
+        self.check()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            self.wait()
+        finally:
+            self._manager.close()
 
     def __enter__(self) -> Checkpointer:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _SaveFailures(std_logging.Filter):
+    """Takes Orbax's error records with a traceback (a failed asynchronous save, logged by its
+    background threads) off the console below --verbosity=1 and keeps the error for
+    `Checkpointer.check`, which reports it in one line."""
+
+    def __init__(self):
+        super().__init__()
+        self._errors: list[BaseException] = []
+
+    def install(self) -> None:
+        logger = std_logging.getLogger("absl")
+        if self not in logger.filters:
+            logger.addFilter(self)
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        if record.exc_info and "orbax" in record.pathname:
+            self._errors.append(record.exc_info[1])
+            return logging.get_verbosity() >= logging.DEBUG
+        return True
+
+    def pop(self) -> BaseException | None:
+        """The first error recorded since the last call (the root cause, not its echoes)."""
+        errors, self._errors = self._errors, []
+        return errors[0] if errors else None
+
+
+_SAVE_FAILURES = _SaveFailures()
 
 
 @contextlib.contextmanager
@@ -347,6 +501,30 @@ def _absl_quiet(quiet: bool):
         yield
     finally:
         logging.set_verbosity(level)
+
+
+def _path_name(path: tuple) -> str:
+    """'opt_state/1/inner_states/adapter/...' for a key path (a Variable's `.value` dropped)."""
+    parts = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
+    return "/".join(p for p in parts if p != "value")
+
+
+def _nbytes(tree: Any) -> int:
+    return int(sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize
+                   for x in jax.tree.leaves(tree) if hasattr(x, "shape")))
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _restore_target(abstract_state: Any, shardings: Any) -> Any:

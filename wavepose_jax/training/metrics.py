@@ -34,6 +34,8 @@ from typing import Any, TextIO
 
 import jax
 
+from wavepose_jax.files import write_atomic
+
 # Peak dense bf16 FLOP/s per chip, keyed by a lowercase substring of `jax.Device.device_kind`.
 # Ordered: the first matching substring wins, so more specific names come first.
 PEAK_FLOPS_BY_DEVICE_KIND: tuple[tuple[str, float], ...] = (
@@ -121,12 +123,31 @@ def _format(key: str, value: float | None) -> str:
     return f"{key} {value:.4g}"
 
 
+def _drop_records_after(path: str, step: int) -> None:
+    """Rewrites a metrics.jsonl without the records of steps after `step` (atomically)."""
+    kept = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                if int(json.loads(line).get("step", 0)) <= step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+            except (ValueError, TypeError, AttributeError):
+                continue  # a line cut short by a crash
+    write_atomic(path, "".join(kept))
+
+
 class MetricsWriter:
     """Writes scalar metrics to the console, `WORKDIR/metrics.jsonl` and TensorBoard."""
 
     def __init__(self, workdir: str | os.PathLike, use_tensorboard: bool = True,
-                 console: TextIO | None = None, use_console: bool = True):
-        """`console`: where the line goes (default stdout); `use_console=False`: no line."""
+                 console: TextIO | None = None, use_console: bool = True,
+                 resume_step: int | None = None):
+        """`console`: where the line goes (default stdout); `use_console=False`: no line.
+
+        `resume_step`: the step a resumed run continues from; records of later steps (written
+        before the run was interrupted, and about to be written again) are dropped, from
+        metrics.jsonl and from TensorBoard, so every step appears once.
+        """
         self._active = jax.process_index() == 0
         self._console = (console or sys.stdout) if use_console else None
         self._jsonl = None
@@ -135,11 +156,14 @@ class MetricsWriter:
             return
         os.makedirs(workdir, exist_ok=True)
         self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+        if resume_step is not None and os.path.exists(self.jsonl_path):
+            _drop_records_after(self.jsonl_path, resume_step)
         self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
         if use_tensorboard:
             from tensorboardX import SummaryWriter  # Imported lazily: slow import.
 
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            purge = {} if resume_step is None else {"purge_step": int(resume_step) + 1}
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), **purge)
 
     def write(self, step: int, metrics: Mapping[str, Any], prefix: str = "") -> None:
         """Emits `metrics` (name -> scalar) for `step`; `prefix` namespaces the keys ('val/')."""
@@ -150,8 +174,12 @@ class MetricsWriter:
         if self._console is not None:
             print(line, file=self._console, flush=True)
         record = {"step": int(step), "time": round(time.time(), 3), **values}
-        self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
+        try:
+            self._jsonl.write(json.dumps(record) + "\n")
+            self._jsonl.flush()
+        except OSError as e:
+            raise OSError(e.errno, f"{self.jsonl_path}: cannot write metrics "
+                                   f"({e.strerror or e})") from None
         if self._tb is not None:
             for key, value in values.items():
                 if value is not None:

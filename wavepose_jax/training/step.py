@@ -10,8 +10,10 @@
   gradients. Every micro-batch's CE sum is divided by the target-token count of the WHOLE batch,
   so k micro-batches of b give exactly the update of one batch of k * b. The auxiliary
   wave-dynamics and fault losses, per-batch means, enter as means over micro-batches.
-* Metrics: loss (token-mean CE), aux_loss, fault_loss, grad_norm (before clipping), lr, tokens (real
-  sequence tokens: soft tokens + text tokens of real examples), target_tokens.
+* A step whose loss or gradient norm is not finite changes neither the parameters nor the
+  optimizer state (`skipped` = 1); train.py stops after `train.max_bad_steps` in a row.
+* Metrics: loss (token-mean CE), aux_loss, fault_loss, grad_norm (before clipping), lr, skipped,
+  tokens (real sequence tokens: soft tokens + text tokens of real examples), target_tokens.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ def _split_micro(batch: Batch, k: int) -> Batch:
 def _micro_objective(params, state: TrainState, batch: Batch, rng, denom, num_micro: int):
     """Objective of one micro-batch, scaled so the micro-batch objectives sum to the total."""
     # copy=True: fresh Variables in this trace, so reseeding the RNG streams is allowed here.
-    model = nnx.merge(state.graphdef, params, state.frozen, state.rest, copy=True)
     # match_shape: a stacked (scanned) layer's stream gets one fresh key per layer.
+    model = nnx.merge(state.graphdef, params, state.frozen, state.rest, copy=True)
     nnx.reseed(model, dropout=rng, policy="match_shape")
     terms = model_loss_terms(model, batch, state.loss_weights, deterministic=False)
     return objective(terms, state.loss_weights, denom, num_micro), terms
@@ -79,14 +81,22 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
         aux_sum, fault_sum = aux_sum / grad_accum, fault_sum / grad_accum
 
     grad_norm = optax.tree.norm(grads)
+    loss = ce_sum / denom
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    # A non-finite loss or gradient never reaches the parameters or the optimizer moments:
+    # the update is skipped (and counted); the step counter and the data still advance.
+    finite = (jnp.isfinite(loss) & jnp.isfinite(aux_sum) & jnp.isfinite(fault_sum)
+              & jnp.isfinite(grad_norm))
+    params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                     (params, opt_state), (state.params, state.opt_state))
     metrics = {
-        "loss": ce_sum / denom,
+        "loss": loss,
         "aux_loss": aux_sum,
         "fault_loss": fault_sum,
         "grad_norm": grad_norm,
         "lr": state.lr_fn(state.step),
+        "skipped": 1.0 - finite.astype(jnp.float32),
         **_token_counts(state, batch),
     }
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
