@@ -147,3 +147,8 @@ def test_scanned_stack_decodes_like_transformers(setup, hf_checkpoint):
     streamed = np.concatenate(list(generate_stream(model, ids, mask, chunk=5, max_new_tokens=NEW)),
                               axis=1)
     np.testing.assert_array_equal(streamed, np.asarray(out.tokens))
+    # LoRA with dropout (off when decoding): its RNG state is not touched inside the loops.
+    from flax import nnx
+    from wavepose_jax.models.lora import LoraConfig, apply_lora
+    apply_lora(model, LoraConfig(rank=2, alpha=4.0, dropout=0.1), nnx.Rngs(0))
+    np.testing.assert_array_equal(generate(model, ids, mask, max_new_tokens=NEW).tokens, out.tokens)

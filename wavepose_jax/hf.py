@@ -7,9 +7,10 @@ onto its target sharding. The model is built abstractly (``nnx.eval_shape``), so
 never exists in host memory. Saving writes the same format back for transformers.
 
 Both forms of the decoder stack (``Phi3Config.scan_layers``) read and write the same files: a
-scanned stack keeps ``model.layers.{i}.<name>`` in slot i of one stacked leaf [L, ...]. Loading
-allocates each stacked leaf once, on its sharding, and writes every layer's tensor into its
-slot in place (a donated update), so no leaf exists twice and nothing is widened on the way.
+scanned stack keeps ``model.layers.{i}.<name>`` in slot i of one stacked leaf [L, ...] (as raw
+uint16 bits for a 16-bit dtype, see models/phi3.py). Loading allocates each stacked leaf once,
+on its sharding, and writes every layer's tensor into its slot in place (a donated update), so
+no leaf exists twice and nothing is widened on the way.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from safetensors.numpy import save_file
 from wavepose_jax import sharding as sharding_lib
 from wavepose_jax.files import read_json_object
 from wavepose_jax.models.lora import is_lora_path
-from wavepose_jax.models.phi3 import Linear, Phi3Config, Phi3ForCausalLM, in_stacked_layers
+from wavepose_jax.models.phi3 import (BITS, Linear, Phi3Config, Phi3ForCausalLM, from_bits,
+                                      in_stacked_layers, to_bits)
 
 CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"
@@ -320,8 +322,10 @@ def load_pretrained(path_or_repo_id, dtype=jnp.bfloat16, mesh=None, **config_ove
                 if tuple(array.shape) != hf_shape:
                     raise WeightsError(f"{file}: tensor {name!r}: shape {tuple(array.shape)}, "
                                        f"config.json implies {hf_shape}")
-                array = np.ascontiguousarray(array.T if transpose else array).astype(
-                    target_dtype, copy=False)
+                array = np.ascontiguousarray(array.T if transpose else array)
+                if target_dtype == BITS:  # a 16-bit stacked weight, stored as its bits
+                    array = array.astype(jnp.dtype(config.param_dtype), copy=False).view(BITS)
+                array = array.astype(target_dtype, copy=False)
                 sharding = None if shardings is None else shardings[i][1].get_value()
                 if layer is None:
                     values[i] = sharding_lib.place(array, sharding)
@@ -400,6 +404,8 @@ def save_pretrained(model: Phi3ForCausalLM, path, tokenizer=None, max_shard_size
         tensors = {}
         for name, value, layer, transpose in shard:
             host = _to_host(value if layer is None else value[layer])
+            if host.dtype == BITS:  # stored bits of a 16-bit stacked weight
+                host = host.view(jnp.dtype(model.config.param_dtype))
             tensors[name] = np.ascontiguousarray(host.T if transpose else host)
             weight_map[name] = fname
             total += host.nbytes
@@ -418,14 +424,17 @@ def save_pretrained(model: Phi3ForCausalLM, path, tokenizer=None, max_shard_size
     return path
 
 
-@jax.jit
-def _merged_kernel(w, a, b, scale):
-    """w + scale * a @ b in float32, cast back to w's dtype; a stacked kernel [L, in, out] is
-    merged one layer at a time, so only one layer is ever widened."""
+@functools.partial(jax.jit, static_argnames="param_dtype")
+def _merged_kernel(w, a, b, scale, param_dtype):
+    """w + scale * a @ b in float32, back in w's dtype (bits stay bits); a stacked kernel
+    [L, in, out] is merged one layer at a time, so only one layer is ever widened."""
     def merge(args):
         w, a, b = args
+        stored = w.dtype
+        w = from_bits(w, param_dtype)
         delta = scale * (a.astype(jnp.float32) @ b.astype(jnp.float32))
-        return (w.astype(jnp.float32) + delta).astype(w.dtype)
+        merged = (w.astype(jnp.float32) + delta).astype(w.dtype)
+        return to_bits(merged) if stored == BITS else merged
 
     return merge((w, a, b)) if w.ndim == 2 else jax.lax.map(merge, (w, a, b))
 
@@ -440,7 +449,7 @@ def merge_lora(model: Phi3ForCausalLM) -> Phi3ForCausalLM:
         if isinstance(module, Linear) and module.lora_a is not None:
             merged_kernels[tuple(path) + ("kernel",)] = _merged_kernel(
                 module.kernel[...], module.lora_a[...], module.lora_b[...],
-                jnp.float32(module.lora_scale))
+                jnp.float32(module.lora_scale), param_dtype=jnp.dtype(model.config.param_dtype))
     abstract = nnx.eval_shape(lambda: Phi3ForCausalLM(model.config, rngs=nnx.Rngs(0)))
     graphdef, abs_state = nnx.split(abstract)
     current = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))

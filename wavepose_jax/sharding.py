@@ -113,12 +113,14 @@ def place(x: Any, sharding: jax.sharding.Sharding | None = None) -> jax.Array:
 
     Every process holds the same full value (weights read from the same files, or a
     deterministic init) and contributes the shards its devices own; nothing is copied when
-    `x` already has the sharding.
+    `x` already has the sharding (or an equivalent one).
     """
     if sharding is None:
         return jax.device_put(x)
-    if getattr(x, "sharding", None) == sharding:
-        return x
+    current = getattr(x, "sharding", None)
+    if current == sharding or (isinstance(current, jax.sharding.Sharding)
+                               and current.is_equivalent_to(sharding, np.ndim(x))):
+        return x  # already there: never a second copy of a (large) weight
     if jax.process_count() == 1:
         return jax.device_put(x, sharding)
     host = np.asarray(x)

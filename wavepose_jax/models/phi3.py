@@ -19,7 +19,9 @@ Two forms of the decoder stack (``Phi3Config.scan_layers``):
 
   Checkpoints store Hugging Face names either way (``wavepose_jax/hf.py`` maps
   ``model.layers.{i}.*`` to slot i of the stacked leaf); the KV cache of the scanned form is
-  stacked as well ([L, B, S, K, H]).
+  stacked as well ([L, B, S, K, H]). With a 16-bit ``param_dtype`` the stacked weights (and a
+  16-bit cache) are stored as their raw bits, uint16 (``stores_bits``; see ``BITS`` below for
+  why); ``from_bits`` reads them.
 
 LongRoPE factor choice: the long factors are used for a sequence whose largest position + 1
 exceeds ``original_max_position_embeddings``, the short ones otherwise. The choice is made per
@@ -310,7 +312,8 @@ class Cache:
     (-1 for an empty slot or a padding token, which are never attended to).
     """
 
-    # Unrolled stack: one [B, S, K, H] array per layer; scanned stack: one [L, B, S, K, H] array.
+    # Unrolled stack: one [B, S, K, H] array per layer; scanned stack: one [L, B, S, K, H]
+    # array (uint16 bits when the cache is 16-bit, see `run_stacked`).
     k: tuple[jax.Array, ...] | jax.Array
     v: tuple[jax.Array, ...] | jax.Array
     positions: jax.Array  # [B, S] int32
@@ -442,45 +445,52 @@ def _run_layer(layer, x, cos, sin, mask, kv_cache, index):
     return layer(x, cos, sin, mask, kv_cache, index)
 
 
+# A scanned stack stores its 16-bit float weights (bf16 / f16) as the raw bits, uint16, and
+# turns them back into floats one layer at a time inside the scan. XLA:CPU computes 16-bit float
+# operations in float32: it widened a float stacked leaf whole, before the loop, to slice it,
+# and kept that float32 copy from the forward to the backward pass (and out of a decoding
+# loop), i.e. the base in float32 next to itself. Sliced as bits, only layer i's weights are
+# widened, inside the loop. Bits must enter the compiled program as they are (a bitcast inside
+# it is a copy of the whole leaf), hence the storage. Bits are never differentiated: a trained
+# stacked weight is float32 (training/state.py converts it).
+BITS = jnp.dtype(jnp.uint16)
+_HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+_LAYER_WEIGHTS = "layer_weights"  # checkpoint name of one layer's weights inside the scan
+
+
+def stores_bits(config: Phi3Config) -> bool:
+    """Whether the stacked weights of `config` are stored as uint16 bits of `param_dtype`."""
+    return config.scan_layers and jnp.dtype(config.param_dtype) in _HALF
+
+
+def to_bits(x: jax.Array) -> jax.Array:
+    """A bf16/f16 array as uint16 with the same bits (floats of other widths unchanged)."""
+    return jax.lax.bitcast_convert_type(x, BITS) if jnp.dtype(x.dtype) in _HALF else x
+
+
+def from_bits(x: jax.Array, dtype) -> jax.Array:
+    """uint16 bits as `dtype` (a 16-bit float); any other array unchanged."""
+    return jax.lax.bitcast_convert_type(x, dtype) if jnp.dtype(x.dtype) == BITS else x
+
+
 def stacked_layers(config: Phi3Config, rngs: nnx.Rngs) -> Phi3DecoderLayer:
     """One decoder layer whose variables carry a leading layer axis [L, ...].
 
     ``nnx.vmap`` over L split RNG keys: layer i is drawn from its own key, as a list of
-    independently initialised layers would be.
+    independently initialised layers would be. 16-bit float parameters are then stored as
+    their bits (`stores_bits`).
     """
     @nnx.split_rngs(splits=config.num_hidden_layers)
     @nnx.vmap(in_axes=(0,), out_axes=0)
     def create(rngs: nnx.Rngs) -> Phi3DecoderLayer:
         return Phi3DecoderLayer(config, rngs=rngs)
 
-    return create(rngs)
-
-
-_HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-_LAYER_WEIGHTS = "layer_weights"  # checkpoint name of one layer's weights inside the scan
-
-
-@jax.custom_jvp
-def _as_bits(x: jax.Array) -> jax.Array:
-    """A bf16/f16 array as uint16 holding the same bits (a free bitcast)."""
-    return jax.lax.bitcast_convert_type(x, jnp.uint16)
-
-
-@_as_bits.defjvp
-def _as_bits_jvp(primals, tangents):
-    raise TypeError("scan_layers: a 16-bit float weight of the stacked layers is differentiated; "
-                    "train float32 copies (as training/state.py does) or use the unrolled stack")
-
-
-def _bits(tree):
-    """Every 16-bit float leaf as its uint16 bits (other leaves unchanged), and the dtypes."""
-    dtypes = jax.tree.map(lambda x: jnp.dtype(x.dtype), tree)
-    return jax.tree.map(lambda x: _as_bits(x) if x.dtype in _HALF else x, tree), dtypes
-
-
-def _unbits(tree, dtypes):
-    return jax.tree.map(lambda x, d: jax.lax.bitcast_convert_type(x, d) if d in _HALF else x,
-                        tree, dtypes)
+    layers = create(rngs)
+    if stores_bits(config):
+        for _, var in nnx.iter_graph(layers):
+            if isinstance(var, nnx.Param):
+                var.set_value(to_bits(var.get_value()))
+    return layers
 
 
 def _save_all_but_weights(prim, *_, **params) -> bool:
@@ -493,60 +503,60 @@ def _save_all_but_weights(prim, *_, **params) -> bool:
     return not (prim.name == "name" and params.get("name") == _LAYER_WEIGHTS)
 
 
-def run_stacked(layers: Phi3DecoderLayer, x, cos, sin, mask, kv, index, *, remat: bool):
+def run_stacked(layers: Phi3DecoderLayer, x, cos, sin, mask, kv, index, *, remat: bool,
+                param_dtype, cache_dtype):
     """Runs a stacked layer (``stacked_layers``) over its leading axis with ``jax.lax.scan``.
 
     Args:
-      layers: the stacked layer; parameters [L, ...].
+      layers: the stacked layer; parameters [L, ...] (uint16 ones hold `param_dtype` bits).
       x: [B, T, D] input hidden states; cos/sin [B, T, R]; mask [B, 1, T, S]; index [] int32.
-      kv: None, or the stacked cache (k, v), each [L, B, S, K, H]; the T new keys/values are
-        written at slot ``index`` of layer i's cache inside the loop (in place).
+      kv: None, or the stacked cache (k, v), each [L, B, S, K, H] (uint16: `cache_dtype`
+        bits); the T new keys/values are written at slot ``index`` of layer i's cache inside
+        the loop (in place).
       remat: rematerialise the loop body in the backward pass (``jax.checkpoint``).
 
     Returns:
       (x [B, T, D], the updated (k, v) or None). Non-parameter state of the layers (the
       LoRA dropout RNG counters) is written back to ``layers``.
-
-    Stacked 16-bit float weights (and a 16-bit cache) enter the loop as uint16 bits and become
-    floats again per layer inside it. XLA:CPU computes 16-bit float operations in float32; on a
-    float stack it widened the whole stacked leaf before the loop (to slice it) and kept that
-    float32 copy from the forward to the backward pass: the base in float32, twice its size.
-    On bits only layer i's slice is widened, inside the loop, one layer at a time. Such weights
-    must not be differentiated (a TypeError says so); trained weights are float32.
     """
     graphdef, params, rest = nnx.split(layers, nnx.Param, ...)
-    params, param_dtypes = _bits(params)
     num_layers = jax.tree.leaves(params)[0].shape[0]
     t = x.shape[1]
-    kv_dtypes = None
-    if kv is not None:
-        kv, kv_dtypes = _bits(tuple(kv))
+    mutated = []  # set while tracing when the body changes non-parameter state (dropout RNGs)
 
     def body(carry, xs):
         x, kv = carry
         i, layer_params, layer_rest = xs
-        layer_params = jax.tree.map(lambda w: checkpoint_name(w, _LAYER_WEIGHTS),
-                                    _unbits(layer_params, param_dtypes))
+        layer_params = jax.tree.map(
+            lambda w: checkpoint_name(from_bits(w, param_dtype), _LAYER_WEIGHTS), layer_params)
         layer = nnx.merge(graphdef, layer_params, layer_rest)
-        layer_kv = None if kv is None else _unbits(tuple(
-            jax.lax.dynamic_index_in_dim(c, i, 0, keepdims=False) for c in kv),
-            kv_dtypes)  # [B, S, K, H] each
+        layer_kv = None if kv is None else tuple(
+            from_bits(jax.lax.dynamic_index_in_dim(c, i, 0, keepdims=False), cache_dtype)
+            for c in kv)  # [B, S, K, H] each
         x, layer_kv = layer(x, cos, sin, mask, layer_kv, index)
         if kv is not None:  # write back only the T new slots of layer i
-            new_kv, _ = _bits(tuple(jax.lax.dynamic_slice_in_dim(c, index, t, axis=1)
-                                    for c in layer_kv))  # [B, T, K, H] each
-            kv = tuple(jax.lax.dynamic_update_slice(c, new[None], (i, 0, index, 0, 0))
-                       for c, new in zip(kv, new_kv))
-        _, _, layer_rest = nnx.split(layer, nnx.Param, ...)
-        return (x, kv), layer_rest
+            kv = tuple(jax.lax.dynamic_update_slice(
+                c, _store_like(c, jax.lax.dynamic_slice_in_dim(new, index, t, axis=1)),
+                (i, 0, index, 0, 0)) for c, new in zip(kv, layer_kv))
+        _, _, new_rest = nnx.split(layer, nnx.Param, ...)
+        if any(a is not b for a, b in zip(jax.tree.leaves(new_rest), jax.tree.leaves(layer_rest))):
+            mutated.append(True)
+        return (x, kv), new_rest
 
     # The backward pass reads each layer's weights again from the bits (never a stacked copy
     # kept from the forward pass); with remat it recomputes the activations as well.
     policy = jax.checkpoint_policies.nothing_saveable if remat else _save_all_but_weights
     body = jax.checkpoint(body, prevent_cse=False, policy=policy)
     (x, kv), rest = jax.lax.scan(body, (x, kv), (jnp.arange(num_layers), params, rest))
-    nnx.update(layers, rest)
-    return x, (None if kv is None else _unbits(kv, kv_dtypes))
+    if mutated:  # only then: a deterministic call (e.g. inside a decoding loop) mutates nothing
+        nnx.update(layers, rest)
+    return x, kv
+
+
+def _store_like(stacked: jax.Array, new: jax.Array) -> jax.Array:
+    """new [B, T, K, H] as one slot [1, B, T, K, H] of `stacked` (bits when it holds bits)."""
+    new = new.astype(stacked.dtype) if stacked.dtype != BITS else to_bits(new)
+    return new[None]
 
 
 class Phi3Model(nnx.Module):
@@ -589,9 +599,11 @@ class Phi3ForCausalLM(nnx.Module):
         c = self.config
         dtype = dtype or c.dtype
         shape = (batch_size, max_len, c.num_key_value_heads, c.head_dim)
-        if c.scan_layers:
-            k = jnp.zeros((c.num_hidden_layers, *shape), dtype)  # [L, B, S, K, H]
-            v = jnp.zeros((c.num_hidden_layers, *shape), dtype)
+        if c.scan_layers:  # [L, B, S, K, H]; a 16-bit cache of the compute dtype as bits
+            as_bits = jnp.dtype(dtype) == jnp.dtype(c.dtype) and jnp.dtype(dtype) in _HALF
+            stored = BITS if as_bits else dtype
+            k = jnp.zeros((c.num_hidden_layers, *shape), stored)
+            v = jnp.zeros((c.num_hidden_layers, *shape), stored)
         else:
             k = tuple(jnp.zeros(shape, dtype) for _ in range(c.num_hidden_layers))
             v = tuple(jnp.zeros(shape, dtype) for _ in range(c.num_hidden_layers))
@@ -653,7 +665,7 @@ class Phi3ForCausalLM(nnx.Module):
         if c.scan_layers:
             kv = None if cache is None else (cache.k, cache.v)  # [L, B, S, K, H] each
             x, kv = run_stacked(self.model.layers, x, cos, sin, attn_mask, kv, index,
-                                remat=c.remat)
+                                remat=c.remat, param_dtype=c.param_dtype, cache_dtype=c.dtype)
             new_k, new_v = kv if cache is not None else (None, None)
         else:
             run = nnx.remat(_run_layer) if c.remat else _run_layer

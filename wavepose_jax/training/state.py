@@ -9,11 +9,15 @@ streams, the bridge's measured embedding scale).
 
 On a mesh, the optimizer state is created by a jitted `tx.init` whose output shardings mirror
 the parameters' (derived from `jax.eval_shape`), so it is born sharded.
+
+`abstract_train_state` is the same state as `jax.ShapeDtypeStruct`s with the shardings a run
+would give them, built without allocating a weight (for ahead-of-time compilation).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -22,9 +26,10 @@ import numpy as np
 import optax
 from flax import nnx, struct
 
+from wavepose_jax import sharding as sharding_lib
 from wavepose_jax.models import wavellm
 from wavepose_jax.models.lora import trainable_filter
-from wavepose_jax.models.phi3 import Phi3Config
+from wavepose_jax.models.phi3 import BITS, Phi3Config, from_bits
 from wavepose_jax.training.loss import LossWeights
 from wavepose_jax.training.optim import make_optimizer
 
@@ -56,9 +61,15 @@ class TrainState(struct.PyTreeNode):
                             opt_state=items["opt_state"])
 
 
-def _to_float32(tree: Any) -> Any:
-    return jax.tree.map(
-        lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+def _to_float32(tree: Any, bits_dtype: Any) -> Any:
+    """Floating leaves as float32; uint16 leaves (stacked weights stored as the bits of the
+    16-bit `bits_dtype`, models/phi3.py) decoded first: trained weights are float32."""
+    def convert(x):
+        if x.dtype == BITS:
+            return from_bits(x, bits_dtype).astype(jnp.float32)
+        return x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x
+
+    return jax.tree.map(convert, tree)
 
 
 def _shardings_of(tree: Any) -> Any:
@@ -88,13 +99,15 @@ def create_train_state(model: wavellm.WaveLLM, config: Any,
         raise ValueError(f"config field 'train.trainable': {list(config.train.trainable)} "
                          "selects no parameter")
     tx, lr_fn = make_optimizer(config)
+    bits_dtype = wavellm.dtype_from_name(config.llm.param_dtype, "llm.param_dtype")
     if mesh is None:
-        params = jax.jit(_to_float32)(params)
+        params = jax.jit(functools.partial(_to_float32, bits_dtype=bits_dtype))(params)
         opt_state = jax.jit(tx.init)(params)
         step = jnp.zeros((), jnp.int32)
     else:
         param_sh = _shardings_of(params)
-        params = jax.jit(_to_float32, out_shardings=param_sh)(params)
+        params = jax.jit(functools.partial(_to_float32, bits_dtype=bits_dtype),
+                         out_shardings=param_sh)(params)
         abstract_opt = jax.eval_shape(tx.init, params)
         opt_sh = opt_state_shardings(tx, abstract_opt, param_sh, mesh)
         opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
@@ -103,6 +116,35 @@ def create_train_state(model: wavellm.WaveLLM, config: Any,
     return TrainState(step=step, params=params, frozen=frozen, rest=rest, opt_state=opt_state,
                       graphdef=graphdef, tx=tx, lr_fn=lr_fn,
                       loss_weights=LossWeights.from_config(config))
+
+
+def abstract_train_state(config: Any, llm_config: Phi3Config,
+                         mesh: jax.sharding.Mesh) -> TrainState:
+    """The train state of a run (`create_train_state` of `run.new_model`'s model) as
+    `jax.ShapeDtypeStruct`s carrying the shardings the run gives them: parameters (frozen and
+    trainable) by the partition rules, optimizer moments like their parameter, step replicated.
+    Nothing is allocated.
+
+    Args:
+      config: run config (`llm` compute settings, lora, encoder, bridge, train).
+      llm_config: the base architecture (e.g. `hf.load_config(config.llm.path)`).
+      mesh: the device mesh of the run.
+    """
+    llm_config = wavellm.with_llm_config(llm_config, config)
+
+    def build() -> TrainState:
+        model = wavellm.create_wavellm(config, llm_config, 1.0, nnx.Rngs(int(config.train.seed)))
+        return create_train_state(model, config)
+
+    state = jax.eval_shape(build)
+    rules = lambda tree: sharding_lib.param_shardings(tree, mesh)  # noqa: E731
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    param_sh = rules(state.params)
+    shardings = state.replace(
+        step=replicated, params=param_sh, frozen=rules(state.frozen), rest=rules(state.rest),
+        opt_state=opt_state_shardings(state.tx, state.opt_state, param_sh, mesh))
+    return jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+                        state, shardings)
 
 
 def state_shardings(state: TrainState) -> TrainState:
@@ -144,7 +186,8 @@ def memory_report(config: Any, llm_config: Phi3Config) -> dict[str, int]:
     model = nnx.eval_shape(create)
     _, params, frozen, _ = nnx.split(model, trainable_filter(config), nnx.Param, ...)
     params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32)
-                          if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
+                          if jnp.issubdtype(x.dtype, jnp.floating) or x.dtype == BITS else x,
+                          params)
     tx, _ = make_optimizer(config)
     opt_state = jax.eval_shape(tx.init, params)
     counts = wavellm.param_counts(model)
