@@ -54,3 +54,20 @@ def test_stop_ids_come_from_the_generation_config(sampler, tmp_path):
     assert sampler.stop_ids[0] == end and len(sampler.stop_ids) == 3
     with pytest.raises(ValueError, match="at least one stop token"):
         Sampler(sampler.llm, tokenizer, ())
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_a_remat_model_decodes_like_a_plain_one(sampler, scan_layers):
+    """`llm.remat` (the real recipe's default) changes the backward pass only: decoding inside
+    the generator's loops gives the same tokens as the same weights without it."""
+    sampler, config = sampler
+    prompts = _prompts(sampler.tokenizer)[:2]
+    waves = np.zeros((2, config.data.seq_len, 7), np.float32)
+    tokens = []
+    for remat in (False, True):
+        c = config.copy_and_resolve_references()
+        c.llm.remat, c.llm.scan_layers = remat, scan_layers
+        s = Sampler(new_model(c), sampler.tokenizer, sampler.stop_ids)
+        soft, _ = s.encode(waves, np.ones((2, c.data.seq_len), bool))
+        tokens.append(s.generate(soft, prompts, max_new_tokens=12).tokens)
+    np.testing.assert_array_equal(tokens[0], tokens[1])

@@ -53,7 +53,7 @@ def _run(mesh_axes: dict, devices, local_rows: slice) -> dict[str, np.ndarray]:
     for path, v in nnx.to_flat_state(state.params):
         out["/".join(map(str, path))] = np.asarray(v[...].addressable_data(0))  # replicated
     qkv = state.frozen["llm"]["model"]["layers"][0]["self_attn"]["qkv_proj"]["kernel"][...]
-    out["qkv_spec"] = np.asarray(str(qkv.sharding.spec))
+    out["qkv_spec"] = np.asarray(str(getattr(qkv.sharding, "spec", "one device")))
     out["qkv_shard_shape"] = np.asarray(qkv.addressable_shards[0].data.shape)
     return out
 

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from wavepose_jax import prompt as prompt_lib
 from wavepose_jax.data import waves as waves_lib
 from wavepose_jax.data.batch import Batch
-from wavepose_jax.data.clip import Clip, load_clip, resample
+from wavepose_jax.data.clip import Clip, clip_error_line, load_clip, resample
 from wavepose_jax.data.faults import ANY_EXERCISE, FAULTS, detect_faults
 from wavepose_jax.data.schema import ClipError
 
@@ -112,7 +112,8 @@ def rep_phase(clip: Clip, seq_len: int, target_fps: float | None, *,
         inside[start:end + 1] = True
     if target_fps is not None:
         # The frame grid of `Clip.model_input`; phases wrap, so take the nearest source frame.
-        src = resample(np.arange(clip.n_frames, dtype=np.float64)[:, None], clip.fps, target_fps)
+        src = resample(np.arange(clip.n_frames, dtype=np.float64)[:, None], clip.fps, target_fps,
+                       max_frames=seq_len)
         index = np.clip(np.rint(src[:, 0]).astype(np.int64), 0, clip.n_frames - 1)
         phase, inside = phase[index], inside[index]
     n = min(len(phase), seq_len)
@@ -366,9 +367,9 @@ def scan_clips(paths: Sequence[str], tokenizer: Any, config: Any
         try:
             examples.append(build_example(load_clip(path), tokenizer, config))
             good.append(path)
-        except ClipError as e:
-            bad.append(str(e))
-            print(f"skipping {e}", file=sys.stderr)
+        except Exception as e:  # pylint: disable=broad-except  # one bad file, not the scan
+            bad.append(clip_error_line(path, e))
+            print(f"skipping {bad[-1]}", file=sys.stderr)
     if bad:
         print(f"skipped {len(bad)} of {len(paths)} clip files", file=sys.stderr)
     return good, examples, bad

@@ -6,11 +6,11 @@ Run (one GPU, 80 GB):
 
 Many GPUs on one host: the default mesh already spreads the base weights over every device
 (`mesh.fsdp=-1`) and splits the batch over them; raise `train.batch_size` to a multiple of the
-device count. Many hosts: start the same command on every host with
+device count. Many hosts: start the same command on every host; a cluster JAX knows (SLURM,
+Open MPI, TPU pods, Kubernetes jobsets) is detected, anywhere else pass
 `--config.distributed.coordinator_address=HOST0:1234 --config.distributed.num_processes=N
---config.distributed.process_id=I` (or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
-JAX_PROCESS_ID in the environment), and use `mesh.data=<hosts>` so parameters are sharded
-within a host and replicated across hosts.
+--config.distributed.process_id=I`. Use `mesh.data=<hosts>` so parameters are sharded within a
+host and replicated across hosts.
 
 Runtime: not yet measured on a GPU (no figure is claimed); train.py logs
 step_time_s, tokens_per_s and MFU every `train.log_every` steps, and the progress bar shows the
@@ -43,7 +43,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.llm.path = "microsoft/Phi-3.5-mini-instruct"
     c.llm.dtype = "bfloat16"  # compute dtype of the LLM (float32 | bfloat16 | float16)
     c.llm.param_dtype = "bfloat16"  # storage dtype of the frozen base weights
-    c.llm.remat = False  # rematerialise each decoder layer in the backward pass (saves memory)
+    # Rematerialise each decoder layer in the backward pass: ~1/3 more compute, and the step's
+    # scratch at batch 1 x 512 tokens falls from 8.5 to 1.5 GiB, at 4 x 1024 from 78 to 6.6 GiB
+    # (`python -m wavepose_jax.training.aot`, CPU; benchmarks/README.md).
+    c.llm.remat = True
+    # One stacked decoder layer run by lax.scan: compiles one layer instead of 32, and 16-bit
+    # weights are widened per layer inside the loop (models/phi3.py), so the base never exists
+    # in float32 on backends that widen them (XLA:CPU). False: a Python loop over 32 layers.
+    c.llm.scan_layers = True
     c.llm.attention_impl = config_dict.placeholder(str)  # None (XLA picks) | "xla" | "cudnn"
     c.llm.adapter = ""  # PEFT LoRA adapter directory to start from ("" = fresh LoRA)
 
@@ -110,6 +117,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.adam_b2 = 0.999  # AdamW beta2
     c.train.adam_eps = 1e-8  # AdamW epsilon
     c.train.clip_norm = 1.0  # global gradient-norm clipping
+    c.train.max_bad_steps = 25  # stop when this many steps in a row had a non-finite loss/gradient
     c.train.aux_loss_weight = 0.1  # weight of the wave-dynamics loss on dynamic_state (0: off)
     c.train.fault_loss_weight = 0.0  # weight of the bridge's fault-classification BCE (0: off)
     c.train.trainable = DEFAULT_TRAINABLE  # regexes over parameter paths; (".*",) = full fine-tune
@@ -126,12 +134,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.mesh.fsdp = -1  # data parallelism with base weights sharded over it
     c.mesh.tensor = 1  # tensor (model) parallelism inside each layer
 
-    # ---- multi-host (training/distributed.py); empty/1 = single process unless the env says so
+    # ---- multi-host (training/distributed.py): a detected cluster, or the explicit fields below
     c.distributed = ml_collections.ConfigDict()
-    c.distributed.coordinator_address = ""  # "host:port" of process 0
-    c.distributed.num_processes = 1  # processes in the job
-    c.distributed.process_id = 0  # this process's index
-    c.distributed.auto = False  # let jax.distributed detect the cluster (SLURM, TPU pods, ...)
+    c.distributed.coordinator_address = ""  # "host:port" of process 0 ("": JAX_COORDINATOR_ADDRESS)
+    c.distributed.num_processes = 1  # processes in the job (> 1: an explicit multi-process job)
+    c.distributed.process_id = 0  # this process's index (explicit jobs)
+    c.distributed.auto = True  # let jax.distributed detect a cluster (SLURM, Open MPI, TPU pods, ...)
 
     # ---- evaluation (evaluate.py) and generation
     c.eval = ml_collections.ConfigDict()

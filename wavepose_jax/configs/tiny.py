@@ -42,6 +42,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.llm.path = TINY_BASE  # made by `python -m wavepose_jax.tiny` (a package path, see hf.resolve)
     c.llm.dtype = "float32"
     c.llm.param_dtype = "float32"
+    c.llm.scan_layers = False  # 4 float32 layers: the unrolled stack the demo was measured with
+    c.llm.remat = False  # activations of a tiny model are small; remat would only cost time
 
     c.lora.rank = 8
     c.lora.alpha = 16.0

@@ -662,13 +662,16 @@ class Phi3ForCausalLM(nnx.Module):
         attn_mask = attn_mask[:, None]  # [B, 1, T, S]
 
         cos, sin = rope_cos_sin(c, positions, mask)  # [B, T, R]
+        # Rematerialisation only matters under a gradient; decoding with a cache (inside the
+        # generator's lax loops, where nnx.remat could not write state back) runs plainly.
+        remat = c.remat and cache is None
         if c.scan_layers:
             kv = None if cache is None else (cache.k, cache.v)  # [L, B, S, K, H] each
             x, kv = run_stacked(self.model.layers, x, cos, sin, attn_mask, kv, index,
-                                remat=c.remat, param_dtype=c.param_dtype, cache_dtype=c.dtype)
+                                remat=remat, param_dtype=c.param_dtype, cache_dtype=c.dtype)
             new_k, new_v = kv if cache is not None else (None, None)
         else:
-            run = nnx.remat(_run_layer) if c.remat else _run_layer
+            run = nnx.remat(_run_layer) if remat else _run_layer
             new_k, new_v = [], []
             for i, layer in enumerate(self.model.layers):
                 kv = None if cache is None else (cache.k[i], cache.v[i])

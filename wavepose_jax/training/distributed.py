@@ -11,10 +11,12 @@ shard of the data (`batch_size / process_count` examples per step), which
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
 from jax.sharding import Mesh
 
 from wavepose_jax import sharding as sharding_lib
@@ -51,8 +53,17 @@ def initialize(config: Any) -> bool:
         raise ValueError(f"config field 'distributed.num_processes': must be >= 1, got {num}")
     if not d.auto:
         return False
+    if jax.distributed.is_initialized():
+        return True  # the caller already connected the processes
     try:
-        jax.distributed.initialize(coordinator_address=address)
+        with warnings.catch_warnings():  # e.g. "Kubernetes detected, package missing"
+            warnings.simplefilter("ignore")
+            jax.distributed.initialize(coordinator_address=address)
+    except RuntimeError as e:  # JAX already ran in this process (a notebook, a second run)
+        if address is not None:
+            raise ValueError(f"config field 'distributed.coordinator_address': {e}") from None
+        logging.info("cluster detection skipped, JAX is already in use: one process")
+        return False
     except ValueError as e:  # no known cluster: the process count and index are unknown
         if address is not None:
             raise ValueError("config field 'distributed.num_processes': coordinator "
