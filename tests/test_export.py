@@ -20,6 +20,8 @@ from wavepose_jax.run import new_model
 from wavepose_jax.testing import call, reference_logits, tiny_run_config
 from wavepose_jax.training import checkpoint as ckpt_lib
 
+pytestmark = pytest.mark.reference  # against transformers' PyTorch Phi-3
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IDS = np.random.default_rng(0).integers(3, 96, size=(2, 7))
 MASK = np.array([[1] * 7, [1] * 5 + [0] * 2])

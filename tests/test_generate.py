@@ -10,6 +10,8 @@ from wavepose_jax import hf
 from wavepose_jax.generate import (prompt_bucket, decode_chunk, decode_chunk_core, generate,
                                    generate_core, generate_stream, prefill)
 
+pytestmark = pytest.mark.reference  # against transformers' PyTorch Phi-3
+
 NEW = 32
 LENGTHS = (5, 11, 17)  # with 32 new tokens every row crosses original_max_position_embeddings=32
 

@@ -18,6 +18,8 @@ from safetensors.numpy import load_file, save_file
 from wavepose_jax import hf
 from wavepose_jax.testing import call, reference_logits
 
+pytestmark = pytest.mark.reference  # against transformers' PyTorch Phi-3
+
 TOL = dict(rtol=1e-4, atol=1e-4)
 IDS = np.random.default_rng(0).integers(0, 96, (2, 21)).astype(np.int32)
 

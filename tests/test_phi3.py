@@ -16,6 +16,8 @@ from wavepose_jax import hf
 from wavepose_jax.models.phi3 import Phi3Config, Phi3ForCausalLM
 from wavepose_jax.testing import TINY_PHI3, call, reference_logits
 
+pytestmark = pytest.mark.reference  # against transformers' PyTorch Phi-3
+
 TOL = dict(rtol=1e-4, atol=1e-4)
 
 
