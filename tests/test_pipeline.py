@@ -248,3 +248,36 @@ def test_prepare_dataset_skips_bad_files(tokenizer, tmp_path, capsys):
     assert batch.tokens.shape[1] in (64, 128, 256)
     with pytest.raises(ValueError, match="no usable clip files"):
         pipeline.prepare_dataset(tmp_path, tokenizer, _config(), max_clips=1)  # broken.json only
+
+
+def test_fault_channels_carry_the_rules_verdicts_on_the_frames_they_read(tokenizer, tmp_path):
+    from wavepose_jax.data import faults, waves
+    from wavepose_jax.data.clip import load_clip
+    from wavepose_jax.models.wavellm import encoder_config
+
+    # Three reps; the second bottoms out at 130 deg (shallow), the others at 95 deg.
+    raw = squat_clip("vid-b", reps=3)
+    t = np.arange(len(raw["knee_angle_trajectory"])) / raw["fps"]
+    knee = np.asarray(raw["knee_angle_trajectory"])
+    second = (t >= 2.5) & (t < 4.5)
+    knee[second] = 175.0 - (175.0 - knee[second]) * 45.0 / 80.0
+    raw["knee_angle_trajectory"] = knee.tolist()
+    clip = load_clip(_write(tmp_path, "b.json", raw))
+    analysis = waves.analyze_reps(clip.signals, clip.fps, clip.exercise)
+    per_rep = faults.per_rep_faults(analysis)
+    assert [("shallow_depth" in ids) for ids in per_rep] == [False, True, False]
+    ch = faults.fault_channels(analysis)
+    k = list(faults.FAULTS).index("shallow_depth")
+    assert ch.shape == (analysis.num_frames, len(faults.FAULT_CHANNELS))
+    for rep, ids in zip(analysis.reps, per_rep):
+        assert ch[rep.start:rep.end + 1, k].min() == ch[rep.start:rep.end + 1, k].max() == (
+            1.0 if "shallow_depth" in ids else 0.0)
+    clip_level = ch[:, len(faults.FAULTS):]
+    assert {f for f, col in zip(faults.FAULTS, clip_level.T) if col.all()} == set(
+        faults.detect_faults(analysis))
+    assert "shallow_depth" not in faults.detect_faults(analysis)  # 1 of 3 reps: not the set's
+    ex = pipeline.build_example(clip, tokenizer, _config(rep_channels=True, fault_channels=True))
+    assert ex.inputs.waves.shape == (96, 7 + len(waves.REP_CHANNELS) + len(faults.FAULT_CHANNELS))
+    config = _config(fault_channels=True)
+    config.encoder = ml_collections.ConfigDict({"d_model": 16})
+    assert encoder_config(config).num_signals == 7 + len(faults.FAULT_CHANNELS)

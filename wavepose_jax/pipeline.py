@@ -183,7 +183,8 @@ def model_inputs(clip: Clip, tokenizer: Any, config: Any) -> ModelInputs:
     data = config.data
     waves, frame_mask = clip.model_input(data.seq_len, normalization=data.normalization,
                                          target_fps=data.target_fps,
-                                         rep_channels=bool(data.get("rep_channels", False)))
+                                         rep_channels=bool(data.get("rep_channels", False)),
+                                         fault_channels=bool(data.get("fault_channels", False)))
     summary = prompt_lib.PhysicsSummary.from_wave_features(clip.wave_features, clip.exercise,
                                                            clip.expert)
     budget = prompt_budget(config)

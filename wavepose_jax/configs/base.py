@@ -95,6 +95,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.target_fps = config_dict.placeholder(float)  # resample clips to this rate (None: keep)
     c.data.normalization = "physical"  # signal normalisation (keeps amplitude; see data/clip.py)
     c.data.rep_channels = False  # also feed the encoder the rep analysis (data/waves.py REP_CHANNELS)
+    c.data.fault_channels = False  # and the rules' verdicts per rep and clip (data/faults.py)
     # Prompt budget: every summary of the project's own wave analysis fits (at most 430 tokens
     # with the demo tokenizer, see prompt.py); a longer one is shortened, never refused.
     c.data.max_prompt_tokens = 448

@@ -59,28 +59,32 @@ def get_config() -> ml_collections.ConfigDict:
     c.bridge.num_layers = 1
     c.bridge.num_heads = 4
     c.bridge.dropout = 0.0
+    c.bridge.fault_tokens = True  # the fault head's estimate rides on every soft token
 
-    c.data.synthetic_n = 2000  # training clips, signals only (fast to write and read)
+    c.data.synthetic_n = 1600  # training clips, signals only (fast to write and read)
     c.data.synthetic_keypoints = False
     c.data.seq_len = 400  # 40 s at 10 fps
+    c.data.rep_channels = True  # the rep analysis beside the signals
+    c.data.fault_channels = True  # and the rules' verdicts per rep and clip
     c.data.target_fps = 10.0
     c.data.compact_prompt = True
     c.data.max_prompt_tokens = 192
     c.data.max_target_tokens = 160
     c.data.buckets = (128, 192, 256, 384)
 
-    c.train.steps = 800
+    c.train.steps = 480
     c.train.batch_size = 16
     c.train.lr_encoder = 1e-3
     c.train.lr_bridge_lora = 1e-3
     c.train.warmup_steps = 20
     c.train.fault_loss_weight = 1.0
     c.train.log_every = 10
-    c.train.eval_every = 300
-    c.train.ckpt_every = 300
+    c.train.eval_every = 240
+    c.train.ckpt_every = 240
     c.train.num_eval_samples = 2
 
     c.eval.max_new_tokens = 96
     c.eval.batch_size = 16
     c.eval.synthetic_n = 96  # held-out clips with keypoints (the pose front end runs)
+    c.eval.ood_n = 96  # clips of the independent generator (data/othergen.py), never trained on
     return c

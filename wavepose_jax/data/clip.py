@@ -132,7 +132,8 @@ class Clip:
 
     def model_input(self, seq_len: int = 300, *, normalization: str = "physical",
                     target_fps: float | None = None,
-                    rep_channels: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                    rep_channels: bool = False,
+                    fault_channels: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Normalised, optionally resampled, padded/truncated signals for the encoder.
 
         Args:
@@ -142,20 +143,27 @@ class Clip:
           target_fps: resample (linear interpolation) to this frame rate before padding.
           rep_channels: append the clip's rep analysis as per-frame channels
             (``waves.rep_channels``: rep phase, relative duration, descent, depth, lockout).
+          fault_channels: append the rules' verdicts as per-frame channels
+            (``faults.fault_channels``: each rep's faults on its frames, the clip's on all).
 
         Returns:
           waves: float32 [seq_len, C]: the 7 signals in ``SIGNAL_NAMES`` order (absent
-            channels are 0), then ``waves.REP_CHANNELS`` when asked for.
+            channels are 0), then ``waves.REP_CHANNELS`` and ``faults.FAULT_CHANNELS`` when
+            asked for.
           mask: bool [seq_len], True for real frames.
         """
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         waves = normalize_signals(self.signals, normalization)  # [T, 7]
         waves[:, [not self.present[name] for name in SIGNAL_NAMES]] = 0.0
-        if rep_channels:
-            from wavepose_jax.data import waves as waves_lib  # pylint: disable=import-outside-toplevel
+        if rep_channels or fault_channels:
+            # pylint: disable=import-outside-toplevel
+            from wavepose_jax.data import faults as faults_lib
+            from wavepose_jax.data import waves as waves_lib
             analysis = waves_lib.analyze_reps(self.signals, self.fps, self.exercise)
-            waves = np.concatenate([waves, waves_lib.rep_channels(analysis)], -1)
+            extra = ([waves_lib.rep_channels(analysis)] if rep_channels else []) + (
+                [faults_lib.fault_channels(analysis)] if fault_channels else [])
+            waves = np.concatenate([waves, *extra], -1)
         if target_fps is not None:
             waves = resample(waves, self.fps, target_fps, max_frames=seq_len)
         n = min(waves.shape[0], seq_len)

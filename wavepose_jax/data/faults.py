@@ -143,6 +143,31 @@ def detect_faults(analysis: RepAnalysis) -> list[str]:
     return out
 
 
+# The rules' verdicts as per-frame encoder channels (`Clip.model_input(fault_channels=True)`):
+# for every fault of the vocabulary, whether the rep a frame belongs to breaks its rule, then
+# whether the clip as a whole has it (on every frame).
+FAULT_CHANNELS: tuple[str, ...] = (*(f"rep_{f}" for f in FAULTS), *(f"clip_{f}" for f in FAULTS))
+
+
+def fault_channels(analysis: RepAnalysis) -> np.ndarray:
+    """The rules' verdicts on a clip as per-frame channels [T, len(FAULT_CHANNELS)] float32.
+
+    Channel k < len(FAULTS): 1 on the frames (start..end) of every rep that breaks per-rep rule
+    k, 0 elsewhere. Channel len(FAULTS) + k: 1 on every frame when `detect_faults` gives the
+    clip fault k (a per-rep fault of at least half its reps, or the clip-level uneven tempo).
+    They carry measurement through the motion path: what the rules read from the signals, on
+    the frames where they read it; the text still has to be learned from them.
+    """
+    out = np.zeros((analysis.num_frames, len(FAULT_CHANNELS)), np.float32)
+    index = {f: k for k, f in enumerate(FAULTS)}
+    for rep, ids in zip(analysis.reps, per_rep_faults(analysis)):
+        for f in ids:
+            out[rep.start:rep.end + 1, index[f]] = 1.0
+    for f in detect_faults(analysis):
+        out[:, len(FAULTS) + index[f]] = 1.0
+    return out
+
+
 # ----------------------------------------------------------------------------- text <-> faults
 
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from wavepose_jax import sharding as sharding_lib
-from wavepose_jax.data.faults import FAULTS
+from wavepose_jax.data.faults import FAULT_CHANNELS, FAULTS
 from wavepose_jax.data.schema import NUM_SIGNALS
 from wavepose_jax.data.waves import REP_CHANNELS
 from wavepose_jax.models.bridge import BridgeConfig, WaveBridge, embedding_rms
@@ -127,8 +127,10 @@ def llm_overrides(config: Any) -> dict[str, Any]:
 
 def encoder_config(config: Any) -> EncoderConfig:
     """The encoder of a run: it reads the 7 signals, then the rep channels when
-    `data.rep_channels` is on (`data.waves.REP_CHANNELS`)."""
+    `data.rep_channels` is on (`data.waves.REP_CHANNELS`), then the rules' verdicts when
+    `data.fault_channels` is on (`data.faults.FAULT_CHANNELS`)."""
     extra = len(REP_CHANNELS) if config.data.get("rep_channels", False) else 0
+    extra += len(FAULT_CHANNELS) if config.data.get("fault_channels", False) else 0
     return EncoderConfig(num_signals=NUM_SIGNALS + extra, **config.encoder.to_dict())
 
 
