@@ -60,7 +60,10 @@ def test_clips_are_keypoints_with_their_truth(tmp_path):
     assert exercises == set(EXERCISES)
     again = othergen.generate_clip([3, 0, 7], EXERCISES[0], video_id="othergen-s3-00000")
     assert json.dumps(again, separators=(",", ":")) == pathlib.Path(paths[0]).read_text()
-    assert othergen.main(["--out", str(tmp_path / "x"), "--n", "1", "--exercises", "lunge"]) == 2
+    from wavepose_jax import clips  # its command line: `wavepose-clips other`
+
+    assert clips.main(["other", "--out", str(tmp_path / "x"), "--n", "1",
+                       "--exercises", "lunge"]) == 2
 
 
 def _imports(path: pathlib.Path) -> set[str]:
@@ -74,16 +77,18 @@ def _imports(path: pathlib.Path) -> set[str]:
 
 
 def test_independent_of_the_training_generator_and_of_training():
-    """othergen shares no code with synthetic.py; the only module that imports it is train.py,
-    and there only the function that writes the benchmark for the final evaluation uses it."""
+    """othergen shares no code with synthetic.py; the only modules that import it are train.py,
+    where only the function that writes the benchmark for the final evaluation uses it, and
+    the command line clips.py, where only `wavepose-clips other` does."""
     assert not any("synthetic" in m for m in _imports(PACKAGE / "data" / "othergen.py"))
     importers = {path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py")
                  if path.name != "othergen.py" and any("othergen" in m for m in _imports(path))}
-    assert importers <= {"train.py"}
-    train = ast.parse((PACKAGE / "train.py").read_text())
-    users = {f.name for f in ast.walk(train) if isinstance(f, ast.FunctionDef)
-             and any(isinstance(n, ast.Name) and n.id == "othergen" for n in ast.walk(f))}
-    assert users == {"_benchmark_dir"}
+    assert importers <= {"train.py", "clips.py"}
+    for module, user in (("train.py", "_benchmark_dir"), ("clips.py", "other")):
+        tree = ast.parse((PACKAGE / module).read_text())
+        users = {f.name for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)
+                 and any(isinstance(n, ast.Name) and n.id == "othergen" for n in ast.walk(f))}
+        assert users == {user}, module
 
 
 def test_training_refuses_benchmark_clips(tmp_path):

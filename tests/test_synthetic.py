@@ -157,7 +157,7 @@ def test_generate_clip_contract_and_determinism():
 def test_cli_writes_n_files(tmp_path):
     out = tmp_path / "clips"
     cmd = [sys.executable, "-m", "wavepose_jax.data.synthetic", "--out", str(out), "--n", "3",
-           "--seed", "5", "--exercises", "squat,press", "--max-reps", "3", "--no-keypoints"]
+           "--seed", "5", "--exercises", "squat,press", "--max_reps", "3", "--nokeypoints"]
     subprocess.run(cmd, check=True, capture_output=True)
     files = sorted(glob.glob(str(out / "*.json")))
     assert [os.path.basename(f) for f in files] == [f"synth-s5-{i:05d}.json" for i in range(3)]
@@ -174,6 +174,7 @@ def test_cli_writes_n_files(tmp_path):
     bad = subprocess.run(cmd[:-5] + ["--exercises", "lunge"], capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "lunge" in bad.stderr
+    assert bad.stderr.startswith("error: --exercises:")
 
 
 def test_examples_are_small_and_consistent():

@@ -20,6 +20,7 @@ Exit status, the same for every command:
 from __future__ import annotations
 
 import logging as std_logging
+import os
 import re
 import sys
 import textwrap
@@ -32,6 +33,7 @@ from absl import flags, logging
 
 EXIT_OK, EXIT_SKIPPED, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130
 _HELP = ("--help", "-h", "--helpfull", "--helpshort", "-help")
+PACKAGED_CONFIGS = ("tiny", "base")  # wavepose_jax/configs/<name>.py, named by `--config NAME`
 
 
 class UsageError(ValueError):
@@ -158,6 +160,26 @@ class Command:
                 traceback.print_exc()
                 return fail(f"{type(e).__name__}: {one_line(e)}")
             return fail(f"{type(e).__name__}: {one_line(e)} (--verbosity=1 shows the traceback)")
+
+
+def config_argv(argv: Sequence[str]) -> list[str]:
+    """`--config=NAME` / `--config NAME` for a config of the package (`PACKAGED_CONFIGS`,
+    unless a file of that name exists here) -> the path of its file, with any `:override`
+    suffix kept; every other argument unchanged. For commands with a `--config` file flag."""
+    def resolve(value: str) -> str:
+        name, sep, rest = value.partition(":")
+        if name in PACKAGED_CONFIGS and not os.path.exists(name):
+            return os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
+                                f"{name}.py") + sep + rest
+        return value
+
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg.startswith("--config="):
+            out[i] = "--config=" + resolve(arg[len("--config="):])
+        elif arg == "--config" and i + 1 < len(out):
+            out[i + 1] = resolve(out[i + 1])
+    return out
 
 
 def _quiet_background_errors(verbosity: int) -> None:

@@ -1,6 +1,7 @@
 """Random-weight Hugging Face bases with the exact shapes of a real one, made without a download.
 
     python -m wavepose_jax.random_base --shape phi-3.5-mini --out /tmp/phi35-random [--seed 0]
+                                       [--shard_size 2GB] [--overwrite]
 
 writes a directory that `hf.load_pretrained`, `train.py --config.llm.path=OUT` and
 transformers' `Phi3ForCausalLM.from_pretrained` read like the real model's:
@@ -8,7 +9,7 @@ transformers' `Phi3ForCausalLM.from_pretrained` read like the real model's:
   * config.json: the named model's own (`models/phi3_bases.py`; phi-3.5-mini is
     Phi-3.5-mini-instruct: hidden 3072, 32 layers, 32 heads, vocab 32064, LongRoPE with 48
     short/long factors, 3,821,079,552 parameters);
-  * model-0000k-of-0000n.safetensors in bf16 (shards of at most `--shard-size`, default 2 GB)
+  * model-0000k-of-0000n.safetensors in bf16 (shards of at most `--shard_size`, default 2 GB)
     and model.safetensors.index.json;
   * the tokenizer of the CPU demo (wavepose_jax/assets/tiny-phi3: Phi-3's special tokens and
     chat template, 773 ids, all below the vocabulary size) and a generation_config.json whose
@@ -20,22 +21,27 @@ downloading 7.6 GB; the text such a model writes is noise.
 Weights are drawn N(0, initializer_range) (norm weights 1, as transformers initialises them),
 each tensor from its own seed, and streamed into the shard files one tensor at a time: memory
 stays at one tensor, whatever the model size.
+
+The output directory must be new or empty (or `--overwrite`). An unknown `--shape`, a bad
+flag or an unwritable directory is one line on stderr with exit status 2 (see
+`wavepose_jax.cli`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import struct
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import ml_dtypes
 import numpy as np
+from absl import flags
 
-from wavepose_jax import hf
+from wavepose_jax import cli, hf
 from wavepose_jax.models.phi3 import Phi3Config
 from wavepose_jax.models.phi3_bases import SHAPES, hf_config
 
@@ -117,23 +123,56 @@ def write_random_base(out: str | Path, shape: str = "phi-3.5-mini", *, seed: int
     return out
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--shape", default="phi-3.5-mini", help=f"one of {sorted(SHAPES)}")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--shard-size", default="2GB", help="largest safetensors file, e.g. 2GB")
-    a = p.parse_args(argv)
+COMMAND = cli.Command("python -m wavepose_jax.random_base", __doc__)
+_F = COMMAND.flags
+flags.DEFINE_string("shape", "phi-3.5-mini", f"the model whose shapes to copy: one of "
+                    f"{', '.join(sorted(SHAPES))}", flag_values=_F)
+flags.DEFINE_string("out", None, "output directory (new or empty)", flag_values=_F,
+                    required=True)
+flags.DEFINE_integer("seed", 0, "random seed of the weights", flag_values=_F)
+flags.DEFINE_string("shard_size", "2GB", "largest safetensors file, e.g. 2GB, 500MB",
+                    flag_values=_F)
+flags.DEFINE_boolean("overwrite", False, "write into an output directory that is not empty",
+                     flag_values=_F)
+
+
+def _check_out(path: str, overwrite: bool) -> None:
+    """Refuses an output path that is a file, or a non-empty directory unless `overwrite`."""
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise cli.UsageError(f"--out: {path}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise cli.UsageError(f"--out: {path}: directory is not empty (pass --overwrite to write "
+                             "into it)")
+
+
+def _run(args, _) -> int:
+    if args.shape not in SHAPES:
+        raise cli.UsageError(f"--shape: unknown shape {args.shape!r}; expected one of "
+                             f"{', '.join(sorted(SHAPES))}")
+    try:
+        shard_size = hf._parse_size(args.shard_size)  # pylint: disable=protected-access
+    except ValueError:
+        shard_size = 0
+    if shard_size <= 0:
+        raise cli.UsageError(f"--shard_size: expected a positive size such as 2GB or 500MB, "
+                             f"got {args.shard_size!r}")
+    _check_out(args.out, args.overwrite)
     t0 = time.time()
     try:
-        out = write_random_base(a.out, a.shape, seed=a.seed, shard_size=a.shard_size)
-    except (ValueError, OSError) as e:
-        where = "--shape" if a.shape not in SHAPES else a.out
-        print(f"error: {where}: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    n = sum(int(np.prod(s)) for _, s in hf.hf_tensor_shapes(Phi3Config.from_hf(hf_config(a.shape))))
-    print(f"wrote {out}: {a.shape}, {n:,} parameters (bf16) in {time.time() - t0:.0f}s")
-    return 0
+        out = write_random_base(args.out, args.shape, seed=args.seed, shard_size=shard_size)
+    except OSError as e:  # unwritable, disk full: the file and the reason
+        raise OSError(f"{e.filename or args.out}: cannot write: "
+                      f"{e.strerror or cli.one_line(e)}") from None
+    config = Phi3Config.from_hf(hf_config(args.shape))
+    n = sum(int(np.prod(s)) for _, s in hf.hf_tensor_shapes(config))
+    print(f"wrote {out}: {args.shape}, {n:,} parameters (bf16) in {time.time() - t0:.0f}s")
+    return cli.EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status (see `wavepose_jax.cli`)."""
+    return COMMAND.main(_run, argv)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@
 writes a real Hugging Face model directory (config.json, model.safetensors in fp32,
 tokenizer.json + tokenizer_config.json with the Phi-3 special tokens and chat template,
 generation_config.json) that `wavepose_jax.hf.load_pretrained` loads exactly as it loads
-Phi-3.5-mini. The committed copy in `wavepose_jax/assets/tiny-phi3/` was made by that command.
+Phi-3.5-mini. The committed copy in `wavepose_jax/assets/tiny-phi3/` was made by that command
+(run from the repository root: `--out` is relative to the current directory). A bad flag or an
+unwritable `--out` is one line on stderr with exit status 2 (see `wavepose_jax.cli`).
 
 What it is:
   * Tokenizer: a byte-fallback BPE in the style of Llama's SentencePiece (metaspace "▁", digits
@@ -23,14 +25,16 @@ What it is:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 
 import numpy as np
+from absl import flags
 
+from wavepose_jax import cli
 from wavepose_jax.data.schema import EXERCISES
 
 # Phi-3.5-mini-instruct's chat template (tokenizer_config.json of the hub model).
@@ -177,6 +181,8 @@ def pretrain(model, tokens: np.ndarray, loss_mask: np.ndarray, *, steps: int, ba
 
 
 def build(out: str, *, steps: int, seed: int, n_texts: int = 12000, seq_len: int = 112) -> None:
+    """Builds the tokenizer, pre-trains the tiny base for `steps` steps and writes both to
+    `out` (see the module docstring)."""
     import jax.numpy as jnp
     from flax import nnx
 
@@ -202,14 +208,24 @@ def build(out: str, *, steps: int, seed: int, n_texts: int = 12000, seq_len: int
           f"in {time.time() - t0:.0f}s")
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="wavepose_jax/assets/tiny-phi3")
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    build(a.out, steps=a.steps, seed=a.seed)
-    return 0
+COMMAND = cli.Command("python -m wavepose_jax.tiny", __doc__)
+_F = COMMAND.flags
+flags.DEFINE_string("out", "wavepose_jax/assets/tiny-phi3", "output directory (relative to the "
+                    "current directory)", flag_values=_F)
+flags.DEFINE_integer("steps", 400, "pre-training steps", lower_bound=1, flag_values=_F)
+flags.DEFINE_integer("seed", 0, "random seed of the corpus, tokenizer training and weights",
+                     flag_values=_F)
+
+
+def _run(args, _) -> int:
+    os.makedirs(args.out, exist_ok=True)  # an unwritable --out fails now, not after training
+    build(args.out, steps=args.steps, seed=args.seed)
+    return cli.EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status (see `wavepose_jax.cli`)."""
+    return COMMAND.main(_run, argv)
 
 
 if __name__ == "__main__":

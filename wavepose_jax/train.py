@@ -395,25 +395,8 @@ config_flags.DEFINE_config_file("config", None, "config file (configs/*.py), or 
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "run directory (logs, checkpoints); default: "
                     "runs/<config name>", flag_values=_F)
-PACKAGED_CONFIGS = ("tiny", "base")
-
-
-def _config_argv(argv: list[str]) -> list[str]:
-    """`--config=tiny` / `--config tiny` -> the path of the packaged config file."""
-    def resolve(value: str) -> str:
-        name, sep, rest = value.partition(":")
-        if name in PACKAGED_CONFIGS and not os.path.exists(name):
-            return os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
-                                f"{name}.py") + sep + rest
-        return value
-
-    out = list(argv)
-    for i, arg in enumerate(out):
-        if arg.startswith("--config="):
-            out[i] = "--config=" + resolve(arg[len("--config="):])
-        elif arg == "--config" and i + 1 < len(out):
-            out[i + 1] = resolve(out[i + 1])
-    return out
+PACKAGED_CONFIGS = cli.PACKAGED_CONFIGS
+_config_argv = cli.config_argv  # `--config tiny` -> the packaged config file
 
 
 def _run(args, _) -> int:

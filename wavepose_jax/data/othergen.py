@@ -29,12 +29,14 @@ as a user's file would: the loader derives the signals and the wave features.
 Every clip carries `"benchmark": "othergen"`; `pipeline.prepare_dataset` refuses such clips,
 so the benchmark never becomes training data. Nothing here imports `synthetic`.
 
-    python -m wavepose_jax.data.othergen --out DIR --n N --seed S [--exercises squat,press]
+Command line (one JSON file per clip, deterministic per seed; the flags of `wavepose-clips`):
+
+    wavepose-clips other --out DIR --n N [--seed S] [--exercises squat,press]
+    python -m wavepose_jax.data.othergen --out DIR --n N [--seed S] [--exercises ...]  (the same)
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -564,23 +566,7 @@ def write_dataset(out: str | os.PathLike, n: int, seed: int, *,
     return paths
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m wavepose_jax.data.othergen",
-        description="Writes the out-of-distribution benchmark clips (one JSON file each).")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--n", type=int, required=True, help="number of clips")
-    parser.add_argument("--seed", type=int, default=0, help="benchmark seed")
-    parser.add_argument("--exercises", default=",".join(EXERCISES),
-                        help="comma-separated exercises, taken in turn")
-    args = parser.parse_args(argv)
-    exercises = [e for e in args.exercises.split(",") if e.strip()]
-    if args.n < 0 or not exercises or any(canonical_exercise(e) is None for e in exercises):
-        print(f"error: --n must be >= 0 and --exercises some of {EXERCISES}", file=sys.stderr)
-        return 2
-    write_dataset(args.out, args.n, args.seed, exercises=exercises)
-    return 0
+if __name__ == "__main__":  # the command line is `wavepose-clips other` (wavepose_jax/clips.py)
+    from wavepose_jax import clips  # pylint: disable=import-outside-toplevel  # no import cycle
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(clips.main(["other", *sys.argv[1:]]))

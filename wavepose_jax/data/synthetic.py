@@ -30,16 +30,15 @@ applies to normalised keypoints); reps, features and faults are then *measured* 
 measurements give; a draw whose measured rep count differs from the intended one is redrawn.
 The coaching text names the measured faults and, when a fault missed some reps, which reps.
 
-Command line (one JSON file per clip, deterministic per seed):
+Command line (one JSON file per clip, deterministic per seed; the flags of `wavepose-clips`):
 
-  python -m wavepose_jax.data.synthetic --out DIR --n N --seed S \
-      [--exercises squat,pushup,deadlift,press] [--noise LEVEL] [--max-reps N] \
-      [--fps 24,30,60] [--no-keypoints]
+  wavepose-clips synthetic --out DIR --n N [--seed S] [--exercises squat,pushup,deadlift,press]
+      [--noise LEVEL] [--max_reps N] [--fps 24,30,60] [--nokeypoints]
+  python -m wavepose_jax.data.synthetic --out DIR --n N ...   (the same)
 """
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import dataclasses
 import json
@@ -660,44 +659,7 @@ def write_dataset(out: str | os.PathLike, n: int, seed: int, *,
         return list(tqdm(results, total=n, desc="clips", disable=not progress))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m wavepose_jax.data.synthetic",
-        description="Writes synthetic exercise clips (one JSON file each).")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--n", type=int, required=True, help="number of clips")
-    parser.add_argument("--seed", type=int, default=0, help="dataset seed")
-    parser.add_argument("--exercises", default=",".join(EXERCISES),
-                        help="comma-separated exercises to draw from")
-    parser.add_argument("--noise", type=float, default=1.0,
-                        help="keypoint jitter / dropout level (0 = clean, 1 = default)")
-    parser.add_argument("--max-reps", type=int, default=MAX_REPS, help="most reps in a clip")
-    parser.add_argument("--fps", default=",".join(str(f) for f in DEFAULT_FPS),
-                        help="comma-separated frame rates to draw from")
-    parser.add_argument("--no-keypoints", action="store_true",
-                        help="store only the derived signals (much smaller files)")
-    args = parser.parse_args(argv)
-    exercises = [e for e in args.exercises.split(",") if e.strip()]
-    bad = [e for e in exercises if canonical_exercise(e) is None]
-    if bad or not exercises:
-        print(f"error: --exercises: unknown {bad or exercises}; expected some of {EXERCISES}",
-              file=sys.stderr)
-        return 2
-    try:
-        fps_choices = [float(f) for f in args.fps.split(",") if f.strip()]
-    except ValueError:
-        fps_choices = []
-    if not fps_choices or min(fps_choices) <= 0:
-        print(f"error: --fps: expected positive numbers, got {args.fps!r}", file=sys.stderr)
-        return 2
-    if args.n < 0 or args.noise < 0 or args.max_reps < 1:
-        print("error: --n and --noise must be >= 0 and --max-reps >= 1", file=sys.stderr)
-        return 2
-    write_dataset(args.out, args.n, args.seed, exercises=exercises, noise=args.noise,
-                  keypoints=not args.no_keypoints, max_reps=args.max_reps,
-                  fps_choices=fps_choices)
-    return 0
+if __name__ == "__main__":  # the command line is `wavepose-clips synthetic` (wavepose_jax/clips.py)
+    from wavepose_jax import clips  # pylint: disable=import-outside-toplevel  # no import cycle
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(clips.main(["synthetic", *sys.argv[1:]]))

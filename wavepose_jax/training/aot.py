@@ -1,7 +1,10 @@
 """Ahead-of-time compile of the real train step from shapes alone: its memory and compile time.
 
-    python -m wavepose_jax.training.aot --config configs/base.py [--tokens 1024] \
+    python -m wavepose_jax.training.aot --config configs/base.py [--tokens 1024] [--json OUT]
         [--config.train.batch_size=4 --config.llm.remat=True --config.llm.scan_layers=False]
+
+`--config` takes a config file or the name of a packaged config (`base`, `tiny`), with any
+field overridden by `--config.<group>.<field>=value`, as `train.py` takes them.
 
 builds the train state `train.py` builds (training/state.py: the frozen base, encoder, bridge,
 LoRA, AdamW moments) and one batch of `train.batch_size` rows, `--tokens` text tokens each
@@ -19,6 +22,7 @@ jitted, donating step train.py runs) and prints XLA's memory analysis of the pro
 No weight is read or allocated: the base's shapes come from `llm.path`'s config.json (a local
 or package directory, or the Hugging Face cache), or, for a hub id whose config.json
 `models/phi3_bases.py` holds (microsoft/Phi-3.5-mini-instruct), from there without a download.
+A bad config, path or flag is one line on stderr with exit status 2 (see `wavepose_jax.cli`).
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
+from wavepose_jax import cli
 from wavepose_jax import sharding as sharding_lib
 from wavepose_jax.data.batch import Batch
 from wavepose_jax.data.faults import FAULTS
@@ -178,36 +183,43 @@ def compile_train_step(config: Any, llm_config: Phi3Config, tokens: int | None =
 # ------------------------------------------------------------------------------------------------
 # Command line
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
-                                          lock_config=True)
-_TOKENS = flags.DEFINE_integer("tokens", None, "Text tokens per row (default: the largest of "
-                               "data.buckets).")
-_JSON = flags.DEFINE_string("json", None, "Also write the report to this JSON file.")
+COMMAND = cli.Command("python -m wavepose_jax.training.aot", __doc__)
+_F = COMMAND.flags
+config_flags.DEFINE_config_file("config", None, "config file (configs/*.py), or the name of a "
+                                "config of the package: tiny, base", flag_values=_F,
+                                lock_config=True)
+flags.DEFINE_integer("tokens", None, "text tokens per row (default: the largest of "
+                     "data.buckets)", lower_bound=1, flag_values=_F)
+flags.DEFINE_string("json", None, "also write the report to this JSON file", flag_values=_F)
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)
-    config = _CONFIG.value
-    if config is None:
-        print("error: --config is required (e.g. --config configs/base.py)", file=sys.stderr)
-        sys.exit(2)
-    try:
-        llm_config = base_config(config)
-        report, _ = compile_train_step(config, llm_config, _TOKENS.value)
-    except (ValueError, OSError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        sys.exit(2)
+def _run(args, _) -> int:
+    config_file = config_flags.get_config_filename(args["config"]) if args["config"].present \
+        else None
+    if not config_file:
+        raise cli.UsageError("--config is required (e.g. --config configs/base.py, or "
+                             "--config base)")
+    if not Path(config_file).is_file():
+        raise cli.UsageError(f"--config: {config_file}: no such file")
+    config = args.config  # loads the file; an error in it is one line too
+    llm_config = base_config(config)
+    report, _ = compile_train_step(config, llm_config, args.tokens)
     print(f"base: {config.llm.path} | llm.dtype {config.llm.dtype} | remat {config.llm.remat} | "
           f"scan_layers {config.llm.get('scan_layers', False)}")
-    print(report.format())
-    if _JSON.value:
-        with open(_JSON.value, "w", encoding="utf-8") as f:
+    print(report.format(), flush=True)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"llm_path": config.llm.path, "remat": bool(config.llm.remat),
                        "scan_layers": bool(config.llm.get("scan_layers", False)),
                        **report.to_dict()}, f, indent=2)
+    return cli.EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line; returns the exit status (see `wavepose_jax.cli`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return COMMAND.main(_run, cli.config_argv(argv))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(main())
