@@ -403,11 +403,19 @@ def copy_lora(peft_model, jax_llm) -> int:
     for path, lin in lora_modules(jax_llm, (r".*",)):
         if lin.lora_a is None:
             continue
-        t = torch_mods[path.replace("/", ".")]
-        with torch.no_grad():
-            t.lora_A["default"].weight.copy_(torch.from_numpy(np.asarray(lin.lora_a[...]).T.copy()))
-            t.lora_B["default"].weight.copy_(torch.from_numpy(np.asarray(lin.lora_b[...]).T.copy()))
-        n += 1
+        a, b = np.asarray(lin.lora_a[...]), np.asarray(lin.lora_b[...])
+        if a.ndim == 3:  # a scanned stack: [L, in, r], one torch module per layer
+            head, tail = path.split("/layers/", 1)
+            pairs = [(f"{head}.layers.{i}.{tail}".replace("/", "."), a[i], b[i])
+                     for i in range(a.shape[0])]
+        else:
+            pairs = [(path.replace("/", "."), a, b)]
+        for name, la, lb in pairs:
+            t = torch_mods[name]
+            with torch.no_grad():
+                t.lora_A["default"].weight.copy_(torch.from_numpy(la.T.copy()))
+                t.lora_B["default"].weight.copy_(torch.from_numpy(lb.T.copy()))
+            n += 1
     return n
 
 
