@@ -43,8 +43,7 @@ from wavepose_jax import cli
 from wavepose_jax import sharding as sharding_lib
 from wavepose_jax.data.batch import Batch
 from wavepose_jax.data.faults import FAULTS
-from wavepose_jax.data.schema import NUM_SIGNALS
-from wavepose_jax.models import phi3_bases
+from wavepose_jax.models import phi3_bases, wavellm
 from wavepose_jax.models.phi3 import Phi3Config
 from wavepose_jax.training import state as state_lib
 from wavepose_jax.training import step as step_lib
@@ -126,12 +125,13 @@ def abstract_batch(config: Any, batch_size: int, tokens: int, mesh: jax.sharding
     """A training batch (data/batch.py) of ShapeDtypeStructs, split over the data axes."""
     sharding = sharding_lib.batch_sharding(mesh)
     frames, faults = int(config.data.seq_len), len(FAULTS)
+    channels = wavellm.encoder_config(config).num_signals  # the signals + rep/fault channels
 
     def leaf(shape, dtype):
         return jax.ShapeDtypeStruct((batch_size, *shape), dtype, sharding=sharding)
 
     return Batch(
-        waves=leaf((frames, NUM_SIGNALS), jnp.float32), frame_mask=leaf((frames,), bool),
+        waves=leaf((frames, channels), jnp.float32), frame_mask=leaf((frames,), bool),
         phase=leaf((frames,), jnp.float32), phase_mask=leaf((frames,), bool),
         faults=leaf((faults,), jnp.float32), fault_mask=leaf((faults,), bool),
         tokens=leaf((tokens,), jnp.int32), token_mask=leaf((tokens,), bool),
