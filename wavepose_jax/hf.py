@@ -6,6 +6,13 @@ dense kernels from HF's [out, in] to Flax's [in, out], casts, and places every t
 onto its target sharding. The model is built abstractly (``nnx.eval_shape``), so the full model
 never exists in host memory. Saving writes the same format back for transformers.
 
+Every weight file read is also hashed (SHA-256 of its bytes, computed in a background thread
+while the loader reads the file; hashlib releases the GIL, so this costs next to no time) and
+the digests are kept per (real path, size, mtime): `content_digests(path)` right after a load
+returns them without reading the files again. A checkpoint records them so that a changed base
+is refused (training/checkpoint.py). The digest of a file equals `sha256sum FILE` and the hub's
+LFS object id. A truncated or damaged safetensors file is a one-line `WeightsError` naming it.
+
 Both forms of the decoder stack (``Phi3Config.scan_layers``) read and write the same files: a
 scanned stack keeps ``model.layers.{i}.<name>`` in slot i of one stacked leaf [L, ...] (as raw
 uint16 bits for a 16-bit dtype, see models/phi3.py). Loading allocates each stacked leaf once,
@@ -15,18 +22,22 @@ no leaf exists twice and nothing is widened on the way.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import json
 import math
 import os
 import re
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from wavepose_jax import sharding as sharding_lib
@@ -203,9 +214,109 @@ def _tensor_files(directory: Path) -> dict[str, Path]:
         raise WeightsError(f"{directory}: no {SINGLE_FILE} or {INDEX_FILE}{hint}")
     files = {}
     for shard in shards:
-        with safe_open(str(shard), framework="numpy") as f:
+        with _reading(shard), safe_open(str(shard), framework="numpy") as f:
             files.update({name: shard for name in f.keys()})
     return files
+
+
+@contextlib.contextmanager
+def _reading(file: Path):
+    """Turns safetensors' errors about `file` (truncated, damaged header, unreadable) into one
+    `WeightsError` line naming the file."""
+    try:
+        yield
+    except (SafetensorError, OSError) as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise WeightsError(f"{file}: not a readable safetensors file ({reason}); truncated or "
+                           "damaged? copy or download it again") from None
+
+
+# ------------------------------------------------------------------------------------------------
+# Content digests
+
+_CHUNK = 8 << 20  # bytes per read; hashlib releases the GIL on buffers this large
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (real path, size, mtime_ns) -> sha256 hex
+_DIGESTS_LOCK = threading.Lock()
+
+
+def _stat_key(file: Path) -> tuple[str, int, int]:
+    real = os.path.realpath(file)
+    st = os.stat(real)
+    return real, st.st_size, st.st_mtime_ns
+
+
+def _sha256(file: Path, stop: threading.Event | None = None) -> str | None:
+    """SHA-256 (hex) of a file's bytes, cached per (real path, size, mtime); None if `stop` was
+    set before the end. Raises WeightsError when the file cannot be read."""
+    try:
+        key = _stat_key(file)
+        with _DIGESTS_LOCK:
+            if key in _DIGESTS:
+                return _DIGESTS[key]
+        digest = hashlib.sha256()
+        view = memoryview(bytearray(_CHUNK))
+        with open(key[0], "rb", buffering=0) as f:
+            while n := f.readinto(view):
+                if stop is not None and stop.is_set():
+                    return None
+                digest.update(view[:n])
+        changed = _stat_key(file) != key
+    except OSError as e:
+        raise WeightsError(f"{file}: cannot be read ({e.strerror or e})") from None
+    if not changed:  # a file rewritten while it was read is hashed again next time
+        with _DIGESTS_LOCK:
+            _DIGESTS[key] = digest.hexdigest()
+    return digest.hexdigest()
+
+
+class _Digester(threading.Thread):
+    """Hashes files one after another in the background (`result()` waits for the digests)."""
+
+    def __init__(self, files: Iterable[Path], directory: Path):
+        super().__init__(name="wavepose-sha256", daemon=True)
+        self._files, self._directory = list(files), directory
+        self._cancelled = threading.Event()
+        self._digests: dict[str, str] = {}
+        self._error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for file in self._files:
+                digest = _sha256(file, self._cancelled)
+                if digest is None:
+                    return
+                self._digests[_file_name(file, self._directory)] = digest
+        except BaseException as e:  # pylint: disable=broad-except  # re-raised by result()
+            self._error = e
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def result(self) -> dict[str, str]:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return dict(sorted(self._digests.items()))
+
+
+def _file_name(file: Path, directory: Path) -> str:
+    """How a weight file is named in a record: relative to its model directory."""
+    return Path(file).relative_to(directory).as_posix()
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    """The safetensors files that hold the tensors of a model directory, sorted."""
+    return sorted(set(_tensor_files(directory).values()))
+
+
+def content_digests(path_or_repo_id) -> dict[str, str]:
+    """{weight file name: SHA-256 hex of its bytes} of a base model's safetensors files.
+
+    Free right after `load_pretrained` of the same files in this process (it hashed them while
+    reading them); otherwise each file is read once (about 1 GB/s per core).
+    """
+    directory = resolve(path_or_repo_id)
+    return {_file_name(file, directory): _sha256(file) for file in _weight_files(directory)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -313,32 +424,49 @@ def load_pretrained(path_or_repo_id, dtype=jnp.bfloat16, mesh=None, **config_ove
     by_file: dict[Path, list[str]] = {}
     for name in targets:
         by_file.setdefault(files[name], []).append(name)
-    for file, names in by_file.items():
-        with safe_open(str(file), framework="numpy") as f:
-            for name in names:
-                i, layer, transpose, shape, target_dtype = targets[name]
-                array = f.get_tensor(name)
-                hf_shape = shape[::-1] if transpose else shape
-                if tuple(array.shape) != hf_shape:
-                    raise WeightsError(f"{file}: tensor {name!r}: shape {tuple(array.shape)}, "
-                                       f"config.json implies {hf_shape}")
-                array = np.ascontiguousarray(array.T if transpose else array)
-                if target_dtype == BITS:  # a 16-bit stacked weight, stored as its bits
-                    array = array.astype(jnp.dtype(config.param_dtype), copy=False).view(BITS)
-                array = array.astype(target_dtype, copy=False)
-                sharding = None if shardings is None else shardings[i][1].get_value()
-                if layer is None:
-                    values[i] = sharding_lib.place(array, sharding)
-                else:  # one slot of a stacked leaf, allocated on first use and filled in place
-                    if values[i] is None:
-                        leaf = flat[i][1].get_value()
-                        values[i] = _zeros(tuple(leaf.shape), leaf.dtype, sharding)
-                    values[i] = _write_slot(values[i],
-                                            sharding_lib.place(array, _slot_sharding(sharding)),
-                                            jnp.int32(layer))
-                del array
+    # Each file is hashed in a background thread while it is read here (in the order the loader
+    # reads them, so the two readers share the page cache); see `content_digests`.
+    digester = _Digester([*by_file, *sorted(set(files.values()) - set(by_file))], directory)
+    digester.start()
+    try:
+        for file, names in by_file.items():
+            _load_file(file, names, targets, values, flat, shardings, config)
+        digester.result()  # errors of the hashing thread (an unreadable file) surface here
+    finally:
+        digester.cancel()
     state = nnx.from_flat_state([(path, var.replace(v)) for (path, var), v in zip(flat, values)])
     return nnx.merge(graphdef, state)
+
+
+def _load_file(file: Path, names: list[str], targets: dict, values: list, flat, shardings,
+               config: Phi3Config) -> None:
+    """Reads the tensors `names` of one safetensors file into `values` (see load_pretrained)."""
+    with _reading(file):
+        handle = safe_open(str(file), framework="numpy")
+    with handle as f:
+        for name in names:
+            i, layer, transpose, shape, target_dtype = targets[name]
+            with _reading(file):
+                array = f.get_tensor(name)
+            hf_shape = shape[::-1] if transpose else shape
+            if tuple(array.shape) != hf_shape:
+                raise WeightsError(f"{file}: tensor {name!r}: shape {tuple(array.shape)}, "
+                                   f"config.json implies {hf_shape}")
+            array = np.ascontiguousarray(array.T if transpose else array)
+            if target_dtype == BITS:  # a 16-bit stacked weight, stored as its bits
+                array = array.astype(jnp.dtype(config.param_dtype), copy=False).view(BITS)
+            array = array.astype(target_dtype, copy=False)
+            sharding = None if shardings is None else shardings[i][1].get_value()
+            if layer is None:
+                values[i] = sharding_lib.place(array, sharding)
+            else:  # one slot of a stacked leaf, allocated on first use and filled in place
+                if values[i] is None:
+                    leaf = flat[i][1].get_value()
+                    values[i] = _zeros(tuple(leaf.shape), leaf.dtype, sharding)
+                values[i] = _write_slot(values[i],
+                                        sharding_lib.place(array, _slot_sharding(sharding)),
+                                        jnp.int32(layer))
+            del array
 
 
 # ------------------------------------------------------------------------------------------------

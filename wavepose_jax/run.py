@@ -6,7 +6,8 @@
 
 `restore` reads the checkpoint once: its config and base-model record, then the base named by
 the record (or the `base` given instead, when the weights moved), refused when it does not match
-the record's fingerprint, then the trained parameters (encoder, bridge, LoRA) onto it.
+the record -- its fingerprint (config and tensor shapes) or the SHA-256 of any of its safetensors
+files, hashed while they load -- then the trained parameters (encoder, bridge, LoRA) onto it.
 
 This module is the only one that puts files and models together: models never import it
 (see docs/architecture.md).
@@ -70,12 +71,14 @@ def restore(workdir: str | os.PathLike, step: int | None = None, base: str | Non
       workdir: the run directory (holding `checkpoints/`).
       step: checkpoint step; None for the latest.
       base: base model directory or hub id to load instead of the one the checkpoint records
-        (the weights moved); it must still match the recorded fingerprint.
+        (the weights moved); it must still match the recorded fingerprint and file hashes.
       need_tokenizer: a base without tokenizer files is an error (else `Run.tokenizer` is None).
 
     Raises:
-      CheckpointMismatchError: no checkpoint, or the base model differs from the recorded one.
-      hf.WeightsError: the base model or its tokenizer cannot be loaded.
+      CheckpointMismatchError: no checkpoint, or the base model differs from the recorded one
+        (other shapes, or a safetensors file whose content changed: the file is named).
+      hf.WeightsError: the base model or its tokenizer cannot be loaded (e.g. a truncated
+        safetensors file, named).
     """
     workdir = os.fspath(workdir)
     requested = step
@@ -90,6 +93,7 @@ def restore(workdir: str | os.PathLike, step: int | None = None, base: str | Non
                 "to load")
         config = ml_collections.ConfigDict(config_dict)
         llm = load_base(config, path=record.path)
+        # The file hashes were computed while the base loaded: recording them costs nothing.
         current = ckpt_lib.base_record_of(llm, path=record.path)
         ckpt_lib.check_base(record, current, where)
         tokenizer = hf.load_tokenizer(record.path, required=need_tokenizer)

@@ -11,8 +11,12 @@ Layout (one Orbax `CheckpointManager` step directory per saved step):
 The frozen base weights (billions of parameters for Phi-3.5-mini) are never written. Instead
 the record stores a fingerprint -- a SHA-256 over the base config fields that shape the
 weights plus every base tensor's name, shape and dtype (and the init seed of a randomly
-initialised base) -- and `restore` refuses, with a one-line `CheckpointMismatchError`, a
-checkpoint trained on a different base.
+initialised base) -- and the SHA-256 of each of the base's safetensors files (hashed while the
+loader reads them, see `hf.content_digests`), and `restore` refuses, with a one-line
+`CheckpointMismatchError` naming the first file that differs, a checkpoint trained on a
+different base: other shapes, or the same shapes with other weights. A checkpoint written
+before the file hashes were recorded is restored with a warning that the content was not
+verified.
 
 Retention: the last `keep` steps plus the step with the lowest `val_loss` metric both survive
 (`LatestN` or `BestN`). Saves are asynchronous: `save` returns once the arrays are copied off
@@ -99,19 +103,25 @@ class BaseModelRecord:
     Attributes:
       path: HF directory or hub id of the base weights; None for a randomly initialised base.
       init_seed: seed of a randomly initialised base (None when loaded from `path`).
-      fingerprint: `base_fingerprint` of the base config and tensors.
+      fingerprint: `base_fingerprint` of the base config and tensors (shapes, not values).
       num_params: number of base parameters (informational).
+      files: {safetensors file name: SHA-256 hex of its bytes} of a base loaded from `path`
+        (`hf.content_digests`); None for a random base, and in records written before the
+        file hashes were recorded.
     """
 
     path: str | None
     init_seed: int | None
     fingerprint: str
     num_params: int
+    files: dict[str, str] | None = dataclasses.field(default=None, hash=False)
 
     @classmethod
     def from_model(cls, base_state: Any, hf_config: Mapping[str, Any], *, path: str | None,
-                   init_seed: int | None = None) -> BaseModelRecord:
-        """Record of a base model given its (abstract or concrete) parameter state."""
+                   init_seed: int | None = None,
+                   files: Mapping[str, str] | None = None) -> BaseModelRecord:
+        """Record of a base model given its (abstract or concrete) parameter state and, for a
+        base loaded from `path`, the digests of its files."""
         signature = tensor_signature(base_state)
         config = dict(hf_config)
         if path is None:
@@ -119,7 +129,8 @@ class BaseModelRecord:
         return cls(path=None if path is None else str(path),
                    init_seed=None if path is not None else init_seed,
                    fingerprint=base_fingerprint(config, signature),
-                   num_params=int(sum(int(np.prod(s)) for _, s, _ in signature)))
+                   num_params=int(sum(int(np.prod(s)) for _, s, _ in signature)),
+                   files=None if path is None or files is None else dict(sorted(files.items())))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -135,29 +146,73 @@ class BaseModelRecord:
 
 def base_record_of(llm: Any, *, path: str | None, init_seed: int | None = None
                    ) -> BaseModelRecord:
-    """Record of a Flax Phi-3 language model (`models.phi3.Phi3ForCausalLM`, LoRA or not).
+    """Record of a Flax Phi-3 language model (`models.phi3.Phi3ForCausalLM`, LoRA or not)
+    loaded from `path` (None: randomly initialised with `init_seed`).
 
     The record describes the weights, not their layout: a scanned (stacked) decoder stack is
     fingerprinted as its unrolled twin of the same config and dtypes (the same tensors, one
-    per layer), so both forms of one base share a fingerprint.
+    per layer), so both forms of one base share a fingerprint. The content of a base loaded
+    from `path` is recorded as the digests of its files (`hf.content_digests`: free right
+    after `hf.load_pretrained` of that path in this process, which hashed them while loading).
     """
     from flax import nnx  # pylint: disable=import-outside-toplevel
+
+    from wavepose_jax import hf  # pylint: disable=import-outside-toplevel
 
     if getattr(llm.config, "scan_layers", False):
         twin = dataclasses.replace(llm.config, scan_layers=False)
         abstract = nnx.state(nnx.eval_shape(lambda: type(llm)(twin, rngs=nnx.Rngs(0))), nnx.Param)
     else:
         abstract = jax.eval_shape(lambda: nnx.state(llm, nnx.Param))
+    files = None if path is None else hf.content_digests(path)
     return BaseModelRecord.from_model(abstract, llm.config.to_hf(), path=path,
-                                      init_seed=init_seed)
+                                      init_seed=init_seed, files=files)
+
+
+_UNVERIFIED_WARNED: set[str] = set()  # checkpoints already warned about (once per process)
 
 
 def check_base(saved: BaseModelRecord, current: BaseModelRecord, where: str) -> None:
-    """Raises CheckpointMismatchError unless both records describe the same base weights."""
+    """Raises CheckpointMismatchError unless both records describe the same base weights: the
+    same fingerprint (config and tensor shapes, or init seed) and, for a base loaded from
+    files, the same SHA-256 for every safetensors file (the first file that differs is named).
+
+    A saved record without file digests (a checkpoint written before they were recorded) is
+    accepted with a one-line warning, once per checkpoint step, that the content was not
+    verified.
+    """
     if saved.fingerprint != current.fingerprint:
         raise CheckpointMismatchError(
             f"{where}: checkpoint was trained on base model {saved.describe()}, "
             f"but the loaded base model is {current.describe()}")
+    if saved.path is None:  # a random base: its seed is part of the fingerprint
+        return
+    if saved.files is None:
+        if where not in _UNVERIFIED_WARNED:
+            _UNVERIFIED_WARNED.add(where)
+            print(f"warning: {where}: the checkpoint records no hashes of its base model's "
+                  f"files (written by an older version); the weights of {current.path} were "
+                  "not verified", file=sys.stderr, flush=True)
+        return
+    if current.files is None:
+        raise CheckpointMismatchError(
+            f"{where}: the loaded base model {current.describe()} has no file hashes to compare "
+            "with the checkpoint's")
+    for name in sorted(saved.files.keys() | current.files.keys()):
+        was, now = saved.files.get(name), current.files.get(name)
+        if was == now:
+            continue
+        file = f"{current.path}/{name}"
+        if now is None:
+            problem = (f"base model {current.path} has no file {name}, which the base the "
+                       f"checkpoint was trained on had (sha256 {was[:12]})")
+        elif was is None:
+            problem = (f"base model file {file} was not part of the base the checkpoint was "
+                       f"trained on (its files: {', '.join(sorted(saved.files))})")
+        else:
+            problem = (f"base model file {file} differs from the one the checkpoint was "
+                       f"trained on (sha256 {now[:12]}, trained on {was[:12]})")
+        raise CheckpointMismatchError(f"{where}: {problem}")
 
 
 @dataclasses.dataclass
