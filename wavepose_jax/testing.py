@@ -52,6 +52,7 @@ def small_config(**train: Any) -> ml_collections.ConfigDict:
     into full-size updates of random sign, so parameters after a step can be compared tightly.
     """
     c = tiny_config.get_config()
+    c.data.update(rep_channels=False, fault_channels=False)  # the 7 signals of `make_batch`
     c.encoder.update(d_model=32, num_layers=1, num_heads=4, mlp_ratio=2, state_dim=8, dropout=0.0)
     c.bridge.update(num_queries=4, num_layers=1, num_heads=4, mlp_ratio=2, dropout=0.0)
     c.lora.update(rank=4, alpha=8.0, dropout=0.0)
