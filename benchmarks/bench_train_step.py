@@ -485,6 +485,10 @@ def run(args) -> dict:
 
     config = base_config.get_config()
     config.llm.dtype = config.llm.param_dtype = "float32"
+    if args.remat is not None:
+        config.llm.remat = args.remat
+    if args.stack is not None:
+        config.llm.scan_layers = args.stack == "scanned"
     config.data.seq_len = shape.frames
     if args.tiny:
         config.encoder.update(d_model=32, num_layers=1, num_heads=4)
@@ -611,6 +615,7 @@ def run(args) -> dict:
         "ceiling": ceiling, "matmul_n": args.matmul_n, "parity": parity, "params": counts,
         "trainable": {"jax": n_jax_trainable, "torch": n_torch_trainable},
         "load": os.getloadavg(),
+        "llm": {"remat": bool(config.llm.remat), "scan_layers": bool(config.llm.scan_layers)},
     }
 
 
@@ -644,7 +649,10 @@ def report(res: dict, repeats: int) -> tuple[str, str, list[str]]:
                f"transformers {transformers.__version__}, peft {peft.__version__}; "
                f"load average {res['load'][0]:.1f} / {res['load'][1]:.1f} / {res['load'][2]:.1f} "
                f"(1 / 5 / 15 min) at the end; median of {repeats} interleaved steps after warm-up")
+    stack = "scanned" if res["llm"]["scan_layers"] else "unrolled"
     notes = [
+        f"JAX step: {stack} decoder stack, remat {'on' if res['llm']['remat'] else 'off'} "
+        "(`--stack`, `--[no-]remat`); PyTorch: no gradient checkpointing.",
         f"Batch {shape['batch']} x {shape['tokens']} tokens (+ 8 soft tokens), "
         f"{shape['frames']} frames; trainable parameters JAX {res['trainable']['jax']:,}, "
         f"PyTorch {res['trainable']['torch']:,}; deterministic objectives agree to "
@@ -667,6 +675,10 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--matmul-n", type=int, default=4096)
     parser.add_argument("--tiny", action="store_true", help="tiny shapes: checks the script runs")
+    parser.add_argument("--remat", action=argparse.BooleanOptionalAction, default=None,
+                        help="llm.remat of the JAX step (default: configs/base.py's)")
+    parser.add_argument("--stack", choices=("scanned", "unrolled"), default=None,
+                        help="llm.scan_layers of the JAX step (default: configs/base.py's)")
     parser.add_argument("--write-readme", action="store_true",
                         help="replace the train-step table in benchmarks/README.md")
     args = parser.parse_args()
