@@ -5,7 +5,22 @@ Builders live in `wavepose_jax.testing`; this file only holds fixtures.
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import pytest
+
+# The suite starts train.py, infer.py and the other commands in many subprocesses, which
+# compile the same small programs again and again. One persistent XLA cache per test session
+# (inherited by every subprocess through the environment) lets each compile once; set before
+# jax is first imported, so this process uses it too.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _CACHE = tempfile.mkdtemp(prefix="wavepose-test-xla-")
+    atexit.register(shutil.rmtree, _CACHE, True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 from wavepose_jax.testing import reference_model
 

@@ -116,6 +116,7 @@ def test_fault_bce_decreases_when_training_encoder_and_bridge():
 
 def test_wavellm_fault_loss_follows_its_weight():
     config = tiny_config.get_config()
+    config.data.update(rep_channels=False, fault_channels=False)  # make_batch's 7 signals
     config.encoder.update(d_model=32, num_layers=1, num_heads=4, mlp_ratio=2, state_dim=8)
     config.bridge.update(num_queries=4, num_layers=1, num_heads=4, mlp_ratio=2)
     config.lora.update(rank=2, alpha=4.0)
@@ -128,6 +129,7 @@ def test_wavellm_fault_loss_follows_its_weight():
     terms = model_loss_terms(model, batch, weights, deterministic=True)
     assert np.isfinite(float(terms.fault_loss)) and float(terms.fault_loss) > 0.1
     config.train.fault_loss_weight = 0.0
+    config.bridge.fault_tokens = False  # they need the head
     plain = new_model(config, llm=tiny_llm(0, num_hidden_layers=1))
     plain_terms = model_loss_terms(plain, batch, LossWeights.from_config(config),
                                    deterministic=True)

@@ -6,6 +6,7 @@ import pytest
 from wavepose_jax import hf, pipeline
 from wavepose_jax.configs import tiny as tiny_config
 from wavepose_jax.prompt import PhysicsSummary, prompt_ids
+from wavepose_jax.models.wavellm import encoder_config
 from wavepose_jax.run import new_model
 from wavepose_jax.sampler import Sampler
 
@@ -29,7 +30,8 @@ def _prompts(tokenizer):
 def test_stream_ends_with_the_batch_result_and_only_grows(sampler):
     sampler, config = sampler
     prompts = _prompts(sampler.tokenizer)
-    waves = np.zeros((4, config.data.seq_len, 7), np.float32)  # 3 clips + 1 padding row
+    width = encoder_config(config).num_signals  # signals, rep and fault channels
+    waves = np.zeros((4, config.data.seq_len, width), np.float32)  # 3 clips + 1 padding row
     soft, attention = sampler.encode(waves, np.ones((4, config.data.seq_len), bool))
     assert soft.shape[:2] == (4, config.bridge.num_queries) and attention.shape[0] == 4
     batch = sampler.generate(soft, prompts, max_new_tokens=60)
@@ -62,7 +64,7 @@ def test_a_remat_model_decodes_like_a_plain_one(sampler, scan_layers):
     the generator's loops gives the same tokens as the same weights without it."""
     sampler, config = sampler
     prompts = _prompts(sampler.tokenizer)[:2]
-    waves = np.zeros((2, config.data.seq_len, 7), np.float32)
+    waves = np.zeros((2, config.data.seq_len, encoder_config(config).num_signals), np.float32)
     tokens = []
     for remat in (False, True):
         c = config.copy_and_resolve_references()

@@ -169,6 +169,15 @@ def test_distributed_settings(monkeypatch):
         distributed.initialize(config(num_processes=2, process_id=2, coordinator_address="h:1"))
     with pytest.raises(ValueError, match="'distributed.coordinator_address': required for 2"):
         distributed.initialize(config(num_processes=2))
-    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "localhost:1")
-    with pytest.raises(ValueError, match="no cluster environment gives the process count"):
-        distributed.initialize(config())
+    # A coordinator but no process count or cluster: one line naming the fields. Checked in a
+    # fresh process, where JAX has not started yet (as at the top of train.py).
+    code = ("import ml_collections\n"
+            "from wavepose_jax.training import distributed\n"
+            "c = ml_collections.ConfigDict({'distributed': dict(coordinator_address='', "
+            "num_processes=1, process_id=0, auto=True)})\n"
+            "try:\n    distributed.initialize(c)\nexcept ValueError as e:\n    print(e)\n")
+    env = {**os.environ, "JAX_COORDINATOR_ADDRESS": "localhost:1", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert "no cluster environment gives the process count" in proc.stdout, proc.stderr[-2000:]
+    assert "'distributed.num_processes'" in proc.stdout
