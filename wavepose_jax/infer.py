@@ -109,10 +109,14 @@ class _CompileClock:
             self.total += duration
 
     def timed(self, fn, *args):
-        """(fn(*args) ready on device, its wall seconds minus tracing and compilation)."""
+        """(fn(*args) ready on device, its wall seconds minus tracing and compilation).
+
+        Never negative: some JAX versions report nested traces as separate events, so the
+        compile events of one call can add up to more than its wall time."""
         t0, c0 = time.perf_counter(), self.total
         out = jax.block_until_ready(fn(*args))
-        return out, (time.perf_counter() - t0) - (self.total - c0)
+        wall = time.perf_counter() - t0
+        return out, max(wall - (self.total - c0), 0.0)
 
     def __enter__(self) -> _CompileClock:
         jax.monitoring.register_event_duration_secs_listener(self._listen)
