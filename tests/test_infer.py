@@ -102,7 +102,7 @@ def test_directory_json_lines_bad_file_and_report(workdir, tmp_path):
         assert checked["faults_named"] == r["faults"] and checked["measured_reps"] == 3
         timing = r["timing"]
         assert timing["batch_size"] == 2
-        assert timing["prefill_s"] > 0 and timing["decode_s"] >= 0 and timing["compile_s"] > 0
+        assert timing["prefill_s"] >= 0 and timing["decode_s"] >= 0 and timing["compile_s"] > 0
 
     parsed = _Page()
     parsed.feed(page.read_text())
