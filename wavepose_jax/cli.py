@@ -162,6 +162,16 @@ class Command:
             return fail(f"{type(e).__name__}: {one_line(e)} (--verbosity=1 shows the traceback)")
 
 
+def define_config_flag(flag_values: flags.FlagValues) -> None:
+    """The `--config` flag of a command that runs a config file (train, training.aot); pair it
+    with `config_argv`, which turns a packaged config's name into its file."""
+    from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+
+    config_flags.DEFINE_config_file("config", None, "config file (configs/*.py), or the name of "
+                                    "a config of the package: " + ", ".join(PACKAGED_CONFIGS),
+                                    flag_values=flag_values, lock_config=True)
+
+
 def config_argv(argv: Sequence[str]) -> list[str]:
     """`--config=NAME` / `--config NAME` for a config of the package (`PACKAGED_CONFIGS`,
     unless a file of that name exists here) -> the path of its file, with any `:override`

@@ -390,13 +390,9 @@ def run(config: Any, workdir: str) -> dict[str, Any] | None:
 
 COMMAND = cli.Command("python train.py", __doc__)
 _F = COMMAND.flags
-config_flags.DEFINE_config_file("config", None, "config file (configs/*.py), or the name of a "
-                                "config of the package: tiny, base", flag_values=_F,
-                                lock_config=True)
+cli.define_config_flag(_F)
 flags.DEFINE_string("workdir", None, "run directory (logs, checkpoints); default: "
                     "runs/<config name>", flag_values=_F)
-PACKAGED_CONFIGS = cli.PACKAGED_CONFIGS
-_config_argv = cli.config_argv  # `--config tiny` -> the packaged config file
 
 
 def _run(args, _) -> int:
@@ -416,7 +412,7 @@ def _run(args, _) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status (see `wavepose_jax.cli`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    return COMMAND.main(_run, _config_argv(argv))
+    return COMMAND.main(_run, cli.config_argv(argv))
 
 
 if __name__ == "__main__":

@@ -185,9 +185,7 @@ def compile_train_step(config: Any, llm_config: Phi3Config, tokens: int | None =
 
 COMMAND = cli.Command("python -m wavepose_jax.training.aot", __doc__)
 _F = COMMAND.flags
-config_flags.DEFINE_config_file("config", None, "config file (configs/*.py), or the name of a "
-                                "config of the package: tiny, base", flag_values=_F,
-                                lock_config=True)
+cli.define_config_flag(_F)
 flags.DEFINE_integer("tokens", None, "text tokens per row (default: the largest of "
                      "data.buckets)", lower_bound=1, flag_values=_F)
 flags.DEFINE_string("json", None, "also write the report to this JSON file", flag_values=_F)

@@ -301,6 +301,15 @@ class Checkpointer:
             raise CheckpointMismatchError(f"{self.directory}: {what}")
         return resolved
 
+    def _candidates(self, step: int | None) -> list[int]:
+        """[step] when given (it must exist), else every step, newest first (none: raises)."""
+        if step is not None:
+            return [self._resolve(step)]
+        steps = sorted(self.all_steps(), reverse=True)
+        if not steps:
+            self._resolve(None)  # raises: no checkpoint
+        return steps
+
     def read_record(self, step: int | None = None) -> tuple[int, dict[str, Any], BaseModelRecord]:
         """(step, config dict, base record) of a checkpoint, without touching its arrays.
 
@@ -308,10 +317,7 @@ class Checkpointer:
         Without `step`, the latest step whose record can be read (an unreadable one is
         reported in one warning line).
         """
-        steps = [self._resolve(step)] if step is not None else sorted(self.all_steps(),
-                                                                     reverse=True)
-        if not steps:
-            self._resolve(None)  # raises: no checkpoint
+        steps = self._candidates(step)
         for i, candidate in enumerate(steps):
             try:
                 out = self._manager.restore(candidate, args=ocp.args.Composite(
@@ -418,10 +424,7 @@ class Checkpointer:
             differs, or its arrays have other shapes than `abstract_state` (e.g. another
             lora.rank).
         """
-        steps = [self._resolve(step)] if step is not None else sorted(self.all_steps(),
-                                                                     reverse=True)
-        if not steps:
-            self._resolve(None)  # raises: no checkpoint
+        steps = self._candidates(step)
         for i, candidate in enumerate(steps):
             try:
                 return self._restore_step(candidate, abstract_state, shardings, data_iterator,
