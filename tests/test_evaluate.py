@@ -72,6 +72,31 @@ def test_per_fault_and_per_rep_scores():
     assert evaluate_lib.rep_fault_accuracy([exact], [unlabelled]) is None
 
 
+def test_exercise_prior_f1_is_the_best_fixed_list_per_exercise():
+    prior = evaluate_lib.exercise_prior_f1
+    # Squats: 2 of 3 shallow; presses: 1 of 4 with a soft lockout.
+    true = [["shallow_depth"], ["shallow_depth"], [], ["press_incomplete_lockout"], [], [], []]
+    exercises = ["squat"] * 3 + ["press"] * 4
+    best = prior(true, exercises)
+    # By hand: {squat: shallow} has tp 2, fp 1, fn 1 -> F1 4/6; adding {press: lockout}
+    # gives tp 3, fp 4, fn 0 -> F1 6/10.
+    assert best == pytest.approx(4 / 6)
+    assert best == pytest.approx(evaluate_lib.fault_scores(
+        [["shallow_depth"]] * 3 + [[]] * 4, true)["fault_f1"])
+    # Nothing beats it: every fixed choice of the exercises' faults scores at most that.
+    import itertools
+    squat = [f.id for f in faults_lib.faults_for("squat")]
+    press = [f.id for f in faults_lib.faults_for("press")]
+    def subsets(ids):
+        return [list(c) for k in range(len(ids) + 1) for c in itertools.combinations(ids, k)]
+
+    for a, b in itertools.product(subsets(squat), subsets(press)):
+        assert evaluate_lib.fault_scores([a] * 3 + [b] * 4, true)["fault_f1"] <= best + 1e-12
+    assert prior([None, None], ["squat", "press"]) is None
+    # No fault anywhere: naming nothing finds everything there is (fault_scores' convention).
+    assert prior([[], []], ["squat", "press"]) == 1.0
+
+
 def test_shift_permutation_moves_every_real_row():
     perm = evaluate_lib._shift_permutation(3, 5)
     assert perm.tolist() == [1, 2, 0, 3, 4]

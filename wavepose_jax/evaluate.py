@@ -29,6 +29,9 @@ then on every clip of DIR:
     where it warned (`check_metrics`);
 * `rules_vs_truth_f1`: the fault F1 of the rules themselves against the labels (a reference:
   what measuring, rather than a learned model, gets on this data);
+* `exercise_prior_f1`: the best fault F1 of naming one fixed list of faults per exercise,
+  the lists chosen on these very labels (a reference: the most a text can get from the
+  exercise's name alone, without seeing the motion; compare the ablations with it);
 * the same generation metrics with the soft tokens zeroed (`ablations.zero_soft_tokens`) and
   with each clip's soft tokens swapped for those of the next clip of its batch, a fixed
   permutation (`ablations.shuffled_soft_tokens`). A model that reads the motion loses
@@ -40,9 +43,11 @@ the end of a run); the run is restored by `run.restore`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,10 +103,46 @@ def fault_scores(predicted: Sequence[Sequence[str]], true: Sequence[Sequence[str
         fn += len(gold - pred)
     if n == 0:
         return {"fault_precision": None, "fault_recall": None, "fault_f1": None}
+    return dict(zip(("fault_precision", "fault_recall", "fault_f1"), _prf(tp, fp, fn)))
+
+
+def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    """Precision, recall and F1 of counts (an empty ratio is 1 if the other count is 0)."""
     precision = tp / (tp + fp) if tp + fp else float(fn == 0)
     recall = tp / (tp + fn) if tp + fn else float(fp == 0)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"fault_precision": precision, "fault_recall": recall, "fault_f1": f1}
+    return precision, recall, f1
+
+
+def exercise_prior_f1(true: Sequence[Sequence[str] | None],
+                      exercises: Sequence[str]) -> float | None:
+    """The highest micro fault F1 of naming, for every clip, a fixed list of faults of its
+    exercise (one list per exercise, every subset of its faults tried against `true`).
+
+    An upper bound on what a text written from the exercise's name alone can score; None
+    without labelled clips.
+    """
+    counts: dict[str, Counter] = {}  # exercise -> how many labelled clips have each fault
+    clips: Counter = Counter()
+    for gold, exercise in zip(true, exercises, strict=True):
+        if gold is not None:
+            clips[exercise] += 1
+            counts.setdefault(exercise, Counter()).update(set(gold))
+    if not clips:
+        return None
+    total = sum(sum(c.values()) for c in counts.values())  # tp + fn, whatever is named
+    options = []  # per exercise: (tp, fp) of every subset of its faults
+    for exercise, n in clips.items():
+        ids = sorted({f.id for f in faults_lib.faults_for(exercise)} | set(counts[exercise]))
+        options.append({(sum(counts[exercise][f] for f in named),
+                         sum(n - counts[exercise][f] for f in named))
+                        for k in range(len(ids) + 1)
+                        for named in itertools.combinations(ids, k)})
+    best = 0.0
+    for choice in itertools.product(*options):
+        tp, fp = sum(c[0] for c in choice), sum(c[1] for c in choice)
+        best = max(best, _prf(tp, fp, total - tp)[2])
+    return best
 
 
 def per_fault_scores(predicted: Sequence[Sequence[str]], true: Sequence[Sequence[str] | None],
@@ -259,6 +300,8 @@ def evaluate(model, examples: pipeline.ExampleSource, tokenizer: Any, config: An
               **text_metrics(texts["model"], infos),
               "rules_vs_truth_f1": fault_scores([i.rule_faults or [] for i in infos],
                                                 [i.faults for i in infos])["fault_f1"],
+              "exercise_prior_f1": exercise_prior_f1([i.faults for i in infos],
+                                                     [i.exercise for i in infos]),
               "n_rep_clips": sum(i.reps is not None for i in infos),
               "n_fault_clips": sum(i.faults is not None for i in infos),
               **check_metrics(texts["model"], [i.source for i in infos])}
