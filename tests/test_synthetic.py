@@ -40,6 +40,16 @@ def test_rep_count_within_one_on_noisy_clips(exercise):
         assert abs(len(out["analysis"].reps) - spec.reps) <= 1, (seed, spec)
 
 
+def test_rep_counts_cover_long_sets():
+    """Every count 1..MAX_REPS is drawn, and long sets (10+ reps) are no rarity: the feedback
+    must learn to write their counts as well as the common 5."""
+    rng = np.random.default_rng(5)
+    counts = collections.Counter(synthetic.draw_spec(rng).reps for _ in range(800))
+    assert set(counts) == set(range(1, synthetic.MAX_REPS + 1))
+    assert sum(v for k, v in counts.items() if k >= 10) >= 0.06 * 800
+    assert counts.most_common(1)[0][0] in range(3, 8)  # still mostly ordinary sets
+
+
 def _signals(clip):
     return {k: np.asarray(clip[k], np.float32) for k in SIGNAL_NAMES}
 

@@ -6,10 +6,11 @@ out-of-distribution benchmark and never used here):
 
 * the body: thigh, shank, upper-arm and forearm lengths relative to the torso, hip and
   shoulder widths (the athlete's height and distance only set the scale in the image);
-* the set: 1-15 reps, idle time before and after (0-4 s), rests of varying length between reps
-  (sometimes one long breather), a velocity profile (cosine, minimum-jerk, smoothstep, or
-  asymmetric: each move skewed to a fast start or a fast finish), pauses at the turning point,
-  eccentric and concentric durations, and per-rep depth and lockout that vary within the set;
+* the set: 1-15 reps (mostly 3-7; a quarter of the sets uniform over 1-15), idle time before
+  and after (0-4 s), rests of varying length between reps (sometimes one long breather), a
+  velocity profile (cosine, minimum-jerk, smoothstep, or asymmetric: each move skewed to a
+  fast start or a fast finish), pauses at the turning point, eccentric and concentric
+  durations, and per-rep depth and lockout that vary within the set;
 * faults: each fault of the exercise with probability `FAULT_PROB`, on all reps or on at least
   `FAULTY_REP_FRAC` of them (sometimes a fault on a minority of reps instead), every measure
   drawn around the threshold of its rule in `faults.py` with a severity from borderline to
@@ -110,6 +111,7 @@ def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
 
 DEFAULT_FPS = (15, 20, 24, 25, 30, 30, 48, 50, 60)
 MAX_REPS = 15
+LONG_SET_PROB = 0.25  # share of sets with a rep count uniform over 1..MAX_REPS
 
 
 def draw_spec(rng: np.random.Generator, exercise: str | None = None, *,
@@ -125,7 +127,14 @@ def draw_spec(rng: np.random.Generator, exercise: str | None = None, *,
     ex = canonical_exercise(exercise) if exercise is not None else str(rng.choice(EXERCISES))
     if ex is None:
         raise ValueError(f"unknown exercise {exercise!r}; expected one of {EXERCISES}")
-    reps = int(overrides.get("reps", min(max_reps, 1 + rng.binomial(MAX_REPS - 1, 0.3))))
+    # Mostly around 5 reps, but a quarter of the sets uniform over 1..max_reps, so long sets
+    # (10-15 reps) and their counts ("12 reps") are common enough to learn.
+    if "reps" in overrides:
+        reps = int(overrides["reps"])
+    elif rng.random() < LONG_SET_PROB:
+        reps = int(rng.integers(1, max_reps + 1))
+    else:
+        reps = min(max_reps, 1 + int(rng.binomial(MAX_REPS - 1, 0.3)))
     if reps < 1:
         raise ValueError(f"reps must be >= 1, got {reps}")
     if "faults" in overrides:
