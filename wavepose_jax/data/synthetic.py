@@ -130,6 +130,7 @@ def draw_spec(rng: np.random.Generator, exercise: str | None = None, *,
     # Mostly around 5 reps, but a quarter of the sets uniform over 1..max_reps, so long sets
     # (10-15 reps) and their counts ("12 reps") are common enough to learn.
     if "reps" in overrides:
+        rng.binomial(MAX_REPS - 1, 0.3)  # drawn and unused: a seed's clip keeps its stream
         reps = int(overrides["reps"])
     elif rng.random() < LONG_SET_PROB:
         reps = int(rng.integers(1, max_reps + 1))
