@@ -172,6 +172,20 @@ def define_config_flag(flag_values: flags.FlagValues) -> None:
                                     flag_values=flag_values, lock_config=True)
 
 
+def config_file(args: Any, example: str) -> str:
+    """The file named by the `--config` flag of `define_config_flag`, checked: UsageError
+    when the flag is missing (`example`: a packaged config to suggest) or names no file."""
+    from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+
+    path = config_flags.get_config_filename(args["config"]) if args["config"].present else None
+    if not path:
+        raise UsageError(f"--config is required (e.g. --config configs/{example}.py, or "
+                         f"--config {example})")
+    if not os.path.isfile(path):
+        raise UsageError(f"--config: {path}: no such file")
+    return path
+
+
 def config_argv(argv: Sequence[str]) -> list[str]:
     """`--config=NAME` / `--config NAME` for a config of the package (`PACKAGED_CONFIGS`,
     unless a file of that name exists here) -> the path of its file, with any `:override`

@@ -29,7 +29,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import flags
-from ml_collections import config_flags
 from tqdm import tqdm
 
 from wavepose_jax import cli, hf, pipeline
@@ -396,13 +395,7 @@ flags.DEFINE_string("workdir", None, "run directory (logs, checkpoints); default
 
 
 def _run(args, _) -> int:
-    config_file = config_flags.get_config_filename(args["config"]) if args["config"].present \
-        else None
-    if not config_file:
-        raise cli.UsageError("--config is required (e.g. --config configs/tiny.py, or "
-                             "--config tiny)")
-    if not os.path.isfile(config_file):
-        raise cli.UsageError(f"--config: {config_file}: no such file")
+    config_file = cli.config_file(args, example="tiny")
     config = args.config  # loads the file; an error in it is one line too
     workdir = args.workdir or default_workdir(config_file)
     run(config, workdir)

@@ -37,7 +37,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from absl import flags
-from ml_collections import config_flags
 
 from wavepose_jax import cli
 from wavepose_jax import sharding as sharding_lib
@@ -192,13 +191,7 @@ flags.DEFINE_string("json", None, "also write the report to this JSON file", fla
 
 
 def _run(args, _) -> int:
-    config_file = config_flags.get_config_filename(args["config"]) if args["config"].present \
-        else None
-    if not config_file:
-        raise cli.UsageError("--config is required (e.g. --config configs/base.py, or "
-                             "--config base)")
-    if not Path(config_file).is_file():
-        raise cli.UsageError(f"--config: {config_file}: no such file")
+    cli.config_file(args, example="base")
     config = args.config  # loads the file; an error in it is one line too
     llm_config = base_config(config)
     report, _ = compile_train_step(config, llm_config, args.tokens)
