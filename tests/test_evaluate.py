@@ -10,6 +10,7 @@ from flax import nnx
 from wavepose_jax import cli, pipeline
 from wavepose_jax import evaluate as evaluate_lib
 from wavepose_jax.data import faults as faults_lib
+from wavepose_jax.data import text as text_lib
 from wavepose_jax.testing import build_tiny_run, make_tiny_base
 
 
@@ -32,7 +33,7 @@ def test_metric_functions_on_hand_made_texts():
     # End to end over the fault vocabulary: a composed text is scored perfectly.
     rng = np.random.default_rng(0)
     fault_ids = [f.id for f in faults_lib.faults_for("squat")][:2]
-    text = faults_lib.compose_feedback("squat", 6, fault_ids, 2.5, rng)
+    text = text_lib.compose_feedback("squat", 6, fault_ids, 2.5, rng)
     info = pipeline.ClipInfo("x.json", "x", "squat", text, tuple(fault_ids), 6,
                              rule_faults=tuple(fault_ids))
     other = pipeline.ClipInfo("y.json", "y", "squat", "Nice set.", (), 4, rule_faults=())

@@ -30,7 +30,8 @@ def _example(exercise: str, faults):
     info = pipeline.ClipInfo("c.json", "v", exercise, "text", faults, 3)
     inputs = pipeline.ModelInputs(waves=np.zeros((8, 7), np.float32),
                                   frame_mask=np.ones(8, bool),
-                                  prompt_ids=np.arange(5, dtype=np.int32), summary=None)
+                                  prompt_ids=np.arange(5, dtype=np.int32), summary=None,
+                                  measurement=None)
     return pipeline.Example(inputs=inputs, phase=np.zeros(8, np.float32),
                             phase_mask=np.zeros(8, bool), target_ids=np.ones(3, np.int32),
                             info=info)

@@ -9,10 +9,13 @@ import sys
 import numpy as np
 import pytest
 
+from wavepose_jax import feedback as feedback_lib
 from wavepose_jax import generate as generate_lib
 from wavepose_jax import infer
-from wavepose_jax.data import faults as faults_lib
 from wavepose_jax.data import pose, synthetic
+from wavepose_jax.data import text as text_lib
+from wavepose_jax.data.clip import clip_from_dict
+from wavepose_jax.data.measure import measure
 from wavepose_jax.data.schema import SIGNAL_NAMES
 from wavepose_jax.testing import build_tiny_run
 
@@ -73,6 +76,10 @@ def test_directory_json_lines_bad_file_and_report(workdir, tmp_path):
     (clips / "a_keypoints.json").write_text(json.dumps(keypoints_only))
     (clips / "b_signals.json").write_text(json.dumps(signals_only))
     (clips / "c_bad.json").write_text(json.dumps({**signals_only, "fps": "fast"}))
+    still = {**signals_only, "video_id": "motionless",
+             **{name: [0.5] * 90 for name in SIGNAL_NAMES}}
+    still.pop("n_frames", None)
+    (clips / "d_still.json").write_text(json.dumps(still))
     page = tmp_path / "report.html"
     proc = subprocess.run(
         [sys.executable, "infer.py", "--input", str(clips), "--ckpt", workdir, "--json",
@@ -84,16 +91,27 @@ def test_directory_json_lines_bad_file_and_report(workdir, tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [f"error: {clips / 'c_bad.json'}: field 'fps': expected a number in "
                       "[1, 1000], got 'fast'"]
+    skipped = [line for line in proc.stderr.splitlines() if line.startswith("skipped: ")]
+    assert skipped == [f"skipped: {clips / 'd_still.json'}: field 'knee_angle_trajectory': "
+                       "nothing to coach: no movement to count: the knee angle varies by 0 deg, "
+                       "less than the 8 deg of the smallest rep"]
+    assert "1 of 4 clip files failed; 1 of 4 clip files had nothing to coach" in proc.stderr
 
     results = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert [r["video_id"] for r in results] == ["from-keypoints", "from-signals"]
-    kp, sig = results
+    assert [r["video_id"] for r in results] == ["from-keypoints", "from-signals", "motionless"]
+    kp, sig, still = results
+    assert still == {"video_id": "motionless", "source": str(clips / "d_still.json"),
+                     "exercise": "squat", "reps": 0, "feedback": None,
+                     "nothing_to_coach": skipped[0].split("nothing to coach: ")[1]}
     assert kp["summary"] == sig["summary"]  # keypoints -> the same signals -> the same summary
     assert kp["exercise"] == "squat" and kp["reps"] == kp["summary"]["reps"] == 3
     assert kp["quality_grade"] == kp["summary"]["grade"]
-    for r in results:
-        assert isinstance(r["feedback"], str)
-        assert r["faults"] == faults_lib.faults_from_text(r["feedback"], "squat")
+    for r in (kp, sig):
+        assert isinstance(r["feedback"], str) and isinstance(r["model_text"], str)
+        assert r["faults"] == text_lib.faults_from_text(r["feedback"], "squat")
+        # The faults are the model's; grounding changes only the facts around them.
+        assert r["faults"] == text_lib.faults_from_text(r["model_text"], "squat")
+        assert all(set(e) == {"rule", "said", "written"} for e in r["grounding"])
         checked = r["checks"]  # the feedback against the clip's own measurement
         assert set(checked["checks"]) == {"rep_count", "tempo", "faults_not_measured",
                                           "faults_not_named", "fault_reps"}
@@ -108,13 +126,14 @@ def test_directory_json_lines_bad_file_and_report(workdir, tmp_path):
     parsed.feed(page.read_text())
     parsed.close()
     by_id = {s["title"].split(" \u2014 ")[0].strip(): s for s in parsed.sections}
-    assert set(by_id) == {"from-keypoints", "from-signals"}
+    assert set(by_id) == {"from-keypoints", "from-signals"}  # no section without feedback
     for s in by_id.values():
         assert s["checks"] == 1 and s["reps"] == 1
     assert by_id["from-keypoints"]["svg"] >= 4 + 1  # stick figures and the chart
     assert by_id["from-signals"]["no_keypoints"] == 1
     text = "".join(parsed.text)
     assert os.path.abspath(workdir) in text and "step" in text  # which run wrote it
+    assert "Clips with nothing to coach" in text and still["nothing_to_coach"] in text
 
 
 def test_single_clip_prints_summary_then_feedback(workdir, tmp_path, capsys, monkeypatch):
@@ -140,9 +159,34 @@ def test_single_clip_prints_summary_then_feedback(workdir, tmp_path, capsys, mon
     assert lines[1].startswith("exercise: squat | reps: 3 | grade: ")
     assert lines[2].startswith("phases: descent ")
     assert lines[3].startswith("feedback: ") and lines[4].startswith("faults: ")
-    # The feedback was printed while decoding ran: the first chunk's text before the second
-    # chunk was decoded, the second's before the third.
-    assert printed[0].endswith("\nfeedback: ") and printed[1] and printed[2]
+    assert printed[0].endswith("\nfeedback: ")  # before the first sentence is decoded
+
+
+def test_the_stream_prints_each_sentence_grounded_once_complete(capsys):
+    t = np.arange(300) / 30.0
+    signals = {name: np.zeros_like(t) for name in SIGNAL_NAMES}
+    signals["knee_angle_trajectory"] = 147.0 + 30.0 * np.cos(2 * np.pi * t / 2.5)  # 4 shallow
+    m = measure(clip_from_dict({"exercise": "squat", "fps": 30,
+                                **{k: v.tolist() for k, v in signals.items()}}, "c.json"))
+    assert m.reps == 4 and m.faults == ["shallow_depth"]
+    stream = infer._FeedbackStream(m)  # pylint: disable=protected-access
+    model = "I counted 3 reps, averaging 9.0 s each. Watch for shallow depth on rep 2. Go deeper."
+    shown = []
+    for end in range(len(model) + 1):
+        stream(model[:end])
+        shown.append(capsys.readouterr().out)
+    assert shown[0] == "feedback: "
+    printed = "".join(shown)
+    first = f"feedback: I counted 4 reps, averaging {m.tempo_sec:.1f} s each. "
+    assert printed == first + "Watch for shallow depth. "  # the last sentence may still go on
+    at = model.index("Watch")
+    assert "".join(shown[:at + 2]) == first  # printed once the next sentence began
+    result = infer.Result(prepared=None, feedback=feedback_lib.feedback(model, m),
+                          attention=None, timing={})
+    stream.finish(result)
+    out = capsys.readouterr().out
+    assert out.startswith("Go deeper.\nfaults: shallow depth (shallow_depth)")
+    assert printed.removeprefix("feedback: ") + "Go deeper." == result.feedback.text
 
 
 def test_missing_checkpoint_is_one_line(tmp_path, capsys):

@@ -13,6 +13,7 @@ import pathlib
 import numpy as np
 
 from wavepose_jax.data import faults, othergen, waves
+from wavepose_jax.data import text as text_lib
 from wavepose_jax.data.clip import clip_from_dict, load_clip
 from wavepose_jax.data.schema import EXERCISES, SIGNAL_NAMES
 
@@ -50,8 +51,8 @@ def test_clips_are_keypoints_with_their_truth(tmp_path):
         assert d["benchmark"] == othergen.BENCHMARK
         assert not set(SIGNAL_NAMES) & set(d) and "wave_features" not in d
         assert len(d["keypoints"]) == d["n_frames"] and len(d["rep_faults"]) == d["reps"]
-        assert faults.faults_from_text(d["LANGUAGE"]) == d["faults"]
-        assert faults.reps_from_text(d["LANGUAGE"]) == d["reps"]
+        assert text_lib.faults_from_text(d["LANGUAGE"]) == d["faults"]
+        assert text_lib.reps_from_text(d["LANGUAGE"]) == d["reps"]
         clip = load_clip(path)
         assert clip.meta["benchmark"] == othergen.BENCHMARK
         assert len(clip.wave_features["rep_faults"]) == clip.wave_features["harmonic"][

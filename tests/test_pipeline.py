@@ -124,7 +124,8 @@ def _fake_examples(n, prompt_len=5, target_len=3):
     for i in range(n):
         inputs = pipeline.ModelInputs(
             waves=np.full((8, 7), i, np.float32), frame_mask=np.ones(8, bool),
-            prompt_ids=np.arange(10, 10 + prompt_len + i % 3, dtype=np.int32), summary=None)
+            prompt_ids=np.arange(10, 10 + prompt_len + i % 3, dtype=np.int32), summary=None,
+            measurement=None)
         examples.append(pipeline.Example(
             inputs=inputs, phase=np.zeros(8, np.float32), phase_mask=np.zeros(8, bool),
             target_ids=np.full(target_len + i % 2, 7, np.int32),

@@ -18,9 +18,13 @@ import numpy as np
 import pytest
 
 from wavepose_jax import checks, files, report
+from wavepose_jax import feedback as feedback_lib
 from wavepose_jax.data import clip as clip_lib
 from wavepose_jax.data import faults as faults_lib
 from wavepose_jax.data import synthetic, waves
+from wavepose_jax.data import text as text_lib
+from wavepose_jax.data.measure import measure
+from wavepose_jax.feedback import Feedback
 from wavepose_jax.prompt import PhysicsSummary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,6 +38,7 @@ class Page(html.parser.HTMLParser):
     def __init__(self):
         super().__init__()
         self.tags, self.text, self.sections, self.overview = [], [], [], []
+        self.not_coached = []
         self._section = self._row = None
         self._stack = []
 
@@ -45,19 +50,23 @@ class Page(html.parser.HTMLParser):
         if tag == "section" and "clip" in classes:
             self._section = {"id": a["id"], "warnings": [], "passed": False, "rep_rows": [],
                              "svg_figures": 0, "lines": 0, "no_keypoints": False, "text": [],
-                             "details": False}
+                             "details": False, "fault_rows": []}
             self.sections.append(self._section)
         s = self._section
         if tag == "a" and any(t == "table" and "overview" in c for t, c in self._stack):
             self.overview.append(a["href"])
+        if tag == "tr" and any(t == "table" and "not-coached" in c for t, c in self._stack):
+            self._row = {"class": classes, "cells": []}
+            self.not_coached.append(self._row)
         if s is None:
             return
         s["passed"] |= "passed" in classes
         s["no_keypoints"] |= "no-keypoints" in classes
         s["details"] |= tag == "details"
-        if tag == "tr" and any(t == "table" and "reps" in c for t, c in self._stack):
-            self._row = {"class": classes, "cells": []}
-            s["rep_rows"].append(self._row)
+        for kind in ("reps", "faults"):
+            if tag == "tr" and any(t == "table" and kind in c for t, c in self._stack):
+                self._row = {"class": classes, "cells": []}
+                s["rep_rows" if kind == "reps" else "fault_rows"].append(self._row)
         if tag == "svg" and any(t == "figure" for t, _ in self._stack[:-1]):
             s["svg_figures"] += 1
         if tag == "line" and any(t == "figure" for t, _ in self._stack):
@@ -67,11 +76,15 @@ class Page(html.parser.HTMLParser):
         while self._stack:
             if self._stack.pop()[0] == tag:
                 break
+        if tag == "tr":
+            self._row = None
         if tag == "section":
             self._section = None
 
     def handle_data(self, data):
         self.text.append(data)
+        if self._row is not None and self._stack and self._stack[-1][0] == "td":
+            self._row["cells"].append(data)
         s = self._section
         if s is None:
             return
@@ -79,8 +92,6 @@ class Page(html.parser.HTMLParser):
         if any(t == "div" and "warnings" in c for t, c in self._stack) and \
                 self._stack[-1][0] == "li":
             s["warnings"].append(data)
-        if self._row is not None and self._stack and self._stack[-1][0] == "td":
-            self._row["cells"].append(data)
 
 
 def parse(page: str) -> Page:
@@ -90,17 +101,26 @@ def parse(page: str) -> Page:
     return parser
 
 
+def ungrounded(text: str, measurement) -> Feedback:
+    """A feedback that states `text` as written (a text grounding did not touch)."""
+    return Feedback(text=text, model_text=text, edits=(),
+                    faults=text_lib.faults_from_text(text, measurement.exercise),
+                    checks=checks.check_feedback(text, measurement))
+
+
 def make_report(seed: int = 3, exercise: str = "squat", feedback: str | None = None,
                 attention: bool = True, intended: tuple[str, ...] | None = None,
-                **clip_fields) -> report.ClipReport:
+                ground: bool = True, **clip_fields) -> report.ClipReport:
     """A synthetic 4-rep clip (keypoints included; `intended` faults, else drawn) with
-    `feedback` (default: its own true text); `clip_fields` replace fields of the clip."""
+    `feedback` (default: its own true text; grounded unless `ground` is False);
+    `clip_fields` replace fields of the clip."""
     options = {} if intended is None else {"faults": intended}
     clip = clip_lib.clip_from_dict(synthetic.generate_clip(seed, exercise, reps=4, **options),
                                    f"{exercise}.json")
     clip = dataclasses.replace(clip, **clip_fields)
-    analysis = waves.analyze_reps(clip.signals, clip.fps, clip.exercise)
-    feedback = clip.language if feedback is None else feedback
+    m = measure(clip)
+    analysis = m.analysis
+    text = clip.language if feedback is None else feedback
     att = None
     if attention:  # token i peaks in phase i
         frame_phase = report.phase_of_frames(analysis)
@@ -110,26 +130,27 @@ def make_report(seed: int = 3, exercise: str = "squat", feedback: str | None = N
             att[i, [f == kind for f in frame_phase]] = 1.0
         att /= att.sum(axis=1, keepdims=True)
     return report.ClipReport(
-        clip=clip, analysis=analysis,
+        clip=clip, measurement=m,
         summary=PhysicsSummary.from_wave_features(clip.wave_features, clip.exercise, clip.expert),
-        feedback=feedback, faults=faults_lib.faults_from_text(feedback, clip.exercise),
+        feedback=feedback_lib.feedback(text, m) if ground else ungrounded(text, m),
         attention=att, attention_fps=clip.fps, timing={"prefill_s": 0.01, "decode_s": 0.2})
 
 
 @pytest.fixture(scope="module")
 def good():
     r = make_report()
-    assert r.checked().passed, r.checked().warnings  # the clip's true text agrees with it
+    assert r.checks.passed, r.checks.warnings  # the clip's true text agrees with it
+    assert r.feedback.edits == ()  # and grounding finds nothing to change in it
     return r
 
 
 @pytest.fixture(scope="module")
 def wrong():
     """The same kind of clip with a text that miscounts and names an unmeasured fault."""
-    r = make_report(seed=5, intended=(), video_id="wrong-one",
+    r = make_report(seed=5, intended=(), video_id="wrong-one", ground=False,
                     feedback="I counted 7 reps, averaging 9.0 s each. Watch for rushed descent.")
-    assert set(r.checked().faults_named) == {"fast_eccentric"}
-    assert "fast_eccentric" not in r.checked().faults_measured
+    assert set(r.checks.faults_named) == {"fast_eccentric"}
+    assert "fast_eccentric" not in r.checks.faults_measured
     return r
 
 
@@ -154,7 +175,7 @@ def test_each_section_shows_warnings_rep_table_and_body(good, wrong):
 
     # The clip with warnings comes first; each warning is one list item.
     assert "wrong-one" in "".join(first["text"])
-    expected = checks.check_feedback(wrong.feedback, wrong.analysis).warnings
+    expected = checks.check_feedback(wrong.feedback.text, wrong.measurement).warnings
     assert first["warnings"] == expected and len(expected) >= 3
     assert any("says 7 reps" in w for w in expected)
     assert any('"rushed descent"' in w and "does not find" in w for w in expected)
@@ -276,14 +297,12 @@ def test_ten_example_clips_fit_in_two_megabytes():
     reports = []
     for path in paths:
         clip = clip_lib.load_clip(path)
-        analysis = waves.analyze_reps(clip.signals, clip.fps, clip.exercise)
+        m = measure(clip)
         attention = np.random.default_rng(0).dirichlet(np.ones(400), size=8)  # [Q, T']
-        text = clip.language
         reports.append(report.ClipReport(
-            clip=clip, analysis=analysis, feedback=text,
+            clip=clip, measurement=m, feedback=feedback_lib.feedback(clip.language, m),
             summary=PhysicsSummary.from_wave_features(clip.wave_features, clip.exercise),
-            faults=faults_lib.faults_from_text(text, clip.exercise), attention=attention,
-            attention_fps=10.0, timing={"prefill_s": 0.1, "decode_s": 1.0}))
+            attention=attention, attention_fps=10.0, timing={"prefill_s": 0.1, "decode_s": 1.0}))
     page = report.render_page(reports)
     assert len(page.encode()) < 2 * 1024 * 1024
     parsed = parse(page)
@@ -300,3 +319,30 @@ def test_write_is_atomic(tmp_path):
         files.write_atomic(path, 123)  # fails while writing the temporary file
     assert path.read_text() == "second"
     assert sorted(os.listdir(tmp_path)) == ["r.html"]
+
+
+def test_the_fault_table_and_the_rep_table_tell_one_story():
+    """A fault on a minority of reps: the rep-by-rep table marks it on that rep, and the fault
+    table says which rep, how many of the set's reps, and that this is not a fault of the set
+    (the rule stated under it), as the feedback and the checks have it."""
+    clip = clip_lib.load_clip(os.path.join(ROOT, "examples", "synth-s27-00000.json"))
+    m = measure(clip)
+    assert m.verdicts["fast_eccentric"].reps == (3,) and "fast_eccentric" not in m.faults
+    r = report.ClipReport(clip=clip, measurement=m, feedback=feedback_lib.feedback(
+        clip.language, m), summary=PhysicsSummary.from_wave_features(clip.wave_features, "squat"))
+    assert r.checks.passed
+    page = parse(report.render_page([r]))
+    (section,) = page.sections
+    reps = {row["cells"][0].strip(): row["cells"][-1] for row in section["rep_rows"][1:]}
+    assert reps["3"] == "rushed descent" and reps["1"] == reps["2"] == "none"
+    rows = {row["cells"][0]: row["cells"][1:4] for row in section["fault_rows"][1:]}
+    assert rows == {"rushed descent": ["no", "rep 3 (1 of 3 reps)", "no"]}
+    assert faults_lib.SET_RULE in " ".join("".join(section["text"]).split())
+
+
+def test_clips_with_nothing_to_coach_get_their_reason_and_no_section(good):
+    still = dataclasses.replace(good.clip, video_id="still-one")
+    page = parse(report.render_page([good], not_coached=[(still, "no movement to count")]))
+    assert len(page.sections) == 1
+    assert [row["cells"][:1] + row["cells"][-2:] for row in page.not_coached[1:]] == [
+        ["still-one", "squat", "no movement to count"]]

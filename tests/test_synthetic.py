@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from wavepose_jax.data import faults
+from wavepose_jax.data import text as text_lib
 from wavepose_jax.data import clip as clip_lib
 from wavepose_jax.data import synthetic, waves
 from wavepose_jax.data.schema import EXERCISES, SIGNAL_NAMES
@@ -68,8 +69,8 @@ def test_labels_are_the_measurement():
         assert clip["faults"] == faults.detect_faults(analysis)
         assert clip["rep_faults"] == faults.per_rep_faults(analysis)
         assert clip["wave_features"]["rep_faults"] == clip["rep_faults"]
-        assert faults.faults_from_text(clip["LANGUAGE"]) == clip["faults"]
-        named = faults.rep_faults_from_text(clip["LANGUAGE"], clip["reps"], clip["exercise"])
+        assert text_lib.faults_from_text(clip["LANGUAGE"]) == clip["faults"]
+        named = text_lib.rep_faults_from_text(clip["LANGUAGE"], clip["reps"], clip["exercise"])
         for said, truth in zip(named, clip["rep_faults"]):
             assert set(said) & faults.PER_REP_FAULTS == set(truth) & set(clip["faults"])
         meant += clip["faults"] == list(spec.faults)
@@ -151,8 +152,8 @@ def test_generate_clip_contract_and_determinism():
     assert a["CAMERA_POSITION"] == "side" and 15 <= a["fps"] <= 60
     assert a["wave_features"]["harmonic"]["oscillation_count"] == 4
     assert len(a["rep_faults"]) == 4
-    assert faults.faults_from_text(a["LANGUAGE"]) == a["faults"]
-    assert faults.reps_from_text(a["LANGUAGE"]) == 4
+    assert text_lib.faults_from_text(a["LANGUAGE"]) == a["faults"]
+    assert text_lib.reps_from_text(a["LANGUAGE"]) == 4
     measured = faults.detect_faults(waves.analyze_reps(_signals(a), a["fps"], "pushup"))
     assert measured == a["faults"]
     # The file's keypoints give the file's signals through the loader's pose front end.
@@ -197,4 +198,4 @@ def test_examples_are_small_and_consistent():
         clip = clip_lib.load_clip(f)
         assert clip.exercise == d["exercise"]
         assert d["wave_features"]["harmonic"]["oscillation_count"] == d["reps"]
-        assert faults.faults_from_text(d["LANGUAGE"]) == d["faults"]
+        assert text_lib.faults_from_text(d["LANGUAGE"]) == d["faults"]

@@ -9,24 +9,28 @@ refused if it no longer matches the fingerprint -- plus the trained encoder, bri
 then on every clip of DIR:
 
 * `val_loss`: masked next-token cross-entropy of the clip's LANGUAGE text (per target token);
-* greedy feedback generation, scored against the clip's ground truth:
-  - `rep_accuracy`: fraction of clips whose generated text states the true rep count
-    (`faults.reps_from_text`; truth = the clip's `reps` field, else
+* greedy feedback generation, grounded on the clip's measurement as every command grounds it
+  (`feedback.feedback`: the measured rep count, tempo and reps of each named fault; the
+  faults named are the model's), scored against the clip's ground truth:
+  - `rep_accuracy`: fraction of clips whose feedback states the true rep count
+    (`text.reps_from_text`; truth = the clip's `reps` field, else
     `wave_features.harmonic.oscillation_count`);
   - `fault_precision` / `fault_recall` / `fault_f1`: micro-averaged over clips with labelled
-    faults, `faults.faults_from_text(generated)` against the clip's `faults`;
+    faults, `text.faults_from_text(feedback)` against the clip's `faults`;
   - `per_fault`: precision / recall / F1 and support of each fault id, over the clips of the
     exercises it applies to;
   - `rule_agreement`: precision / recall / F1 of the text's faults against what the rules of
     `faults.py` measure on the same clip (its own wave analysis);
   - `rep_fault_accuracy`: over the reps of clips with per-rep truth (`rep_faults`), the
-    fraction whose faults the text names exactly (`faults.rep_faults_from_text`; a clip
+    fraction whose faults the text names exactly (`text.rep_faults_from_text`; a clip
     fault without a rep list counts for every rep; only the clip's faults are scored);
   - `rouge_l`: mean ROUGE-L F-measure against LANGUAGE;
   - `checks_passed`: fraction of clips whose text passes every check of `checks.py` against
     the clip's own measurement (rep count, tempo, faults named / measured, the reps a fault is
     named for), and `check_warn_rate`: per check, the fraction of the clips it applied to
     where it warned (`check_metrics`);
+  - `ungrounded`: the same checks and rep scores of the model's own texts, before grounding
+    (what grounding changes: the model's facts against the measured ones);
 * `rules_vs_truth_f1`: the fault F1 of the rules themselves against the labels (a reference:
   what measuring, rather than a learned model, gets on this data);
 * `exercise_prior_f1`: the best fault F1 of naming one fixed list of faults per exercise,
@@ -62,9 +66,10 @@ from wavepose_jax import checks as checks_lib
 from wavepose_jax import cli, pipeline
 from wavepose_jax import run as run_lib
 from wavepose_jax.data import faults as faults_lib
-from wavepose_jax.data import waves as waves_lib
+from wavepose_jax.data import text as text_lib
 from wavepose_jax.data.batch import Batch
-from wavepose_jax.data.clip import load_clip
+from wavepose_jax.data.measure import Measurement
+from wavepose_jax.feedback import feedback
 from wavepose_jax.files import check_output, write_atomic
 from wavepose_jax.sampler import Sampler
 from wavepose_jax.training.loss import LossWeights, model_loss_terms
@@ -170,7 +175,7 @@ def rep_fault_accuracy(texts: Sequence[str], infos: Sequence[pipeline.ClipInfo])
     for text, info in zip(texts, infos, strict=True):
         if info.rep_faults is None or info.faults is None:
             continue
-        named = faults_lib.rep_faults_from_text(text, len(info.rep_faults), info.exercise)
+        named = text_lib.rep_faults_from_text(text, len(info.rep_faults), info.exercise)
         scored = set(info.faults) & per_rep
         for said, truth in zip(named, info.rep_faults):
             hits += set(said) & per_rep == set(truth) & scored
@@ -193,8 +198,8 @@ def rouge_l(predicted: Sequence[str], references: Sequence[str]) -> float | None
 def text_metrics(texts: Sequence[str], infos: Sequence[pipeline.ClipInfo]) -> dict[str, Any]:
     """rep_accuracy, fault precision/recall/F1 (micro and per fault), agreement with the rules,
     per-rep fault accuracy and rouge_l of generated texts (module docstring)."""
-    reps = [faults_lib.reps_from_text(t) for t in texts]
-    found = [faults_lib.faults_from_text(t, info.exercise) for t, info in zip(texts, infos)]
+    reps = [text_lib.reps_from_text(t) for t in texts]
+    found = [text_lib.faults_from_text(t, info.exercise) for t, info in zip(texts, infos)]
     agreement = fault_scores(found, [info.rule_faults for info in infos])
     return {
         "rep_accuracy": rep_accuracy(reps, [info.reps for info in infos]),
@@ -207,15 +212,11 @@ def text_metrics(texts: Sequence[str], infos: Sequence[pipeline.ClipInfo]) -> di
     }
 
 
-def check_metrics(texts: Sequence[str], sources: Sequence[str]) -> dict[str, Any]:
-    """`checks.check_rates` of generated texts, each checked against its clip (loaded again
-    from its file in `sources` and analysed): `checks_passed` and `check_warn_rate`."""
-    results = []
-    for text, source in zip(texts, sources, strict=True):
-        clip = load_clip(source)
-        analysis = waves_lib.analyze_reps(clip.signals, clip.fps, clip.exercise)
-        results.append(checks_lib.check_feedback(text, analysis))
-    return checks_lib.check_rates(results)
+def check_metrics(texts: Sequence[str], measurements: Sequence[Measurement]) -> dict[str, Any]:
+    """`checks.check_rates` of texts, each checked against its clip's measurement:
+    `checks_passed` and `check_warn_rate`."""
+    return checks_lib.check_rates([checks_lib.check_feedback(text, m)
+                                   for text, m in zip(texts, measurements, strict=True)])
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -276,6 +277,7 @@ def evaluate(model, examples: pipeline.ExampleSource, tokenizer: Any, config: An
     batch_size = int(batch_size or config.eval.batch_size)
     max_new_tokens = int(max_new_tokens or config.eval.max_new_tokens)
     infos = [examples[i].info for i in range(len(examples))]
+    measurements = [examples[i].inputs.measurement for i in range(len(examples))]
     sampler = Sampler(model, tokenizer, stop_ids)
     loss_sums = _loss_sums_fn(model)
     texts = {name: [] for name in ("model", *ABLATIONS)}
@@ -295,19 +297,27 @@ def evaluate(model, examples: pipeline.ExampleSource, tokenizer: Any, config: An
         for name, prefix in variants.items():
             texts[name] += sampler.generate(prefix, prompts, max_new_tokens=max_new_tokens).texts
 
+    answers = {name: [feedback(t, m) for t, m in zip(raw, measurements, strict=True)]
+               for name, raw in texts.items()}
+    said = {name: [a.text for a in answers[name]] for name in answers}
     result = {"n_clips": len(examples),
               "val_loss": ce_sum / num_tokens if num_tokens else None,
-              **text_metrics(texts["model"], infos),
+              **text_metrics(said["model"], infos),
               "rules_vs_truth_f1": fault_scores([i.rule_faults or [] for i in infos],
                                                 [i.faults for i in infos])["fault_f1"],
               "exercise_prior_f1": exercise_prior_f1([i.faults for i in infos],
                                                      [i.exercise for i in infos]),
               "n_rep_clips": sum(i.reps is not None for i in infos),
               "n_fault_clips": sum(i.faults is not None for i in infos),
-              **check_metrics(texts["model"], [i.source for i in infos])}
-    result["ablations"] = {name: text_metrics(texts[name], infos) for name in ABLATIONS}
-    result["samples"] = [{"video_id": info.video_id, "generated": text, "reference": info.language}
-                         for text, info in zip(texts["model"][:NUM_SAMPLES], infos)]
+              **checks_lib.check_rates([a.checks for a in answers["model"]])}
+    raw = text_metrics(texts["model"], infos)
+    result["ungrounded"] = {**check_metrics(texts["model"], measurements),
+                            **{k: raw[k] for k in ("rep_accuracy", "rep_fault_accuracy")}}
+    result["ablations"] = {name: text_metrics(said[name], infos) for name in ABLATIONS}
+    result["samples"] = [{"video_id": info.video_id, "generated": text, "model_text": model,
+                          "reference": info.language}
+                         for text, model, info in zip(said["model"][:NUM_SAMPLES],
+                                                      texts["model"], infos)]
     return result
 
 

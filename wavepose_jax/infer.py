@@ -15,14 +15,22 @@ in its checkpoint -- refused when it no longer matches the checkpoint's fingerpr
 the trained encoder, bridge and LoRA (`run.restore`).
 
 Output: for each clip the summary the model was given (exercise, reps, grade, phases), then
-the generated feedback and the faults it names (a single clip's summary is printed before
-its generation starts and its feedback as it is decoded, every few tokens; the clips of a
-directory are printed when their batch ends); with --json one JSON object per clip per line
-instead: video_id, exercise, reps, quality_grade, summary, feedback, faults, checks (the
-feedback against the clip's measurement: `checks.check_feedback`, with `passed` and each
-check's status and message) and the batch's timing (prefill_s: encoder, bridge and prompt
-prefill; decode_s; tokens_per_s; compile_s: JAX tracing and compilation, excluded from the
-other times; batch_size).
+the feedback and the faults it names (a single clip's summary is printed before its
+generation starts and its feedback sentence by sentence as it is decoded; the clips of a
+directory are printed when their batch ends). The feedback is the model's text with its facts
+grounded on the clip's measurement (`feedback.py`): the rep count, the tempo and the reps each
+named fault is said for are the measured ones; the model chooses the words and which faults
+to name. With --json one JSON object per clip per line instead: video_id, exercise, reps,
+quality_grade, summary, feedback, model_text (before grounding), faults, grounding (each
+change: rule, said, written), checks (the feedback against the measurement:
+`checks.check_feedback`, with `passed` and each check's status and message) and the batch's
+timing (prefill_s: encoder, bridge and prompt prefill; decode_s; tokens_per_s; compile_s: JAX
+tracing and compilation, excluded from the other times; batch_size).
+
+A clip in which no rep can be measured (no movement, too short, keypoints mostly missing:
+`data/measure.py`) gets no feedback: one line on stderr with the reason, with --json also a
+JSON object with `nothing_to_coach` (the reason) and `feedback` null, and in the report a row
+with the reason; it counts as a skipped input (exit status 1).
 --report writes one self-contained HTML page (`report.py`): which run wrote the feedback, an
 overview of the clips, and per clip the checks' warnings, the feedback, a per-rep table, the
 body at key moments and the key measure over time.
@@ -46,12 +54,13 @@ import numpy as np
 from absl import flags
 from tqdm import tqdm
 
-from wavepose_jax import checks as checks_lib
 from wavepose_jax import cli, pipeline
 from wavepose_jax import run as run_lib
 from wavepose_jax.data import faults as faults_lib
-from wavepose_jax.data import waves as waves_lib
+from wavepose_jax.data import text as text_lib
 from wavepose_jax.data.clip import Clip, clip_error_line, load_clip
+from wavepose_jax.data.measure import Measurement, NothingToCoach
+from wavepose_jax.feedback import Feedback, feedback
 from wavepose_jax.files import check_output
 from wavepose_jax.prompt import PhysicsSummary
 from wavepose_jax.sampler import Sampler
@@ -77,25 +86,31 @@ class Prepared:
     def summary(self) -> PhysicsSummary:
         return self.inputs.summary
 
+    @property
+    def measurement(self) -> Measurement:
+        return self.inputs.measurement
+
 
 @dataclasses.dataclass
 class Result:
-    """The model's answer for one clip."""
+    """The answer for one clip: its feedback (grounded, checked) and how it was made."""
 
     prepared: Prepared
-    feedback: str
-    faults: list[str]
+    feedback: Feedback
     attention: np.ndarray   # [Q, T_real] bridge attention (mean over heads and layers)
     timing: dict[str, float | int | None]
-    analysis: waves_lib.RepAnalysis  # `waves.analyze_reps` of the clip
-    checks: checks_lib.Checks        # the feedback against the analysis (`checks.py`)
 
     def to_json(self) -> dict[str, Any]:
         clip, summary = self.prepared.clip, self.prepared.summary
         return {"video_id": clip.video_id, "exercise": clip.exercise, "reps": summary.reps,
                 "quality_grade": summary.grade, "summary": summary.to_dict(),
-                "feedback": self.feedback, "faults": self.faults,
-                "checks": self.checks.to_json(), "timing": self.timing}
+                **self.feedback.to_json(), "timing": self.timing}
+
+
+def not_coached_json(clip: Clip, reason: str) -> dict[str, Any]:
+    """The --json line of a clip with nothing to coach."""
+    return {"video_id": clip.video_id, "source": clip.source, "exercise": clip.exercise,
+            "reps": 0, "feedback": None, "nothing_to_coach": reason}
 
 
 class _CompileClock:
@@ -148,8 +163,8 @@ class Predictor:
         """Feedback for up to `rows` prepared clips (padded to `rows`: one compile per shape).
 
         With `on_text`, decoding returns to Python every `STREAM_CHUNK` tokens
-        (`Sampler.stream`) and `on_text` gets the first clip's feedback decoded so far after
-        each chunk (the last call's text is that clip's `Result.feedback`).
+        (`Sampler.stream`) and `on_text` gets the first clip's model text decoded so far after
+        each chunk (the last call's text is that clip's `Feedback.model_text`).
 
         Timing (seconds; per batch): `encode_s` (encoder and bridge), `generate_s` (prefill
         and decoding), `compile_s` (JAX tracing and compilation, excluded from the others) and,
@@ -189,15 +204,9 @@ class Predictor:
                           tokens_per_s=round(new_tokens / decode_s, 1) if decode_s > 0 else None)
         timing.update(compile_s=round(clock.total, 3), batch_size=n)
         attention = np.asarray(attention, np.float32).mean(axis=1)  # [B, Q, T]
-        results = []
-        for i, (p, feedback) in enumerate(zip(batch, out.texts)):
-            analysis = waves_lib.analyze_reps(p.clip.signals, p.clip.fps, p.clip.exercise)
-            results.append(Result(
-                prepared=p, feedback=feedback,
-                faults=faults_lib.faults_from_text(feedback, p.clip.exercise),
-                attention=attention[i, :, :int(p.inputs.frame_mask.sum())], timing=timing,
-                analysis=analysis, checks=checks_lib.check_feedback(feedback, analysis)))
-        return results
+        return [Result(prepared=p, feedback=feedback(text, p.measurement),
+                       attention=attention[i, :, :int(p.inputs.frame_mask.sum())], timing=timing)
+                for i, (p, text) in enumerate(zip(batch, out.texts))]
 
 
 # ----------------------------------------------------------------------------- command line
@@ -257,34 +266,45 @@ def _print_summary(prepared: Prepared) -> None:
 
 
 def _print_faults(result: Result) -> None:
-    faults = ", ".join(f"{faults_lib.phrase_for(f)} ({f})" for f in result.faults) or "none named"
+    faults = ", ".join(f"{faults_lib.phrase_for(f)} ({f})"
+                       for f in result.feedback.faults) or "none named"
     print(f"faults: {faults}\n", flush=True)
 
 
 def _print_feedback(result: Result) -> None:
-    print(f"feedback: {result.feedback}", flush=True)
+    print(f"feedback: {result.feedback.text}", flush=True)
     _print_faults(result)
 
 
 class _FeedbackStream:
-    """Prints `feedback: ` and then, as the text decoded so far grows, its new suffix."""
+    """Prints `feedback: ` and then each sentence of the model's text once it is complete,
+    grounded on the measurement (grounding works sentence by sentence, so what is printed
+    is a prefix of the final feedback)."""
 
-    def __init__(self):
+    def __init__(self, measurement: Measurement):
+        self.measurement = measurement
         self.printed = ""
         print("feedback: ", end="", flush=True)
 
+    def _show(self, text: str) -> bool:
+        if not text.startswith(self.printed):
+            return False
+        print(text[len(self.printed):], end="", flush=True)
+        self.printed = text
+        return True
+
     def __call__(self, text: str) -> None:
-        text = text.rstrip("\ufffd")  # a character's first bytes wait for the rest
-        if text.startswith(self.printed):
-            print(text[len(self.printed):], end="", flush=True)
-            self.printed = text
+        complete = text_lib.sentences(text.rstrip("\ufffd"))[:-1]  # the last may go on
+        if complete:
+            grounded = self.measurement.ground(" ".join(complete)).text
+            self._show(grounded + " " if grounded else "")
 
     def finish(self, result: Result) -> None:
-        """Ends the feedback line (printed again whole if the decoded text was revised)."""
-        if result.feedback.startswith(self.printed):
-            print(result.feedback[len(self.printed):], flush=True)
+        """Ends the feedback line (printed again whole if the text was revised)."""
+        if self._show(result.feedback.text):
+            print(flush=True)
         else:
-            print(f"\nfeedback: {result.feedback}", flush=True)
+            print(f"\nfeedback: {result.feedback.text}", flush=True)
         _print_faults(result)
 
 
@@ -298,9 +318,9 @@ def report_module():
 def _report_item(result: Result, fps: float | None):
     clip = result.prepared.clip
     return report_module().ClipReport(
-        clip=clip, analysis=result.analysis, summary=result.prepared.summary,
-        feedback=result.feedback, faults=result.faults, checks=result.checks,
-        attention=result.attention, attention_fps=fps or clip.fps, timing=result.timing)
+        clip=clip, measurement=result.prepared.measurement, summary=result.prepared.summary,
+        feedback=result.feedback, attention=result.attention, attention_fps=fps or clip.fps,
+        timing=result.timing)
 
 
 def _run(args, _) -> int:
@@ -313,12 +333,13 @@ def _run(args, _) -> int:
     rows = min(args.batch_size, len(files))
     key = jax.random.key(args.seed)
     single = len(files) == 1
-    failed, reports, pending = 0, [], []
+    failed, reports, pending, not_coached = 0, [], [], []
     bar = tqdm(total=len(files), desc="infer", unit="clip", file=sys.stderr,
                disable=single)
 
     def flush(index: int) -> None:
-        stream = _FeedbackStream() if single and not args.json else None
+        stream = (_FeedbackStream(pending[0].measurement) if single and not args.json
+                  else None)
         results = predictor.run(pending, rows=rows, max_new_tokens=max_new_tokens,
                                 temperature=args.temperature, top_p=args.top_p,
                                 rng=jax.random.fold_in(key, index), split_timing=args.json,
@@ -339,7 +360,16 @@ def _run(args, _) -> int:
     batches = 0
     for path in files:
         try:
-            pending.append(predictor.prepare(load_clip(path)))
+            clip = load_clip(path)
+            pending.append(predictor.prepare(clip))
+        except NothingToCoach as e:  # a good file, but no feedback to give
+            failed += 1
+            bar.update(1)
+            tqdm.write(f"skipped: {e}", file=sys.stderr)
+            not_coached.append((clip, e.reason))
+            if args.json:
+                tqdm.write(json.dumps(not_coached_json(clip, e.reason)))
+            continue
         except Exception as e:  # pylint: disable=broad-except  # one bad file, not the run
             failed += 1
             bar.update(1)
@@ -354,16 +384,22 @@ def _run(args, _) -> int:
         flush(batches)
     bar.close()
 
-    if args.report and reports:
+    if args.report and (reports or not_coached):
         decoding = ("greedy" if args.temperature == 0 else
                     f"sampled: temperature {args.temperature:g}, top_p {args.top_p:g}, "
                     f"seed {args.seed}") + f", at most {max_new_tokens} new tokens"
         report_module().write_report(
             args.report, reports,
-            provenance=report_module().Provenance.from_run(run, decoding=decoding))
-        print(f"report: {args.report} ({len(reports)} clips)", file=sys.stderr)
+            provenance=report_module().Provenance.from_run(run, decoding=decoding),
+            not_coached=not_coached)
+        print(f"report: {args.report} ({len(reports)} clips"
+              + (f", {len(not_coached)} with nothing to coach" if not_coached else "") + ")",
+              file=sys.stderr)
     if failed:
-        print(f"{failed} of {len(files)} clip files failed", file=sys.stderr)
+        parts = [f"{n} of {len(files)} clip files {what}"
+                 for n, what in ((failed - len(not_coached), "failed"),
+                                 (len(not_coached), "had nothing to coach")) if n]
+        print("; ".join(parts), file=sys.stderr)
     return cli.EXIT_SKIPPED if failed else cli.EXIT_OK
 
 

@@ -9,7 +9,8 @@
 inference alike: the normalised signals and frame mask (`Clip.model_input`) and the prompt ids
 (a `PhysicsSummary` of the clip's wave features -- never its LANGUAGE or faults). An
 *example* (`build_example`) adds the training targets: the rep phase per frame
-(`waves.analyze_reps`) and the target ids (the LANGUAGE text followed by `<|end|>`). Batches (`collate`) are
+(`waves.analyze_reps`) and the target ids (the LANGUAGE text without the rep lists of its
+faults, which grounding writes, followed by `<|end|>`). Batches (`collate`) are
 right-padded to the smallest of `config.data.buckets` that fits, so a jitted step compiles
 once per bucket, not once per batch.
 
@@ -35,10 +36,12 @@ import numpy as np
 from tqdm import tqdm
 
 from wavepose_jax import prompt as prompt_lib
+from wavepose_jax.data import text as text_lib
 from wavepose_jax.data import waves as waves_lib
 from wavepose_jax.data.batch import Batch
 from wavepose_jax.data.clip import Clip, clip_error_line, load_clip, resample
-from wavepose_jax.data.faults import ANY_EXERCISE, FAULTS, detect_faults
+from wavepose_jax.data.faults import ANY_EXERCISE, FAULTS
+from wavepose_jax.data.measure import Measurement, measure
 from wavepose_jax.data.schema import ClipError
 
 END_TOKEN = "<|end|>"
@@ -169,6 +172,7 @@ class ModelInputs:
     frame_mask: np.ndarray  # [T] bool
     prompt_ids: np.ndarray  # [P] int32, the chat prompt of `summary`
     summary: prompt_lib.PhysicsSummary
+    measurement: Measurement  # reps, tempo, fault verdicts: what the feedback may state
 
 
 def model_inputs(clip: Clip, tokenizer: Any, config: Any) -> ModelInputs:
@@ -178,13 +182,18 @@ def model_inputs(clip: Clip, tokenizer: Any, config: Any) -> ModelInputs:
     (`prompt.fit_prompt_ids`: phases first, then the compact form), said once on stderr.
 
     Raises:
+      NothingToCoach: no rep can be measured in the clip (`data/measure.py`); it gets no
+        feedback and trains nothing.
       ValueError: the budget is below even the compact prompt (names the config field).
     """
     data = config.data
+    measurement = measure(clip)
+    measurement.check_coachable(clip.source)
     waves, frame_mask = clip.model_input(data.seq_len, normalization=data.normalization,
                                          target_fps=data.target_fps,
                                          rep_channels=bool(data.get("rep_channels", False)),
-                                         fault_channels=bool(data.get("fault_channels", False)))
+                                         fault_channels=bool(data.get("fault_channels", False)),
+                                         analysis=measurement.analysis)
     summary = prompt_lib.PhysicsSummary.from_wave_features(clip.wave_features, clip.exercise,
                                                            clip.expert)
     budget = prompt_budget(config)
@@ -198,7 +207,8 @@ def model_inputs(clip: Clip, tokenizer: Any, config: Any) -> ModelInputs:
               f"data.max_prompt_tokens / data.buckets (first: {clip.source}, "
               f"{fitted.shortened}); said once", file=sys.stderr)
     return ModelInputs(waves=waves, frame_mask=frame_mask,
-                       prompt_ids=np.asarray(fitted.ids, np.int32), summary=summary)
+                       prompt_ids=np.asarray(fitted.ids, np.int32), summary=summary,
+                       measurement=measurement)
 
 
 _SHORTENED_SAID: list[str] = []  # the first clip whose prompt was shortened (said once)
@@ -217,7 +227,7 @@ class Example:
     inputs: ModelInputs
     phase: np.ndarray       # [T] f32, rep phase (`rep_phase`)
     phase_mask: np.ndarray  # [T] bool
-    target_ids: np.ndarray  # [N] int32, the LANGUAGE text then <|end|>
+    target_ids: np.ndarray  # [N] int32, the LANGUAGE text (no rep lists) then <|end|>
     info: ClipInfo
 
     def __len__(self) -> int:
@@ -236,16 +246,19 @@ def build_example(clip: Clip, tokenizer: Any, config: Any) -> Example:
         raise ClipError(clip.source, "LANGUAGE", "missing or empty; a training clip needs its "
                                                  "coaching text")
     inputs = model_inputs(clip, tokenizer, config)
-    analysis = waves_lib.analyze_reps(clip.signals, clip.fps, clip.exercise)
+    analysis = inputs.measurement.analysis
     phase, phase_mask = rep_phase(clip, data.seq_len, data.target_fps, analysis=analysis)
     budget = min(data.max_target_tokens, max(data.buckets) - len(inputs.prompt_ids))
-    text = tokenizer(clip.language, add_special_tokens=False)["input_ids"][:budget - 1]
+    # The rep lists of the faults are the measurement's to write (`text.ground_feedback`),
+    # not the model's to learn: it learns the words and which faults to name.
+    target_text = text_lib.without_rep_lists(clip.language)
+    text = tokenizer(target_text, add_special_tokens=False)["input_ids"][:budget - 1]
     target = list(text) + [special_id(tokenizer, END_TOKEN)]
     info = ClipInfo(source=clip.source, video_id=clip.video_id, exercise=clip.exercise,
                     language=clip.language,
                     faults=None if clip.faults is None else tuple(clip.faults),
                     reps=true_rep_count(clip), rep_faults=true_rep_faults(clip),
-                    rule_faults=tuple(detect_faults(analysis)),
+                    rule_faults=tuple(inputs.measurement.faults),
                     benchmark=clip.meta.get("benchmark"))
     return Example(inputs=inputs, phase=phase, phase_mask=phase_mask,
                    target_ids=np.asarray(target, np.int32), info=info)

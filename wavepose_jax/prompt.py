@@ -12,8 +12,8 @@ one-line form. The summaries the project's own wave analysis produces (any exerc
 phases, the widest numbers) take at most 430 tokens with the tiny demo tokenizer
 (tests/test_prompt.py), within `data.max_prompt_tokens` of configs/base.py.
 
-The fault vocabulary (fault id <-> canonical phrase, parsing of generated text) lives in
-`wavepose_jax.data.faults` and is re-exported here.
+The fault vocabulary (fault id <-> canonical phrase) lives in `wavepose_jax.data.faults`,
+the text it is read from and written in in `wavepose_jax.data.text`.
 """
 
 from __future__ import annotations
@@ -24,22 +24,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from wavepose_jax.data.schema import canonical_exercise
-from wavepose_jax.data.faults import (
-    FAULTS,
-    Fault,
-    compose_feedback,
-    fault_from_phrase,
-    faults_for,
-    faults_from_text,
-    phrase_for,
-    reps_from_text,
-)
 
 __all__ = [
-    "COMPACT_SYSTEM_PROMPT", "FAULTS", "Fault", "FittedPrompt", "PhysicsSummary",
-    "SYSTEM_PROMPT", "build_messages", "build_prompt", "compose_feedback", "fault_from_phrase",
-    "faults_for", "faults_from_text", "fit_prompt_ids", "phrase_for", "prompt_ids",
-    "reps_from_text",
+    "COMPACT_SYSTEM_PROMPT", "FittedPrompt", "PhysicsSummary", "SYSTEM_PROMPT",
+    "build_messages", "build_prompt", "fit_prompt_ids", "prompt_ids",
 ]
 
 SYSTEM_PROMPT = (

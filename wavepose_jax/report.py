@@ -6,14 +6,18 @@ The page (template `templates/report.html.j2`, jinja2 with autoescaping):
   version, date) and what the units, scores and grade letters mean;
 * for more than one clip an overview: one row per clip (id, exercise, reps, grade, faults named,
   warnings) linking to its section; sections of clips with warnings come first;
-* per clip: the warnings of `checks.check_feedback` (the text against the measurement), the
-  feedback, a set summary in plain units (degrees, seconds, scores out of 100, reps per
-  minute), the faults named vs measured, a table of every rep (depth, top, lowering and
-  lifting time, that rep's faults by the rules of `faults.py`; the worst rep highlighted), the
-  body drawn from the COCO-17 keypoints at the bottom and top of the best and the worst rep
-  (inline SVG), and the exercise's key measure over time with the rules' thresholds;
-* model internals (the 7 input signals, where the bridge's event tokens attend, timings) in a
-  collapsed <details> section.
+* the clips with nothing to coach (no rep measured), each with its reason and no feedback;
+* per clip: the warnings of `checks.check_feedback` (the feedback against the measurement),
+  the feedback (grounded: `feedback.py`), a set summary in plain units (degrees, seconds,
+  scores out of 100, reps per minute), the faults: named or not, the reps that break each
+  rule, and whether that makes it a fault of the set (`faults.SET_RULE`, stated under the
+  table, the same definition the feedback and the checks use), a table of every rep (depth,
+  top, lowering and lifting time, that rep's faults by the rules of `faults.py`; the worst rep
+  highlighted), the body drawn from the COCO-17 keypoints at the bottom and top of the best
+  and the worst rep (inline SVG), and the exercise's key measure over time with the rules'
+  thresholds;
+* model internals (the model's own text and what grounding changed, the 7 input signals,
+  where the bridge's event tokens attend, timings) in a collapsed <details> section.
 
 Figures are inline SVG (`svgplot.py`; the attention heatmap is a one-pixel-per-value PNG inside
 one), so the page is one file with no external resources, a ten-clip report stays well under
@@ -38,10 +42,13 @@ from markupsafe import Markup
 from wavepose_jax import checks as checks_lib
 from wavepose_jax import svgplot
 from wavepose_jax.data import faults as faults_lib
+from wavepose_jax.data import text as text_lib
 from wavepose_jax.data.clip import Clip
+from wavepose_jax.data.measure import Measurement
 from wavepose_jax.data.pose import COCO17
 from wavepose_jax.data.schema import SIGNAL_NAMES
 from wavepose_jax.data.waves import TORSO_M, RepAnalysis, key_measure
+from wavepose_jax.feedback import Feedback
 from wavepose_jax.files import write_atomic
 from wavepose_jax.prompt import PhysicsSummary
 
@@ -150,11 +157,9 @@ class ClipReport:
 
     Attributes:
       clip: the validated clip (signals, keypoints, fps, ids).
-      analysis: `waves.analyze_reps` of the clip's signals.
+      measurement: the clip's measurement (`data/measure.py`: reps, tempo, fault verdicts).
       summary: the physics summary the model was prompted with.
-      feedback: the generated coaching text.
-      faults: fault ids read back from `feedback`.
-      checks: `checks.check_feedback(feedback, analysis)` (computed when None).
+      feedback: the feedback (`feedback.feedback`: grounded text, edits, faults, checks).
       attention: bridge attention [Q, T'] over the model's real input frames (averaged over
         heads and bridge layers; each row sums to 1), or None to leave the attention out.
       attention_fps: frame rate of the attention's time axis (the model input's rate).
@@ -162,18 +167,20 @@ class ClipReport:
     """
 
     clip: Clip
-    analysis: RepAnalysis
+    measurement: Measurement
     summary: PhysicsSummary
-    feedback: str
-    faults: Sequence[str]
-    checks: checks_lib.Checks | None = None
+    feedback: Feedback
     attention: np.ndarray | None = None
     attention_fps: float | None = None
     timing: Mapping[str, float | int | None] | None = None
 
-    def checked(self) -> checks_lib.Checks:
-        """`checks`, or the checks of the feedback computed now."""
-        return self.checks or checks_lib.check_feedback(self.feedback, self.analysis)
+    @property
+    def analysis(self) -> RepAnalysis:
+        return self.measurement.analysis
+
+    @property
+    def checks(self) -> checks_lib.Checks:
+        return self.feedback.checks
 
 
 # ----------------------------------------------------------------------------- figures
@@ -521,8 +528,8 @@ def _score(value: float | None) -> str:
 
 def summary_rows(r: ClipReport) -> list[tuple[str, str]]:
     """(label, value) rows of the set summary, in plain units."""
-    s, clip, checked = r.summary, r.clip, r.checked()
-    tempo = checked.measured_tempo_sec
+    s, clip = r.summary, r.clip
+    tempo = r.measurement.tempo_sec
     pace = reps_per_minute(r.analysis)
     efficiency = (clip.wave_features.get("quality") or {}).get("efficiency")
     efficiency = float(efficiency) if isinstance(efficiency, (int, float)) else None
@@ -549,14 +556,29 @@ def summary_rows(r: ClipReport) -> list[tuple[str, str]]:
     return rows
 
 
+def _rep_words(verdict: faults_lib.FaultVerdict, total: int) -> str:
+    """Which reps break a per-rep rule, in words: "reps 3 and 4 (2 of 5 complete reps)"."""
+    if not verdict.per_rep:
+        return "the set's rep times"
+    if not verdict.reps:
+        return "none"
+    listed = text_lib.rep_list([i + 1 in verdict.reps for i in range(total)]).strip()
+    return (f"{listed.removeprefix('on ') or 'every rep'} ({verdict.hits} of {verdict.counted} "
+            f"{'complete ' if verdict.counted < total else ''}rep{'s' * (verdict.counted != 1)})")
+
+
 def fault_rows(r: ClipReport) -> list[dict[str, Any]]:
-    """Faults named in the feedback or measured in the clip: phrase, both verdicts, rule."""
-    checked = r.checked()
-    said, measured = set(checked.faults_named), set(checked.faults_measured)
-    return [{"phrase": faults_lib.FAULTS[f].phrase, "id": f, "said": f in said,
-             "measured": f in measured, "rule": plain_rule(f),
-             "agree": (f in said) == (f in measured)}
-            for f in faults_lib.FAULTS if f in said or f in measured]
+    """Faults named in the feedback, of the set, or broken by some rep: phrase, whether the
+    feedback names it, the reps that break its rule, whether the set has it (`SET_RULE`)."""
+    said = set(r.feedback.faults)
+    rows = []
+    for f, verdict in r.measurement.verdicts.items():
+        if f in said or verdict.present or verdict.reps:
+            rows.append({"phrase": faults_lib.FAULTS[f].phrase, "id": f, "said": f in said,
+                         "reps": _rep_words(verdict, r.measurement.reps),
+                         "measured": verdict.present, "rule": plain_rule(f),
+                         "agree": (f in said) == verdict.present})
+    return rows
 
 
 def _fmt(value) -> str:
@@ -589,6 +611,9 @@ class Section:
 def _debug(r: ClipReport) -> dict[str, Any]:
     """The model-internals material of a clip: figures, attention table, timings, prompt."""
     out: dict[str, Any] = {"prompt": r.summary.to_text(),
+                           "model_text": r.feedback.model_text,
+                           "edits": [(e.rule, e.said, e.written or "(left out)")
+                                     for e in r.feedback.edits],
                            "waves_svg": waves_svg(r.clip, r.analysis),
                            "timing": [(k, _fmt(v)) for k, v in (r.timing or {}).items()]}
     if r.attention is not None:
@@ -613,10 +638,11 @@ def _section(r: ClipReport, anchor: str) -> Section:
     picked = pick_reps(r.analysis)
     worst = picked.worst if picked.faulty else None
     return Section(
-        anchor=anchor, report=r, checks=r.checked(), summary=summary_rows(r),
+        anchor=anchor, report=r, checks=r.checks, summary=summary_rows(r),
         faults=fault_rows(r), measure=MEASURES[r.clip.exercise],
         extra_headers=tuple(h for h, _ in EXTRA_COLUMNS.get(r.clip.exercise, {}).values()),
-        reps=rep_rows(r.analysis), worst=worst, picked_by_faults=picked.faulty, poses=key_poses(r.clip, r.analysis),
+        reps=rep_rows(r.analysis), worst=worst, picked_by_faults=picked.faulty,
+        poses=key_poses(r.clip, r.analysis),
         key_svg=key_measure_svg(r.clip, r.analysis, worst), debug=_debug(r))
 
 
@@ -632,14 +658,18 @@ def _template() -> jinja2.Template:
 
 
 def render_page(reports: Sequence[ClipReport], title: str = "WavePose report",
-                provenance: Provenance | None = None) -> str:
-    """The complete HTML document: provenance, glossary, overview, one section per clip
-    (clips with warnings first, otherwise in the given order)."""
-    sections = [_section(dataclasses.replace(r, checks=r.checked()), f"clip-{i + 1}")
-                for i, r in enumerate(reports)]
+                provenance: Provenance | None = None,
+                not_coached: Sequence[tuple[Clip, str]] = ()) -> str:
+    """The complete HTML document: provenance, glossary, overview, the clips with nothing to
+    coach (`not_coached`: clip and reason), one section per clip (clips with warnings first,
+    otherwise in the given order)."""
+    sections = [_section(r, f"clip-{i + 1}") for i, r in enumerate(reports)]
     ordered = sorted(sections, key=lambda s: s.checks.passed)  # stable: warnings first
     return _template().render(
         title=title, sections=ordered, provenance=(provenance or Provenance()).completed(),
+        not_coached=[{"video_id": c.video_id, "source": c.source, "exercise": c.exercise,
+                      "reason": reason} for c, reason in not_coached],
+        set_rule=faults_lib.SET_RULE,
         grade_meaning=grade_meaning(), torso_cm=f"{TORSO_CM:.0f}",
         phase_colors=PHASE_COLORS, phase_labels=PHASE_LABELS,
         tempo_tolerance=(f"{checks_lib.TEMPO_TOLERANCE_SEC:g} s or "
@@ -647,6 +677,7 @@ def render_page(reports: Sequence[ClipReport], title: str = "WavePose report",
 
 
 def write_report(path: str | os.PathLike, reports: Sequence[ClipReport],
-                 title: str = "WavePose report", provenance: Provenance | None = None) -> None:
+                 title: str = "WavePose report", provenance: Provenance | None = None,
+                 not_coached: Sequence[tuple[Clip, str]] = ()) -> None:
     """Renders the page of `reports` and writes it atomically to `path`."""
-    write_atomic(path, render_page(reports, title, provenance))
+    write_atomic(path, render_page(reports, title, provenance, not_coached))

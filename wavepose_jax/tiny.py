@@ -18,9 +18,10 @@ What it is:
     4 heads / 2 KV heads, intermediate 384 (about 1.1M parameters).
   * Pre-training: a short next-token run (all parameters) on chat transcripts whose user turn
     is the compact prompt of fine-tuning with random grade and tempo and whose assistant turn
-    is a coaching text from `faults.compose_feedback` with random faults. The base therefore knows the domain's
-    language and the chat format, but nothing about any particular clip: which faults a clip
-    has can only reach the text through the motion bridge during fine-tuning.
+    is a coaching text from `text.compose_feedback` with random faults. The base therefore
+    knows the domain's language and the chat format, but nothing about any particular clip:
+    which faults a clip has can only reach the text through the motion bridge during
+    fine-tuning.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def coaching_corpus(n: int, seed: int) -> list[tuple[list[dict], str]]:
     and the rep-count sentence but no clue about faults.
     """
     from wavepose_jax.data import faults as faults_lib
+    from wavepose_jax.data import text as text_lib
     from wavepose_jax.prompt import PhysicsSummary, build_messages
 
     rng = np.random.default_rng(seed)
@@ -104,7 +106,7 @@ def coaching_corpus(n: int, seed: int) -> list[tuple[list[dict], str]]:
             exercise=exercise, reps=reps, grade=str(rng.choice(list("ABCDF"))), overall=None,
             smoothness=None, control=None, consistency=None, tempo_sec=round(tempo, 1),
             phases=(), dominant_hz=None)
-        text = faults_lib.compose_feedback(exercise, reps, ids, tempo, rng)
+        text = text_lib.compose_feedback(exercise, reps, ids, tempo, rng)
         pairs.append((build_messages(summary, compact=True), text))
     return pairs
 

@@ -36,6 +36,7 @@ from wavepose_jax import evaluate as evaluate_lib
 from wavepose_jax import run as run_lib
 from wavepose_jax import sharding as sharding_lib
 from wavepose_jax.data import othergen, synthetic
+from wavepose_jax.feedback import feedback
 from wavepose_jax.models import wavellm
 from wavepose_jax.sampler import Sampler
 from wavepose_jax.training import checkpoint as ckpt_lib
@@ -198,7 +199,8 @@ class Trainer:
         return {"val_loss": ce_sum / max(num_tokens, 1.0)}
 
     def samples(self) -> list[dict[str, str]]:
-        """Greedy feedback for the first validation clips (single-process runs)."""
+        """Greedy feedback for the first validation clips (single-process runs), grounded on
+        their measurement as every command grounds it (`feedback.feedback`)."""
         n = min(int(self.config.train.num_eval_samples), len(self.val_src))
         if n == 0:
             return []
@@ -208,7 +210,8 @@ class Trainer:
                                  np.stack([e.inputs.frame_mask for e in examples]))
         texts = sampler.generate(soft, [e.inputs.prompt_ids for e in examples],
                                  max_new_tokens=int(self.config.eval.max_new_tokens)).texts
-        return [{"video_id": e.info.video_id, "generated": text,
+        return [{"video_id": e.info.video_id,
+                 "generated": feedback(text, e.inputs.measurement).text,
                  "reference": e.info.language} for e, text in zip(examples, texts)]
 
     # -- loop ------------------------------------------------------------------------------------

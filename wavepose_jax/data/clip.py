@@ -111,6 +111,8 @@ class Clip:
       keypoint_aspect: what x of `keypoints` is multiplied by to share one unit with y (image
         width / height for keypoints normalised separately by width and height, from
         ``image_size``; else 1).
+      coverage: name -> the fraction of frames the channel was measured in rather than
+        filled by interpolation (``null`` values, unreliable keypoints; 0 when absent).
       meta: every other key of the file, unchanged.
     """
 
@@ -129,11 +131,13 @@ class Clip:
     confidence: np.ndarray | None = None
     keypoint_aspect: float = 1.0
     meta: dict = dataclasses.field(default_factory=dict)
+    coverage: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def model_input(self, seq_len: int = 300, *, normalization: str = "physical",
                     target_fps: float | None = None,
                     rep_channels: bool = False,
-                    fault_channels: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                    fault_channels: bool = False,
+                    analysis: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Normalised, optionally resampled, padded/truncated signals for the encoder.
 
         Args:
@@ -145,6 +149,7 @@ class Clip:
             (``waves.rep_channels``: rep phase, relative duration, descent, depth, lockout).
           fault_channels: append the rules' verdicts as per-frame channels
             (``faults.fault_channels``: each rep's faults on its frames, the clip's on all).
+          analysis: the clip's ``waves.analyze_reps`` result, when the caller has it.
 
         Returns:
           waves: float32 [seq_len, C]: the 7 signals in ``SIGNAL_NAMES`` order (absent
@@ -160,7 +165,7 @@ class Clip:
             # pylint: disable=import-outside-toplevel
             from wavepose_jax.data import faults as faults_lib
             from wavepose_jax.data import waves as waves_lib
-            analysis = waves_lib.analyze_reps(self.signals, self.fps, self.exercise)
+            analysis = analysis or waves_lib.analyze_reps(self.signals, self.fps, self.exercise)
             extra = ([waves_lib.rep_channels(analysis)] if rep_channels else []) + (
                 [faults_lib.fault_channels(analysis)] if fault_channels else [])
             waves = np.concatenate([waves, *extra], -1)
@@ -399,11 +404,15 @@ def _video_id(d: dict, src: str) -> str:
 
 
 def _signals(d: dict, fps: float, src: str):
-    """Returns (signals, present, keypoints, confidence) from the file's signals and keypoints."""
+    """Returns (signals, present, keypoints, confidence, coverage) from the file's signals and
+    keypoints."""
     given: dict[str, np.ndarray] = {}
+    coverage: dict[str, float] = {}
     for name in SIGNAL_NAMES:
         if d.get(name) is not None:
-            given[name] = _fill_gaps(_numeric_array(d[name], (None,), src, name))
+            raw = _numeric_array(d[name], (None,), src, name)
+            coverage[name] = float(np.isfinite(raw).mean())
+            given[name] = _fill_gaps(raw)
     lengths = {name: x.shape[0] for name, x in given.items()}
     if len(set(lengths.values())) > 1:
         raise ClipError(src, "signals", f"channels have different lengths {lengths}")
@@ -422,9 +431,11 @@ def _signals(d: dict, fps: float, src: str):
             derived = pose.keypoints_to_signals(keypoints, confidence, fps, aspect_ratio=aspect)
         except ValueError as e:
             raise ClipError(src, "keypoints", str(e)) from None
+        measured = pose.signal_coverage(keypoints, confidence)
         for name, x in derived.items():
             if name not in given or np.isnan(given[name]).all():
                 given[name] = x
+                coverage[name] = measured[name]
     elif d.get("confidence") is not None:
         raise ClipError(src, "confidence", "given without keypoints")
 
@@ -438,7 +449,8 @@ def _signals(d: dict, fps: float, src: str):
         signals[name] = x.astype(np.float32) if present[name] else np.zeros(n_frames, np.float32)
     if not any(present.values()):
         raise ClipError(src, "signals", "every channel is entirely null")
-    return signals, present, _as_f32(keypoints), _as_f32(confidence)
+    coverage = {name: coverage.get(name, 0.0) if present[name] else 0.0 for name in SIGNAL_NAMES}
+    return signals, present, _as_f32(keypoints), _as_f32(confidence), coverage
 
 
 def _aspect_ratio(d: dict, keypoints: np.ndarray, src: str) -> float:
@@ -509,7 +521,7 @@ def _clip_from_dict(d: dict, source: str) -> Clip:
         raise ClipError(source, "<root>", f"expected a JSON object, got {_type_name(d)}")
     fps = _fps(d, source)
     exercise = _exercise(d, source)
-    signals, present, keypoints, confidence = _signals(d, fps, source)
+    signals, present, keypoints, confidence, coverage = _signals(d, fps, source)
     n_frames = next(iter(signals.values())).shape[0]
     if n_frames / fps > MAX_DURATION_SEC:
         raise ClipError(source, "fps", f"{n_frames} frames at {fps:g} fps last "
@@ -538,6 +550,7 @@ def _clip_from_dict(d: dict, source: str) -> Clip:
         confidence=confidence,
         keypoint_aspect=1.0 if keypoints is None else _aspect_ratio(d, keypoints, source),
         meta={k: v for k, v in d.items() if k not in _KNOWN_KEYS},
+        coverage=coverage,
     )
 
 

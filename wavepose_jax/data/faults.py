@@ -1,24 +1,22 @@
-"""Fault vocabulary: measurable technique faults, their canonical phrases, and coaching text.
+"""Fault vocabulary and rules: measurable technique faults, their phrases, and the verdicts.
 
-Every fault is a rule on the measurements of `waves.analyze_reps` (side view, 7 signals). A
-per-rep rule marks a clip when at least half of its reps break it (complete reps only, when the
-clip has any); `uneven_tempo` is a clip-level rule. Each fault has one canonical phrase; the
-ground-truth coaching text (`compose_feedback`) names every fault of a clip with its phrase
-verbatim and no other, so `faults_from_text` reads the faults back out of any text, including
-text a model generated. No phrase contains another, no praise or cue sentence contains a
-phrase, and no phrasing negates one ("no shallow depth").
+Every fault is a rule on the measurements of `waves.analyze_reps` (side view, 7 signals) and has
+one canonical phrase (`phrase_for`), which coaching text names it by (`data/text.py` reads and
+writes the phrases). A per-rep rule is judged on every rep (`rep_faults`); `uneven_tempo` is
+judged on the set.
 
-Per rep: `per_rep_faults` lists the per-rep rules each rep breaks, and `compose_feedback`
-says which reps a clip fault hit when it did not hit them all, right after its phrase
-("shallow depth on reps 3 and 4", "incomplete lockout on every rep but rep 2");
-`rep_faults_from_text` reads that back (a phrase without a rep list means every rep).
+When a set has a fault (`SET_RULE`, the one definition every part of the project uses: the
+coaching text, the checks, the report's fault table and its rep-by-rep table): a per-rep fault
+when at least half of the set's complete reps break its rule (all its reps when none is
+complete); `uneven_tempo` when the durations of those reps vary by more than `MAX_TEMPO_CV`
+(at least 3 reps). `verdicts` gives, per fault, the reps that break the rule and whether the
+set has the fault; `detect_faults` lists the set's faults.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 
@@ -92,7 +90,8 @@ _PER_REP_RULES: dict[str, Callable[[Rep], bool]] = {
 PER_REP_FAULTS: frozenset[str] = frozenset(_PER_REP_RULES)
 
 
-def _exercise(exercise: str) -> str:
+def exercise_id(exercise: str) -> str:
+    """The canonical id of an exercise name or alias; ValueError for an unknown one."""
     ex = canonical_exercise(exercise)
     if ex is None:
         raise ValueError(f"unknown exercise {exercise!r}; expected one of {EXERCISES}")
@@ -101,7 +100,7 @@ def _exercise(exercise: str) -> str:
 
 def faults_for(exercise: str) -> list[Fault]:
     """The faults that apply to an exercise, in vocabulary order."""
-    ex = _exercise(exercise)
+    ex = exercise_id(exercise)
     return [f for f in FAULTS.values() if f.exercise in (ex, ANY_EXERCISE)]
 
 
@@ -125,22 +124,58 @@ def wave_features(signals: dict[str, np.ndarray], fps: float, exercise: str, *,
     return features
 
 
-def detect_faults(analysis: RepAnalysis) -> list[str]:
-    """Fault ids of a clip by the rules, in vocabulary order."""
-    reps = [r for r in analysis.reps if r.complete] or analysis.reps
-    if not reps:
-        return []
-    out = []
+SET_RULE = ("a set has a fault when at least half of its complete reps break the rule (all "
+            "its reps when none is complete); uneven tempo when those reps' durations vary by "
+            f"more than {MAX_TEMPO_CV:.0%} (at least 3 reps)")
+
+
+@dataclasses.dataclass(frozen=True)
+class FaultVerdict:
+    """What the rules say about one fault of a set.
+
+    Attributes:
+      id: the fault id.
+      reps: numbers (from 1, every rep of the analysis) of the reps that break its rule;
+        empty for the set-level `uneven_tempo`.
+      counted: how many reps the set's verdict counts (`RepAnalysis.counted`: the complete
+        reps, or every rep when none is complete).
+      hits: how many of the counted reps break the rule.
+      present: whether the set has the fault (`SET_RULE`).
+    """
+
+    id: str
+    reps: tuple[int, ...]
+    counted: int
+    hits: int
+    present: bool
+
+    @property
+    def per_rep(self) -> bool:
+        """Whether the fault is judged rep by rep (every fault but `uneven_tempo`)."""
+        return self.id in PER_REP_FAULTS
+
+
+def verdicts(analysis: RepAnalysis) -> dict[str, FaultVerdict]:
+    """The rules' verdict on every fault of the analysis's exercise, in vocabulary order."""
+    counted = analysis.counted
+    out = {}
     for fault in faults_for(analysis.exercise):
-        if fault.id in _PER_REP_RULES:
-            hits = sum(_PER_REP_RULES[fault.id](r) for r in reps)
-            if 2 * hits >= len(reps):
-                out.append(fault.id)
-        elif fault.id == "uneven_tempo" and len(reps) >= 3:
-            d = np.array([r.duration_sec for r in reps])
-            if d.mean() > 0 and d.std() / d.mean() > MAX_TEMPO_CV:
-                out.append(fault.id)
+        rule = _PER_REP_RULES.get(fault.id)
+        if rule is not None:
+            reps = tuple(i + 1 for i, r in enumerate(analysis.reps) if rule(r))
+            hits = sum(bool(rule(r)) for r in counted)
+            present = bool(counted) and 2 * hits >= len(counted)
+        else:  # uneven_tempo: the set's rep durations
+            reps, hits = (), 0
+            d = np.array([r.duration_sec for r in counted])
+            present = len(counted) >= 3 and d.mean() > 0 and d.std() / d.mean() > MAX_TEMPO_CV
+        out[fault.id] = FaultVerdict(fault.id, reps, len(counted), hits, bool(present))
     return out
+
+
+def detect_faults(analysis: RepAnalysis) -> list[str]:
+    """Fault ids the set has by the rules (`SET_RULE`), in vocabulary order."""
+    return [f for f, v in verdicts(analysis).items() if v.present]
 
 
 # The rules' verdicts as per-frame encoder channels (`Clip.model_input(fault_channels=True)`):
@@ -168,214 +203,8 @@ def fault_channels(analysis: RepAnalysis) -> np.ndarray:
     return out
 
 
-# ----------------------------------------------------------------------------- text <-> faults
-
-
-def _normalize(text: str) -> str:
-    """Lower case, every non-alphanumeric run -> one space, padded with spaces."""
-    return " " + " ".join(re.sub(r"[^a-z0-9]+", " ", text.lower()).split()) + " "
-
-
 def phrase_for(fault_id: str) -> str:
     """The canonical phrase of a fault id."""
     if fault_id not in FAULTS:
         raise KeyError(f"unknown fault id {fault_id!r}")
     return FAULTS[fault_id].phrase
-
-
-def fault_from_phrase(phrase: str) -> str | None:
-    """The fault id whose canonical phrase this is (case/punctuation-insensitive), or None."""
-    key = _normalize(phrase)
-    return next((f.id for f in FAULTS.values() if _normalize(f.phrase) == key), None)
-
-
-def faults_from_text(text: str, exercise: str | None = None) -> list[str]:
-    """Fault ids whose canonical phrase occurs in the text, in vocabulary order.
-
-    Args:
-      text: feedback text (ground truth or generated).
-      exercise: when given, only that exercise's faults are looked for.
-    """
-    pool = faults_for(exercise) if exercise is not None else list(FAULTS.values())
-    norm = _normalize(text)
-    return [f.id for f in pool if _normalize(f.phrase) in norm]
-
-
-_NUMBER_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
-                 "fourteen fifteen sixteen seventeen eighteen nineteen twenty").split()
-_REPS_RE = re.compile(
-    r"(?<![\w.])(\d+|" + "|".join(_NUMBER_WORDS) + r")\s+(?:(?:full|good|clean|solid)\s+)?"
-    r"(?:reps?|repetitions?)\b", re.IGNORECASE)
-
-
-_REP_LIST_RE = re.compile(r" on (every rep but )?reps? (\d+(?: \d+)*(?: and \d+)?) ")
-
-
-def rep_list(faulty: Sequence[bool]) -> str:
-    """Which reps a fault hit, as the composer writes it after the phrase ("" for every rep).
-
-    Reps are numbered from 1; the shorter of naming the reps hit and naming the others wins:
-    " on rep 3", " on reps 3 and 4", " on every rep but reps 2 and 5".
-    """
-    hit = [i + 1 for i, f in enumerate(faulty) if f]
-    spared = [i + 1 for i, f in enumerate(faulty) if not f]
-    if not spared or not hit:
-        return ""
-    named, prefix = (hit, " on ") if len(hit) <= len(spared) else (spared, " on every rep but ")
-    numbers = [str(i) for i in named]
-    return f"{prefix}{'rep' if len(numbers) == 1 else 'reps'} {_join(numbers)}"
-
-
-def rep_faults_from_text(text: str, reps: int, exercise: str | None = None) -> list[list[str]]:
-    """Per rep (1..`reps`), the faults a text names for it, in vocabulary order.
-
-    A fault phrase followed by a rep list (`rep_list`) applies to those reps; a phrase without
-    one applies to every rep. Rep numbers outside 1..`reps` are ignored.
-    """
-    pool = faults_for(exercise) if exercise is not None else list(FAULTS.values())
-    norm = _normalize(text)
-    out: list[list[str]] = [[] for _ in range(max(int(reps), 0))]
-    for fault in pool:
-        phrase = _normalize(fault.phrase)
-        at = norm.find(phrase)
-        if at < 0:
-            continue
-        m = _REP_LIST_RE.match(norm, at + len(phrase) - 1)
-        named = set(range(1, len(out) + 1))
-        if m is not None:
-            listed = {int(x) for x in re.findall(r"\d+", m.group(2))}
-            named = named - listed if m.group(1) else named & listed
-        for i in sorted(named):
-            out[i - 1].append(fault.id)
-    return out
-
-
-def reps_from_text(text: str) -> int | None:
-    """The first rep count stated in a text ("8 reps", "eight reps"), or None."""
-    m = _REPS_RE.search(text)
-    if m is None:
-        return None
-    word = m.group(1).lower()
-    return int(word) if word.isdigit() else _NUMBER_WORDS.index(word)
-
-
-# ----------------------------------------------------------------------------- composer
-
-_EXERCISE_NAMES = {"squat": "squats", "pushup": "push-ups", "deadlift": "deadlifts",
-                   "press": "overhead presses"}
-
-_REP_SENTENCES = (
-    "You completed {n} {rw} of {ex} at about {t} seconds per rep.",
-    "I counted {n} {rw}, averaging {t} s each.",
-    "That set of {ex} had {n} {rw} at a pace of roughly {t} seconds per rep.",
-    "{n} {rw} of {ex} logged, each taking around {t} seconds.",
-    "Nice effort on {n} {rw} of {ex}; your tempo averaged {t} s per rep.",
-    "You moved through {n} {rw} of {ex} at roughly {t} seconds per rep.",
-)
-_FAULT_SENTENCES = (
-    ("The main thing to fix is {f}.", "The main things to fix are {f}."),
-    ("I noticed {f} in this set.", "I noticed {f} in this set."),
-    ("Watch for {f}.", "Watch for {f}."),
-    ("Your form showed {f}.", "Your form showed {f}."),
-    ("Work on correcting the {f}.", "Work on correcting the {f}."),
-)
-_CUES: dict[str, tuple[str, ...]] = {
-    "shallow_depth": ("Sit lower until your hips pass your knees.",
-                      "Aim to break parallel on every rep."),
-    "incomplete_lockout": ("Stand all the way up and squeeze your glutes at the top.",
-                           "Finish each rep with straight knees."),
-    "pushup_partial_range": ("Lower until your chest nearly touches the floor.",
-                             "Bring your chest down to fist height from the floor."),
-    "pushup_hip_sag": ("Brace your abs and glutes to keep a straight plank.",
-                       "Keep your body in one line from shoulders to heels."),
-    "deadlift_incomplete_lockout": ("Drive your hips through and stand tall at the top.",
-                                    "Finish with the hips fully extended."),
-    "deadlift_hips_rise_early": ("Push the floor away so hips and shoulders rise together.",
-                                 "Keep your chest up as you leave the bottom."),
-    "press_incomplete_lockout": ("Press until your elbows are straight and the bar is over your "
-                                 "head.", "Finish with arms straight overhead."),
-    "press_incomplete_lowering": ("Bring the bar back down to your shoulders each rep.",
-                                  "Lower to the front rack before pressing again."),
-    "fast_eccentric": ("Take about two seconds on the way down.",
-                       "Slow the lowering and stay in control."),
-    "uneven_tempo": ("Keep the same rhythm from the first rep to the last.",
-                     "Try counting a steady beat for every rep."),
-}
-_PRAISE: dict[str, tuple[str, ...]] = {
-    "squat": ("Depth and lockout looked solid on every rep.",
-              "You hit good depth and stood all the way up each time."),
-    "pushup": ("Your body stayed in a straight line and your chest came close to the floor.",
-               "Great full push-ups with a rigid plank throughout."),
-    "deadlift": ("Hips and shoulders rose together and you stood tall at the top.",
-                 "You finished every pull with the hips fully extended."),
-    "press": ("You locked out overhead and brought the bar back to your shoulders every rep.",
-              "Full presses from the shoulders to straight arms overhead."),
-}
-_TEMPO_PRAISE = ("The lowering stayed controlled and the rhythm was consistent.",
-                 "Your tempo was steady with a controlled way down.",
-                 "Good control on the way down and a consistent rhythm.")
-_CLOSINGS_CLEAN = ("Keep it up.", "Nice work, keep building on this.",
-                   "Keep this quality in your next set.")
-_CLOSINGS_FAULTS = ("Fix these and the set will look much cleaner.",
-                    "Film your next set to check the change.", "You are close, keep at it.")
-MIN_WORDS, MAX_WORDS = 25, 60
-
-
-def _join(items: Sequence[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def _words(sentences: Sequence[str]) -> int:
-    return sum(len(s.split()) for s in sentences)
-
-
-def compose_feedback(exercise: str, reps: int, faults: Sequence[str], tempo_sec_per_rep: float,
-                     rng: np.random.Generator,
-                     rep_faults: Sequence[Sequence[str]] | None = None) -> str:
-    """Ground-truth coaching text: rep count (digits), tempo, every fault by its phrase.
-
-    Args:
-      exercise: exercise id or alias.
-      reps: rep count (stated with digits, e.g. "8 reps").
-      faults: fault ids of the clip (any order; each must apply to the exercise).
-      tempo_sec_per_rep: mean rep duration in seconds.
-      rng: picks among the phrasings.
-      rep_faults: optional, per rep (`reps` entries) the faults that rep shows; a clip fault
-        that misses some reps is followed by the reps it hit (`rep_list`).
-
-    Returns:
-      1-4 sentences, `MIN_WORDS`..`MAX_WORDS` words.
-    """
-    ex = _exercise(exercise)
-    allowed = {f.id for f in faults_for(ex)}
-    bad = [f for f in faults if f not in allowed]
-    if bad:
-        raise ValueError(f"faults {bad} do not apply to {ex}; "
-                                          f"expected a subset of {sorted(allowed)}")
-    if rep_faults is not None and len(rep_faults) != int(reps):
-        raise ValueError(f"rep_faults has {len(rep_faults)} entries for {int(reps)} reps")
-    ordered = [f.id for f in faults_for(ex) if f.id in set(faults)]
-
-    def pick(options: Sequence[str]) -> str:
-        return options[int(rng.integers(len(options)))]
-
-    rep_sentence = pick(_REP_SENTENCES).format(
-        n=int(reps), rw="rep" if int(reps) == 1 else "reps", ex=_EXERCISE_NAMES[ex],
-        t=f"{float(tempo_sec_per_rep):.1f}")
-    sentences = [rep_sentence[0].upper() + rep_sentence[1:]]
-    if not ordered:
-        sentences += [pick(_PRAISE[ex]), pick(_TEMPO_PRAISE)]
-        closing = pick(_CLOSINGS_CLEAN)
-    else:
-        one, many = _FAULT_SENTENCES[int(rng.integers(len(_FAULT_SENTENCES)))]
-        phrases = [phrase_for(f) + ("" if rep_faults is None or f not in _PER_REP_RULES else
-                                    rep_list([f in r for r in rep_faults])) for f in ordered]
-        sentences.append((one if len(phrases) == 1 else many).format(f=_join(phrases)))
-        cue = pick(_CUES[ordered[int(rng.integers(len(ordered)))]])
-        if _words(sentences + [cue]) <= MAX_WORDS:
-            sentences.append(cue)
-        closing = pick(_CLOSINGS_FAULTS)
-    if len(sentences) < 4 and (_words(sentences) < MIN_WORDS or rng.random() < 0.5) and \
-            _words(sentences + [closing]) <= MAX_WORDS:
-        sentences.append(closing)
-    return " ".join(sentences)

@@ -47,6 +47,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from wavepose_jax.data import faults as fault_rules
+from wavepose_jax.data import text as text_lib
 from wavepose_jax.data.schema import EXERCISES, canonical_exercise
 
 BENCHMARK = "othergen"     # the `benchmark` field of every clip written here
@@ -541,8 +542,8 @@ def generate_clip(rng_or_seed: np.random.Generator | int | Sequence[int], exerci
         "keypoints": _round(kp, 5 if normalised else 1), "confidence": _round(conf, 2),
         "reps": n, "faults": list(truth.faults),
         "rep_faults": [list(r) for r in truth.rep_faults],
-        "LANGUAGE": fault_rules.compose_feedback(truth.exercise, n, truth.faults, tempo, rng,
-                                                 rep_faults=truth.rep_faults),
+        "LANGUAGE": text_lib.compose_feedback(truth.exercise, n, truth.faults, tempo, rng,
+                                              rep_faults=truth.rep_faults),
     }
     return clip
 

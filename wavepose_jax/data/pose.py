@@ -207,3 +207,35 @@ def keypoints_to_signals(
             smoothed = _smooth(np.stack([signals[k] for k in whole], -1), fps)
             signals.update({k: smoothed[:, i] for i, k in enumerate(whole)})
     return {k: v.astype(np.float32) for k, v in signals.items()}
+
+
+# The joints each signal is measured from (on one side; a midpoint needs either side's joint,
+# an angle all three joints of one side).
+_SIGNAL_JOINTS: dict[str, tuple[str, ...]] = {
+    "trajectory": ("hip",), "legs_trajectory": ("knee",), "shoulder_trajectory": ("shoulder",),
+    "back_trajectory": ("shoulder", "hip", "knee"),
+    "knee_angle_trajectory": ("hip", "knee", "ankle"),
+    "arm_Trajectory": ("wrist",), "core_": ("shoulder", "hip"),
+}
+
+
+def signal_coverage(keypoints: np.ndarray, confidence: np.ndarray | None = None, *,
+                    conf_threshold: float = 0.3) -> dict[str, float]:
+    """Per signal, the fraction of frames it is measured in rather than interpolated.
+
+    A frame measures a signal when, on at least one side, every joint it needs is reliable
+    (finite, with confidence >= `conf_threshold`, as in `keypoints_to_signals`).
+
+    Args:
+      keypoints: [T, 17, 2]; confidence: [T, 17] or None (every finite keypoint reliable).
+    """
+    kp = np.asarray(keypoints, np.float64)
+    conf = np.ones(kp.shape[:2]) if confidence is None else np.nan_to_num(
+        np.asarray(confidence, np.float64), nan=0.0)
+    reliable = np.isfinite(kp).all(-1) & (conf >= conf_threshold)  # [T, 17]
+    out = {}
+    for name in SIGNAL_NAMES:
+        sides = [np.all([reliable[:, _J[f"{side}_{j}"]] for j in _SIGNAL_JOINTS[name]], axis=0)
+                 for side in ("left", "right")]
+        out[name] = float(np.mean(sides[0] | sides[1])) if kp.shape[0] else 0.0
+    return out

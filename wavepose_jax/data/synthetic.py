@@ -53,6 +53,7 @@ import numpy as np
 from tqdm import tqdm
 
 from wavepose_jax.data import faults as fault_rules
+from wavepose_jax.data import text as text_lib
 from wavepose_jax.data import pose, waves
 from wavepose_jax.data.schema import EXERCISES, canonical_exercise
 
@@ -610,8 +611,7 @@ def generate_clip(rng_or_seed: np.random.Generator | int | Sequence[int],
             break
     analysis, signals = out["analysis"], out["signals"]
     features = fault_rules.wave_features(signals, spec.fps, spec.exercise, analysis=analysis)
-    counted = [r for r in analysis.reps if r.complete] or analysis.reps
-    tempo = float(np.mean([r.duration_sec for r in counted])) if counted else 0.0
+    tempo = analysis.tempo_sec or 0.0
     rep_faults = out["rep_faults"] if len(out["rep_faults"]) == spec.reps else None
     clip = {"video_id": video_id or f"synth-{int(rng.integers(1 << 62)):016x}",
             "exercise": spec.exercise, "fps": spec.fps,
@@ -626,8 +626,8 @@ def generate_clip(rng_or_seed: np.random.Generator | int | Sequence[int],
         clip["image_size"] = list(out["image_size"])
     clip.update({name: _round(v, 4) for name, v in signals.items()})
     clip["wave_features"] = features
-    clip["LANGUAGE"] = fault_rules.compose_feedback(spec.exercise, spec.reps, out["faults"],
-                                                    tempo, rng, rep_faults=rep_faults)
+    clip["LANGUAGE"] = text_lib.compose_feedback(spec.exercise, spec.reps, out["faults"],
+                                                 tempo, rng, rep_faults=rep_faults)
     return clip
 
 

@@ -53,6 +53,9 @@ PRIMARY_SIGNAL: dict[str, str] = {
     "deadlift": "back_trajectory",     # hip angle: the hinge closes at the bottom
     "press": "arm_Trajectory",         # wrist height: overhead lockout at the top
 }
+# What each primary signal is, in words (for the reason a clip has no reps).
+PRIMARY_LABEL: dict[str, str] = {"squat": "knee angle", "pushup": "shoulder height",
+                                 "deadlift": "hip angle", "press": "wrist height"}
 # Where each exercise turns: squats, push-ups and deadlifts rest at the top and turn at the
 # bottom; the press rests at the shoulders and turns at the top. Used to break ties only.
 TURN_AT: dict[str, str] = {"squat": "bottom", "pushup": "bottom", "deadlift": "bottom",
@@ -129,6 +132,18 @@ class RepAnalysis:
     turn: str             # "bottom" or "top": where the reps turned
     period_sec: float     # tempo estimate (autocorrelation)
     num_frames: int
+    no_reps: str = ""     # why no rep was found ("" when there are reps)
+
+    @property
+    def counted(self) -> list[Rep]:
+        """The reps a set's figures count: the complete ones, or all when none is complete."""
+        return [r for r in self.reps if r.complete] or list(self.reps)
+
+    @property
+    def tempo_sec(self) -> float | None:
+        """Seconds per rep: the mean duration of the counted reps (None without reps)."""
+        counted = self.counted
+        return float(np.mean([r.duration_sec for r in counted])) if counted else None
 
 
 def _fill(x: np.ndarray) -> np.ndarray:
@@ -271,23 +286,35 @@ def analyze_reps(signals: dict[str, np.ndarray], fps: float, exercise: str) -> R
     primary_name = PRIMARY_SIGNAL[ex]
     raw = np.asarray(signals[primary_name], dtype=np.float64)
     n = raw.size
-    empty = RepAnalysis(ex, fps, [], [], TURN_AT[ex], n / fps if fps else 0.0, n)
-    if n < 3 or not np.isfinite(raw).any():
-        return empty
+    label = PRIMARY_LABEL[ex]
+
+    def empty(why: str) -> RepAnalysis:
+        period = n / fps if fps else 0.0
+        return RepAnalysis(ex, fps, [], [], TURN_AT[ex], period, n, no_reps=why)
+
+    if n < 3:
+        return empty(f"the clip has {n} frame{'' if n == 1 else 's'} ({n / fps:.3g} s): too "
+                     "short for a rep, which goes down and back up")
+    if not np.isfinite(raw).any():
+        return empty(f"the {label} is missing in every frame")
     x = _smooth(_fill(raw), fps)
     period = estimate_period(x, fps)
-    empty.period_sec = period
     if primary_name not in ANGLE_SIGNALS:
         x = _detrend(x, period * fps, rest_high=TURN_AT[ex] == "bottom")
     lo, hi = np.percentile(x, [2, 98])
     kind = "angle" if primary_name in ANGLE_SIGNALS else "position"
     if hi - lo < MIN_RANGE[kind]:
-        return empty
+        unit = " deg" if kind == "angle" else " torso lengths"
+        return dataclasses.replace(empty(
+            f"no movement to count: the {label} varies by {hi - lo:.2g}{unit}, less than "
+            f"the {MIN_RANGE[kind]:g}{unit} of the smallest rep"), period_sec=period)
     piv = _pivots(x, fps, period)
     counts = {k: sum(1 for _, kk in piv if kk == k) for k in ("top", "bottom")}
     n_reps = min(counts.values())
     if n_reps == 0:
-        return empty
+        return dataclasses.replace(empty(
+            f"no rep: the {label} moves but never goes to a turning point and back"),
+            period_sec=period)
     if counts["top"] == counts["bottom"]:
         turn = TURN_AT[ex]
     else:
