@@ -472,6 +472,8 @@ def run(args) -> dict:
     from wavepose_jax import run as run_lib
     from wavepose_jax import sharding as sharding_lib
     from wavepose_jax.configs import base as base_config
+    from wavepose_jax.spec import RunSpec
+    from wavepose_jax.training.loss import LossWeights
     from wavepose_jax.models import wavellm
     from wavepose_jax.training import distributed, metrics as metrics_lib
     from wavepose_jax.training import state as state_lib
@@ -503,9 +505,10 @@ def run(args) -> dict:
     tmp = tempfile.TemporaryDirectory()
     hf_llm.save_pretrained(tmp.name)
     config.llm.path = tmp.name
+    config = RunSpec.from_config(config)  # what train.py makes of the config
 
     # JAX: the objects train.py builds.
-    mesh = sharding_lib.make_mesh(dict(config.mesh))
+    mesh = sharding_lib.make_mesh(config.mesh.axes())
     model = run_lib.new_model(config, mesh)
     counts = {k: int(v) for k, v in wavellm.param_counts(model).items()}
     host_batch = make_batch(shape)
@@ -523,7 +526,8 @@ def run(args) -> dict:
     n_lora = copy_lora(peft_llm, model.llm)
     t_model = WaveLLMTorch(t_enc, t_br, peft_llm)
 
-    state = state_lib.create_train_state(model, config, mesh)
+    state = state_lib.create_train_state(model, config.train,
+                                         LossWeights.of(config.train, config.data.target_fps), mesh)
     tb = {
         "waves": torch.from_numpy(np.asarray(host_batch.waves)),
         "frames": torch.from_numpy(np.asarray(host_batch.frame_mask)),

@@ -189,6 +189,8 @@ def main() -> int:
     from wavepose_jax import generate as gen
     from wavepose_jax import sharding as sharding_lib
     from wavepose_jax.configs import base as base_config
+    from wavepose_jax.spec import RunSpec
+    from wavepose_jax.training.loss import LossWeights
     from wavepose_jax.models import wavellm
     from wavepose_jax.models.phi3 import Phi3Config, Phi3ForCausalLM
     from wavepose_jax.training import distributed
@@ -222,16 +224,18 @@ def main() -> int:
         config.llm.dtype = config.llm.param_dtype = "float32"
         config.encoder.update(d_model=32, num_layers=1, num_heads=4)
         config.lora.update(rank=4, alpha=8.0)
-    llm_config = Phi3Config.from_hf(phi35_mini_hf_config(args.tiny), **wavellm.llm_overrides(config))
-    mesh = sharding_lib.make_mesh(dict(config.mesh))
+    config = RunSpec.from_config(config)  # what train.py makes of the config
+    llm_config = Phi3Config.from_hf(phi35_mini_hf_config(args.tiny), **config.llm.compute())
+    mesh = sharding_lib.make_mesh(config.mesh.axes())
     box: dict = {}
 
     def build():
         start = time.perf_counter()
         llm = nnx.jit(lambda: Phi3ForCausalLM(llm_config, rngs=nnx.Rngs(0)))()
-        model = wavellm.build_wavellm(config, llm, mesh)
+        model = wavellm.build_wavellm(config.model, llm, mesh)
         counts = wavellm.param_counts(model)
-        box["state"] = state_lib.create_train_state(model, config, mesh)
+        box["state"] = state_lib.create_train_state(
+            model, config.train, LossWeights.of(config.train, config.data.target_fps), mesh)
         jax.block_until_ready(box["state"])
         box["counts"] = counts
         return {"params": counts, "base_bytes": _nbytes(nnx.state(llm, nnx.Param)),

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wavepose_jax import checks as checks_lib
-from wavepose_jax import evaluate, pipeline
+from wavepose_jax import dataset, evaluate
 from wavepose_jax import run as run_lib
 from wavepose_jax.data import text as text_lib
 from wavepose_jax.feedback import feedback
@@ -65,10 +65,10 @@ def main() -> None:
     args = parser.parse_args()
 
     run = run_lib.restore(args.ckpt)
-    source, _ = pipeline.load_examples(args.data, run.tokenizer, run.config)
+    source, _ = dataset.load_examples(args.data, run.tokenizer, run.spec.data)
     examples = [source[i] for i in range(len(source))]
     sampler = Sampler(run.model, run.tokenizer, run.stop_ids)
-    budget = int(run.config.eval.max_new_tokens)
+    budget = run.spec.eval.max_new_tokens
     greedy, zeroed, sampled = [], [], [[] for _ in examples]
     times = {"free": 0.0, "zeroed": 0.0, "best_of_n": 0.0}
     key = jax.random.key(0)

@@ -11,11 +11,12 @@ import sys
 import numpy as np
 import pytest
 
-from wavepose_jax import pipeline
+from wavepose_jax import dataset
+from wavepose_jax.files import list_clip_files
 from wavepose_jax.data import synthetic
 from wavepose_jax.data.clip import clip_error_line, load_clip
 from wavepose_jax.data.schema import SIGNAL_NAMES, ClipError
-from wavepose_jax.testing import build_tiny_run, tiny_run_config
+from wavepose_jax.testing import build_tiny_run, tiny_run_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -184,10 +185,10 @@ def test_training_scan_keeps_the_good_files(clip_dir, capsys):
     from wavepose_jax import hf
 
     directory, bad, good = clip_dir
-    config = tiny_run_config("wavepose_jax:assets/tiny-phi3")
-    tokenizer = hf.load_tokenizer(config.llm.path)
-    paths = pipeline.list_clip_files(directory)
-    kept, examples, errors = pipeline.scan_clips(paths, tokenizer, config)
+    spec = tiny_run_spec("wavepose_jax:assets/tiny-phi3")
+    tokenizer = hf.load_tokenizer(spec.llm.path)
+    paths = list_clip_files(directory)
+    kept, examples, errors = dataset.scan_clips(paths, tokenizer, spec.data)
     assert sorted(kept) == sorted(good) and len(examples) == 3
     assert len(errors) == len(bad)
     assert all(np.isfinite(e.inputs.waves).all() for e in examples)

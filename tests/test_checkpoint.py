@@ -165,39 +165,40 @@ def test_metrics_writer_sinks_and_mfu(tmp_path):
 
 
 def test_resume_equals_uninterrupted(tmp_path):
-    from wavepose_jax import pipeline
+    from wavepose_jax import dataset
     from wavepose_jax.data import synthetic
     from wavepose_jax.run import new_model
-    from wavepose_jax.testing import make_tiny_base, tiny_run_config
+    from wavepose_jax.testing import make_tiny_base, tiny_run_spec, train_state
     from wavepose_jax.training.checkpoint import base_record_of
-    from wavepose_jax.training.state import create_train_state
     from wavepose_jax.training.step import train_step
 
     tokenizer = make_tiny_base(tmp_path / "base")
     synthetic.write_dataset(tmp_path / "clips", 6, seed=1, exercises=["squat"], progress=False)
-    config = tiny_run_config(tmp_path / "base")
-    config.data.val_fraction = 0.0
-    train, _, _ = pipeline.prepare_dataset(tmp_path / "clips", tokenizer, config)
+    config = tiny_run_spec(tmp_path / "base").replace(data=dict(val_fraction=0.0))
+    train, _, _ = dataset.prepare_dataset(tmp_path / "clips", tokenizer, config.data, seed=0)
     model = new_model(config)
     record = base_record_of(model.llm, path=str(tmp_path / "base"))
-    init = create_train_state(model, config)
+    init = train_state(model, config)
     step = jax.jit(train_step)
     rng = jax.random.key(0)
+
+    def loader_():
+        return dataset.make_train_loader(train, batch_size=config.train.batch_size, seed=0)
 
     def run(state, loader, n):
         for _ in range(n):
             state, metrics = step(state, next(loader), rng)
         return state, float(metrics["loss"])
 
-    straight, straight_loss = run(init, pipeline.make_train_loader(train, config, seed=0), 4)
+    straight, straight_loss = run(init, loader_(), 4)
 
-    loader = pipeline.make_train_loader(train, config, seed=0)
+    loader = loader_()
     half, _ = run(init, loader, 2)
-    with Checkpointer(tmp_path / "work", config=config, base=record) as ckpt:
+    with Checkpointer(tmp_path / "work", config=config.to_dict(), base=record) as ckpt:
         ckpt.save(2, half.checkpoint_items(), data_iterator=loader)
     del half, loader   # the "crash"
 
-    loader = pipeline.make_train_loader(train, config, seed=0)
+    loader = loader_()
     with Checkpointer(tmp_path / "work", read_only=True) as ckpt:
         out = ckpt.restore(abstract_state=init.checkpoint_items(), data_iterator=loader,
                            base=record)
@@ -211,8 +212,8 @@ def test_resume_equals_uninterrupted(tmp_path):
     for a, b in zip(jax.tree.leaves(resumed.opt_state), jax.tree.leaves(straight.opt_state)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
     # Continuing from the initial state instead would not match: the restore mattered.
-    assert not np.allclose(jax.tree.leaves(run(init, pipeline.make_train_loader(
-        train, config, seed=0), 2)[0].params)[0], jax.tree.leaves(straight.params)[0])
+    assert not np.allclose(jax.tree.leaves(run(init, loader_(), 2)[0].params)[0],
+                           jax.tree.leaves(straight.params)[0])
 
 
 def test_metrics_writer_without_console_still_logs(tmp_path, capsys):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from wavepose_jax import cli, pipeline
+from wavepose_jax import cli, dataset
 from wavepose_jax import evaluate as evaluate_lib
 from wavepose_jax.data import faults as faults_lib
 from wavepose_jax.data import text as text_lib
@@ -34,9 +34,9 @@ def test_metric_functions_on_hand_made_texts():
     rng = np.random.default_rng(0)
     fault_ids = [f.id for f in faults_lib.faults_for("squat")][:2]
     text = text_lib.compose_feedback("squat", 6, fault_ids, 2.5, rng)
-    info = pipeline.ClipInfo("x.json", "x", "squat", text, tuple(fault_ids), 6,
+    info = dataset.ClipInfo("x.json", "x", "squat", text, tuple(fault_ids), 6,
                              rule_faults=tuple(fault_ids))
-    other = pipeline.ClipInfo("y.json", "y", "squat", "Nice set.", (), 4, rule_faults=())
+    other = dataset.ClipInfo("y.json", "y", "squat", "Nice set.", (), 4, rule_faults=())
     metrics = evaluate_lib.text_metrics([text, "4 reps, nice set."], [info, other])
     assert {k: v for k, v in metrics.items() if k != "per_fault"} == {
         "rep_accuracy": 1.0, "fault_precision": 1.0, "fault_recall": 1.0, "fault_f1": 1.0,
@@ -61,7 +61,7 @@ def test_per_fault_and_per_rep_scores():
                                            "support": 0}
     # Per rep: the truth is limited to the clip's faults (the 1-rep minority fault is not one).
     rep_faults = (("shallow_depth",), ("shallow_depth",), ("fast_eccentric",), ())
-    info = pipeline.ClipInfo("x.json", "x", "squat", "", ("shallow_depth",), 4,
+    info = dataset.ClipInfo("x.json", "x", "squat", "", ("shallow_depth",), 4,
                              rep_faults=rep_faults)
     exact = "I counted 4 reps. Watch for shallow depth on reps 1 and 2."
     assert evaluate_lib.rep_fault_accuracy([exact], [info]) == 1.0
@@ -69,7 +69,7 @@ def test_per_fault_and_per_rep_scores():
     assert evaluate_lib.rep_fault_accuracy([whole_set], [info]) == 0.5
     wrong_reps = "I counted 4 reps. Watch for shallow depth on rep 3 and rushed descent."
     assert evaluate_lib.rep_fault_accuracy([wrong_reps], [info]) == 0.0
-    unlabelled = pipeline.ClipInfo("y.json", "y", "squat", "", ("shallow_depth",), 4)
+    unlabelled = dataset.ClipInfo("y.json", "y", "squat", "", ("shallow_depth",), 4)
     assert evaluate_lib.rep_fault_accuracy([exact], [unlabelled]) is None
 
 

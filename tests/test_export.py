@@ -17,7 +17,7 @@ from flax import nnx
 from wavepose_jax import export, hf, peft_io
 from wavepose_jax.models.lora import DEFAULT_TARGETS, LoraConfig, apply_lora, trainable_filter
 from wavepose_jax.run import new_model
-from wavepose_jax.testing import call, reference_logits, tiny_run_config
+from wavepose_jax.testing import call, reference_logits, tiny_run_spec, train_state
 from wavepose_jax.training import checkpoint as ckpt_lib
 
 pytestmark = pytest.mark.reference  # against transformers' PyTorch Phi-3
@@ -153,13 +153,14 @@ def trained_run(exported, tmp_path_factory):
     """(workdir, model): a checkpoint of the tiny base whose trained parameters (encoder, bridge,
     LoRA with non-zero B) are a fresh init + 0.01, and the model holding those parameters."""
     base_dir = exported[0]
-    config = tiny_run_config(base_dir)
+    config = tiny_run_spec(base_dir)
     model = new_model(config)
-    params = jax.tree.map(lambda x: x + 0.01, nnx.state(model, trainable_filter(config)))
+    params = jax.tree.map(lambda x: x + 0.01,
+                          nnx.state(model, trainable_filter(config.train.trainable)))
     nnx.update(model, params)
     workdir = tmp_path_factory.mktemp("run")
     record = ckpt_lib.base_record_of(model.llm, path=str(base_dir))
-    with ckpt_lib.Checkpointer(workdir, config=config, base=record) as ckpt:
+    with ckpt_lib.Checkpointer(workdir, config=config.to_dict(), base=record) as ckpt:
         ckpt.save(7, {"params": params})
     return workdir, model
 
@@ -258,14 +259,14 @@ def test_merged_export_stops_in_transformers_where_the_project_stops(tmp_path):
     from wavepose_jax import generate as generate_lib
     from wavepose_jax.configs import tiny as tiny_config
     from wavepose_jax.prompt import PhysicsSummary, prompt_ids
-    from wavepose_jax.training.state import create_train_state
+    from wavepose_jax.spec import RunSpec
 
-    config = tiny_config.get_config()  # the committed tiny base, pretrained to end on <|end|>
+    config = RunSpec.from_config(tiny_config.get_config())  # the committed tiny base
     model = new_model(config)
-    state = create_train_state(model, config)
+    state = train_state(model, config)
     record = ckpt_lib.base_record_of(model.llm, path=config.llm.path)
     workdir, merged = tmp_path / "run", tmp_path / "merged"
-    with ckpt_lib.Checkpointer(workdir, config=config, base=record) as ckpt:
+    with ckpt_lib.Checkpointer(workdir, config=config.to_dict(), base=record) as ckpt:
         ckpt.save(1, state.checkpoint_items())
     assert export.main(["--ckpt", str(workdir), "--merged", str(merged)]) == 0
     generation = json.loads((merged / "generation_config.json").read_text())

@@ -9,12 +9,14 @@ import optax
 import pytest
 from flax import nnx
 
-from wavepose_jax import pipeline
+from wavepose_jax import dataset
 from wavepose_jax.configs import tiny as tiny_config
 from wavepose_jax.data.faults import FAULTS
+from wavepose_jax.inputs import ModelInputs
 from wavepose_jax.models.bridge import BridgeConfig, WaveBridge
 from wavepose_jax.models.encoder import EncoderConfig, WavePoseEncoder
 from wavepose_jax.run import new_model
+from wavepose_jax.spec import RunSpec
 from wavepose_jax.testing import make_batch, tiny_llm
 from wavepose_jax.training.loss import LossWeights, fault_bce, model_loss_terms
 
@@ -27,21 +29,21 @@ BRIDGE = BridgeConfig(llm_dim=48, d_model=32, state_dim=8, num_queries=4, num_la
 
 
 def _example(exercise: str, faults):
-    info = pipeline.ClipInfo("c.json", "v", exercise, "text", faults, 3)
-    inputs = pipeline.ModelInputs(waves=np.zeros((8, 7), np.float32),
+    info = dataset.ClipInfo("c.json", "v", exercise, "text", faults, 3)
+    inputs = ModelInputs(waves=np.zeros((8, 7), np.float32),
                                   frame_mask=np.ones(8, bool),
                                   prompt_ids=np.arange(5, dtype=np.int32), summary=None,
                                   measurement=None)
-    return pipeline.Example(inputs=inputs, phase=np.zeros(8, np.float32),
+    return dataset.Example(inputs=inputs, phase=np.zeros(8, np.float32),
                             phase_mask=np.zeros(8, bool), target_ids=np.ones(3, np.int32),
                             info=info)
 
 
 def test_batch_has_fault_labels_and_mask():
-    config = tiny_config.get_config()
+    buckets = tiny_config.get_config().data.buckets
     examples = [_example("squat", ("shallow_depth", "fast_eccentric")),
                 _example("pushup", ()), _example("press", None)]
-    batch = pipeline.collate(examples, config, pad_id=0)
+    batch = dataset.collate(examples, buckets, pad_id=0)
     assert batch.faults.shape == (3, F) and batch.faults.dtype == np.float32
     assert batch.fault_mask.shape == (3, F) and batch.fault_mask.dtype == bool
     ids = list(FAULTS)
@@ -116,23 +118,24 @@ def test_fault_bce_decreases_when_training_encoder_and_bridge():
 
 
 def test_wavellm_fault_loss_follows_its_weight():
-    config = tiny_config.get_config()
-    config.data.update(rep_channels=False, fault_channels=False)  # make_batch's 7 signals
-    config.encoder.update(d_model=32, num_layers=1, num_heads=4, mlp_ratio=2, state_dim=8)
-    config.bridge.update(num_queries=4, num_layers=1, num_heads=4, mlp_ratio=2)
-    config.lora.update(rank=2, alpha=4.0)
-    assert config.train.fault_loss_weight > 0
-    model = new_model(config, llm=tiny_llm(0, num_hidden_layers=1))
+    spec = RunSpec.from_config(tiny_config.get_config()).replace(
+        data=dict(rep_channels=False, fault_channels=False),  # make_batch's 7 signals
+        encoder=dict(d_model=32, num_layers=1, num_heads=4, mlp_ratio=2, state_dim=8),
+        bridge=dict(d_model=32, state_dim=8, num_queries=4, num_layers=1, num_heads=4,
+                    mlp_ratio=2),
+        lora=dict(rank=2, alpha=4.0))
+    assert spec.train.fault_loss_weight > 0
+    model = new_model(spec, llm=tiny_llm(0, num_hidden_layers=1))
     assert model.bridge.fault_head is not None
     batch = make_batch(1, batch=2, frames=T, length=6, labelled=True)
     batch = batch.replace(example_weight=np.ones(2, np.float32))
-    weights = LossWeights.from_config(config)
+    weights = LossWeights.of(spec.train, spec.data.target_fps)
     terms = model_loss_terms(model, batch, weights, deterministic=True)
     assert np.isfinite(float(terms.fault_loss)) and float(terms.fault_loss) > 0.1
-    config.train.fault_loss_weight = 0.0
-    config.bridge.fault_tokens = False  # they need the head
-    plain = new_model(config, llm=tiny_llm(0, num_hidden_layers=1))
-    plain_terms = model_loss_terms(plain, batch, LossWeights.from_config(config),
+    spec = spec.replace(train=dict(fault_loss_weight=0.0),
+                        bridge=dict(fault_tokens=False))  # they need the head
+    plain = new_model(spec, llm=tiny_llm(0, num_hidden_layers=1))
+    plain_terms = model_loss_terms(plain, batch, LossWeights.of(spec.train, 30.0),
                                    deterministic=True)
     assert plain.bridge.fault_head is None and float(plain_terms.fault_loss) == 0.0
 

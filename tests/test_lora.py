@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +13,7 @@ from flax import nnx
 from wavepose_jax.configs import base as base_config
 from wavepose_jax.models import lora
 from wavepose_jax.models.phi3 import Linear, LongRopeScaling, Phi3Config, Phi3ForCausalLM
+from wavepose_jax.spec import RunSpec
 from wavepose_jax.testing import TINY_PHI3 as TINY
 from wavepose_jax.training.state import format_memory_report, memory_report
 LORA = lora.LoraConfig(rank=4, alpha=8.0, dropout=0.0)
@@ -104,15 +107,14 @@ def test_bad_targets_and_rank():
 
 
 def test_is_trainable_predicate():
-    config = base_config.get_config()
-    trains = lambda path: lora.is_trainable(path, config)
+    trainable = tuple(base_config.get_config().train.trainable)
+    trains = lambda path: lora.is_trainable(path, trainable)
     assert trains("encoder/layers/0/attn/query/kernel")
     assert trains("bridge/gate")
     assert trains(("llm", "model", "layers", 3, "self_attn", "qkv_proj", "lora_b"))
     assert not trains("llm/model/layers/3/self_attn/qkv_proj/kernel")
     assert not trains("llm/model/embed_tokens/embedding")
-    config.train.trainable = (".*",)
-    assert trains("llm/model/embed_tokens/embedding")
+    assert lora.is_trainable("llm/model/embed_tokens/embedding", (".*",))
     key_path = (jax.tree_util.DictKey("llm"), jax.tree_util.SequenceKey(0),
                 jax.tree_util.GetAttrKey("value"))
     assert lora.path_str(key_path) == "llm/0"
@@ -126,7 +128,9 @@ def test_memory_report_of_base_config_on_phi35_mini_shapes():
         num_attention_heads=32, num_key_value_heads=32, rms_norm_eps=1e-5, rope_theta=10000.0,
         rope_scaling=LongRopeScaling(factors, factors), max_position_embeddings=131072,
         original_max_position_embeddings=4096)
-    report = memory_report(base_config.get_config(), phi35)
+    spec = RunSpec.from_config(base_config.get_config())
+    report = memory_report(spec.model, spec.train,
+                           dataclasses.replace(phi35, **spec.llm.compute()))
     print(format_memory_report(report))
     assert report["base_params"] == 3_821_079_552
     assert report["lora_params"] == 50_331_648

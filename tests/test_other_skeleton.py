@@ -93,15 +93,16 @@ def test_independent_of_the_training_generator_and_of_training():
 
 
 def test_training_refuses_benchmark_clips(tmp_path):
-    from wavepose_jax import hf, pipeline
+    from wavepose_jax import dataset, hf
     from wavepose_jax.configs import tiny
     from wavepose_jax.data import synthetic
+    from wavepose_jax.spec import RunSpec
 
     othergen.write_dataset(tmp_path, 2, seed=0)
     synthetic.write_dataset(tmp_path, 3, seed=0, keypoints=False, progress=False)
-    config = tiny.get_config()
-    train, val, report = pipeline.prepare_dataset(tmp_path, hf.load_tokenizer(tiny.TINY_BASE),
-                                                  config)
+    data = RunSpec.from_config(tiny.get_config()).data
+    train, val, report = dataset.prepare_dataset(tmp_path, hf.load_tokenizer(tiny.TINY_BASE),
+                                                 data, seed=0)
     assert len(train) + len(val) == 3
     assert all("synth" in p for p in train.paths + val.paths)
     assert len(report.bad) == 2 and all("evaluation-only clip (othergen)" in line

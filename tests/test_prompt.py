@@ -1,5 +1,6 @@
 """Tests of the physics summary and the Phi-3 chat prompt built from it."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -179,9 +180,10 @@ def test_every_summary_of_the_wave_analysis_fits_the_base_budget(demo_tokenizer)
 def test_long_summaries_are_shortened_never_refused(demo_tokenizer, tmp_path, capsys):
     """A file's own wave_features may carry many phases and a long grade: the prompt is cut to
     the budget (phases first, then the compact form), the clip is kept, and it is said once."""
-    from wavepose_jax import pipeline
     from wavepose_jax.configs import base
     from wavepose_jax.data.clip import clip_from_dict
+    from wavepose_jax.inputs import model_inputs, shortened_note
+    from wavepose_jax.spec import RunSpec
 
     waves = [{"type": f"phase number {i}", "duration_sec": 1.0 + i} for i in range(30)]
     features = {**WAVE_FEATURES, "waves": waves, "quality": {"grade": "B" * 40}}
@@ -196,19 +198,17 @@ def test_long_summaries_are_shortened_never_refused(demo_tokenizer, tmp_path, ca
     with pytest.raises(ValueError, match="below the shortest prompt"):
         prompt.fit_prompt_ids(summary, demo_tokenizer, 10)
 
-    config = base.get_config()
+    data = RunSpec.from_config(base.get_config()).data
     knee = 130.0 + 45.0 * np.cos(2 * np.pi * np.arange(150) / 75.0)  # two squats
     signals = {"knee_angle_trajectory": knee.tolist()}
-    pipeline._SHORTENED_SAID.clear()
-    for i in range(2):
-        clip = clip_from_dict({**signals, "exercise": "squat", "wave_features": features},
-                              source=f"clip{i}.json")
-        inputs = pipeline.model_inputs(clip, demo_tokenizer, config)
-        assert len(inputs.prompt_ids) <= config.data.max_prompt_tokens
-    assert capsys.readouterr().err.count("shortened") == 1
-    config.data.max_prompt_tokens = 10
+    clip = clip_from_dict({**signals, "exercise": "squat", "wave_features": features},
+                          source="clip.json")
+    inputs = model_inputs(clip, demo_tokenizer, data)
+    assert len(inputs.prompt_ids) <= data.max_prompt_tokens
+    assert inputs.shortened.endswith("of 30 phases dropped")
+    assert "(first: clip.json, " in shortened_note(inputs, clip.source, data)
     with pytest.raises(ValueError, match="config field 'data.max_prompt_tokens'"):
-        pipeline.model_inputs(clip, demo_tokenizer, config)
+        model_inputs(clip, demo_tokenizer, dataclasses.replace(data, max_prompt_tokens=10))
 
 
 def test_example_clips_fit_both_configs(demo_tokenizer):
@@ -216,17 +216,20 @@ def test_example_clips_fit_both_configs(demo_tokenizer):
     import glob
     import os
 
-    from wavepose_jax import pipeline
     from wavepose_jax.configs import base, tiny
     from wavepose_jax.data.clip import load_clip
+    from wavepose_jax.inputs import model_inputs
+    from wavepose_jax.spec import RunSpec
 
     root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
     paths = sorted(glob.glob(os.path.join(root, "*.json")))
     assert len(paths) == 10
-    for config in (base.get_config(), tiny.get_config()):
+    for data in (RunSpec.from_config(c.get_config()).data for c in (base, tiny)):
         for path in paths:
             clip = load_clip(path)
             summary = PhysicsSummary.from_wave_features(clip.wave_features, clip.exercise,
                                                         clip.expert)
-            ids = pipeline.model_inputs(clip, demo_tokenizer, config).prompt_ids
-            assert list(ids) == prompt_ids(summary, demo_tokenizer, config.data.compact_prompt)
+            inputs = model_inputs(clip, demo_tokenizer, data)
+            assert inputs.shortened is None
+            assert list(inputs.prompt_ids) == prompt_ids(summary, demo_tokenizer,
+                                                         data.compact_prompt)

@@ -19,7 +19,8 @@ import pytest
 from wavepose_jax import run as run_lib
 from wavepose_jax.data import synthetic
 from wavepose_jax.run import new_model
-from wavepose_jax.testing import build_tiny_run, make_batch, small_config, tiny_llm
+from wavepose_jax.spec import RunSpec
+from wavepose_jax.testing import build_tiny_run, make_batch, small_spec, tiny_llm, train_state
 from wavepose_jax.training import checkpoint as ckpt_lib
 from wavepose_jax.training import state as state_lib
 from wavepose_jax.training import step as step_lib
@@ -29,8 +30,8 @@ STEP = jax.jit(step_lib.train_step)
 
 
 def test_a_non_finite_step_changes_nothing_and_is_counted():
-    config = small_config()
-    state = state_lib.create_train_state(new_model(config, llm=tiny_llm()), config)
+    config = small_spec()
+    state = train_state(new_model(config, llm=tiny_llm()), config)
     good = jax.tree.map(jnp.asarray, make_batch())
     poisoned = good.replace(waves=good.waves.at[0, 3, 2].set(jnp.inf))
     after, metrics = STEP(state, poisoned, jax.random.key(0))
@@ -76,7 +77,8 @@ def _params(workdir, step):
     from flax import nnx
 
     from wavepose_jax.models.lora import trainable_filter
-    for path, var in nnx.to_flat_state(nnx.state(run.model, trainable_filter(run.config))):
+    for path, var in nnx.to_flat_state(nnx.state(run.model,
+                                                 trainable_filter(run.spec.train.trainable))):
         out["/".join(map(str, path))] = np.asarray(var.get_value())
     return out
 
@@ -147,12 +149,9 @@ def test_a_checkpoint_of_other_shapes_is_one_line(tmp_path):
     workdir, _, _ = build_tiny_run(tmp_path)
     with ckpt_lib.Checkpointer(workdir, read_only=True) as ckpt:
         _, config, record = ckpt.read_record()
-    import ml_collections
-
-    config = ml_collections.ConfigDict(config)
-    config.lora.rank = 3  # the run trained rank 2
+    config = RunSpec.from_config(config).replace(lora=dict(rank=3))  # the run trained rank 2
     model = new_model(config)
-    state = state_lib.create_train_state(model, config)
+    state = train_state(model, config)
     with ckpt_lib.Checkpointer(workdir, read_only=True) as ckpt:
         with pytest.raises(ckpt_lib.CheckpointMismatchError,
                            match=r"'params/llm/.*lora_a' has shape \(\d+, 2\), the model "

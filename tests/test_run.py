@@ -10,18 +10,18 @@ from flax import nnx
 from wavepose_jax import hf, infer
 from wavepose_jax import run as run_lib
 from wavepose_jax.configs import tiny as tiny_config
-from wavepose_jax.testing import make_tiny_base, tiny_run_config
+from wavepose_jax.spec import RunSpec
+from wavepose_jax.testing import make_tiny_base, tiny_run_spec, train_state
 from wavepose_jax.training import checkpoint as ckpt_lib
-from wavepose_jax.training.state import create_train_state
 
 
 def _save_run(config, workdir, shift=0.01):
     """A checkpoint at step 3 of a fresh model whose trainable parameters moved by `shift`."""
     model = run_lib.new_model(config)
-    state = create_train_state(model, config)
+    state = train_state(model, config)
     params = jax.tree.map(lambda x: x + shift, state.params)
     record = ckpt_lib.base_record_of(model.llm, path=hf.portable(config.llm.path))
-    with ckpt_lib.Checkpointer(workdir, config=config, base=record) as ckpt:
+    with ckpt_lib.Checkpointer(workdir, config=config.to_dict(), base=record) as ckpt:
         ckpt.save(3, {**state.checkpoint_items(), "params": params})
     return params
 
@@ -32,7 +32,7 @@ def _encoder_leaves(model):
 
 
 def test_a_run_on_the_built_in_base_moves_anywhere(tmp_path):
-    config = tiny_config.get_config()
+    config = RunSpec.from_config(tiny_config.get_config())
     params = _save_run(config, tmp_path / "a")
     shutil.move(tmp_path / "a", tmp_path / "elsewhere")
     run = run_lib.restore(tmp_path / "elsewhere")
@@ -46,7 +46,7 @@ def test_a_run_on_the_built_in_base_moves_anywhere(tmp_path):
 
 def test_a_moved_base_is_named_with_base_and_a_different_one_refused(tmp_path, capsys):
     make_tiny_base(tmp_path / "base")
-    _save_run(tiny_run_config(tmp_path / "base"), tmp_path / "run")
+    _save_run(tiny_run_spec(tmp_path / "base"), tmp_path / "run")
     shutil.move(tmp_path / "base", tmp_path / "moved_base")
     with pytest.raises(hf.WeightsError, match="base: directory not found"):
         run_lib.restore(tmp_path / "run")

@@ -3,19 +3,20 @@
 import numpy as np
 import pytest
 
-from wavepose_jax import hf, pipeline
+from wavepose_jax import hf
 from wavepose_jax.configs import tiny as tiny_config
+from wavepose_jax.inputs import special_id
 from wavepose_jax.prompt import PhysicsSummary, prompt_ids
-from wavepose_jax.models.wavellm import encoder_config
 from wavepose_jax.run import new_model
 from wavepose_jax.sampler import Sampler
+from wavepose_jax.spec import RunSpec
 
 
 @pytest.fixture(scope="module")
 def sampler():
-    config = tiny_config.get_config()  # the committed tiny base: fluent text, then <|end|>
-    tokenizer = hf.load_tokenizer(config.llm.path)
-    return Sampler(new_model(config), tokenizer, hf.stop_ids(config.llm.path, tokenizer)), config
+    spec = RunSpec.from_config(tiny_config.get_config())  # the committed tiny base: fluent text
+    tokenizer = hf.load_tokenizer(spec.llm.path)
+    return Sampler(new_model(spec), tokenizer, hf.stop_ids(spec.llm.path, tokenizer)), spec
 
 
 def _prompts(tokenizer):
@@ -30,7 +31,7 @@ def _prompts(tokenizer):
 def test_stream_ends_with_the_batch_result_and_only_grows(sampler):
     sampler, config = sampler
     prompts = _prompts(sampler.tokenizer)
-    width = encoder_config(config).num_signals  # signals, rep and fault channels
+    width = config.data.num_channels  # signals, rep and fault channels
     waves = np.zeros((4, config.data.seq_len, width), np.float32)  # 3 clips + 1 padding row
     soft, attention = sampler.encode(waves, np.ones((4, config.data.seq_len), bool))
     assert soft.shape[:2] == (4, config.bridge.num_queries) and attention.shape[0] == 4
@@ -52,7 +53,7 @@ def test_stream_ends_with_the_batch_result_and_only_grows(sampler):
 def test_stop_ids_come_from_the_generation_config(sampler, tmp_path):
     sampler, config = sampler
     tokenizer = sampler.tokenizer
-    end = pipeline.special_id(tokenizer, "<|end|>")
+    end = special_id(tokenizer, "<|end|>")
     assert sampler.stop_ids[0] == end and len(sampler.stop_ids) == 3
     with pytest.raises(ValueError, match="at least one stop token"):
         Sampler(sampler.llm, tokenizer, ())
@@ -64,11 +65,10 @@ def test_a_remat_model_decodes_like_a_plain_one(sampler, scan_layers):
     the generator's loops gives the same tokens as the same weights without it."""
     sampler, config = sampler
     prompts = _prompts(sampler.tokenizer)[:2]
-    waves = np.zeros((2, config.data.seq_len, encoder_config(config).num_signals), np.float32)
+    waves = np.zeros((2, config.data.seq_len, config.data.num_channels), np.float32)
     tokens = []
     for remat in (False, True):
-        c = config.copy_and_resolve_references()
-        c.llm.remat, c.llm.scan_layers = remat, scan_layers
+        c = config.replace(llm=dict(remat=remat, scan_layers=scan_layers))
         s = Sampler(new_model(c), sampler.tokenizer, sampler.stop_ids)
         soft, _ = s.encode(waves, np.ones((2, c.data.seq_len), bool))
         tokens.append(s.generate(soft, prompts, max_new_tokens=12).tokens)

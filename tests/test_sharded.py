@@ -32,15 +32,14 @@ def _run(mesh_axes: dict, devices, local_rows: slice) -> dict[str, np.ndarray]:
 
     from wavepose_jax import sharding as sharding_lib
     from wavepose_jax.run import new_model
-    from wavepose_jax.testing import make_batch, small_config, tiny_llm
+    from wavepose_jax.testing import make_batch, small_spec, tiny_llm, train_state
     from wavepose_jax.training import distributed
-    from wavepose_jax.training import state as state_lib
     from wavepose_jax.training import step as step_lib
 
-    config = small_config(aux_loss_weight=0.1)
+    config = small_spec(aux_loss_weight=0.1)
     mesh = sharding_lib.make_mesh(mesh_axes, devices=devices)
     model = new_model(config, mesh, llm=tiny_llm())
-    state = state_lib.create_train_state(model, config, mesh)
+    state = train_state(model, config, mesh)
     full = make_batch(batch=4)
     batch = distributed.global_batch(jax.tree.map(lambda v: v[local_rows], full), mesh)
     step_fn = step_lib.jit_train_step(state, batch, mesh)
@@ -69,15 +68,13 @@ def worker(argv: list[str]) -> None:
                    **{f"eight/{k}": v for k, v in eight.items()}}
     else:
         import jax
-        import ml_collections
 
         from wavepose_jax.training import distributed
 
         pid, nproc, port = int(argv[2]), int(argv[3]), int(argv[4])
-        config = ml_collections.ConfigDict({"distributed": dict(
+        assert distributed.initialize(distributed.DistributedSpec(
             coordinator_address=f"localhost:{port}", num_processes=nproc, process_id=pid,
-            auto=False)})
-        assert distributed.initialize(config)
+            auto=False))
         rows = 4 // nproc
         results = _run({"data": 1, "fsdp": jax.device_count(), "tensor": 1}, jax.devices(),
                        slice(pid * rows, (pid + 1) * rows))
@@ -154,13 +151,11 @@ if __name__ == "__main__":
 
 def test_distributed_settings(monkeypatch):
     """Without a cluster the run is one process; explicit jobs are checked field by field."""
-    import ml_collections
-
     from wavepose_jax.training import distributed
 
     def config(**fields):
         d = dict(coordinator_address="", num_processes=1, process_id=0, auto=True)
-        return ml_collections.ConfigDict({"distributed": {**d, **fields}})
+        return distributed.DistributedSpec(**{**d, **fields})
 
     monkeypatch.delenv("JAX_COORDINATOR_ADDRESS", raising=False)
     assert distributed.initialize(config()) is False  # auto: no cluster here
@@ -171,10 +166,9 @@ def test_distributed_settings(monkeypatch):
         distributed.initialize(config(num_processes=2))
     # A coordinator but no process count or cluster: one line naming the fields. Checked in a
     # fresh process, where JAX has not started yet (as at the top of train.py).
-    code = ("import ml_collections\n"
-            "from wavepose_jax.training import distributed\n"
-            "c = ml_collections.ConfigDict({'distributed': dict(coordinator_address='', "
-            "num_processes=1, process_id=0, auto=True)})\n"
+    code = ("from wavepose_jax.training import distributed\n"
+            "c = distributed.DistributedSpec(coordinator_address='', "
+            "num_processes=1, process_id=0, auto=True)\n"
             "try:\n    distributed.initialize(c)\nexcept ValueError as e:\n    print(e)\n")
     env = {**os.environ, "JAX_COORDINATOR_ADDRESS": "localhost:1", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,

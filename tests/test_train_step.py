@@ -16,7 +16,7 @@ from flax import nnx
 
 from wavepose_jax.models.lora import trainable_filter
 from wavepose_jax.run import new_model
-from wavepose_jax.testing import make_batch, small_config, tiny_llm
+from wavepose_jax.testing import make_batch, small_spec, tiny_llm, train_state
 from wavepose_jax.training import optim
 from wavepose_jax.training import state as state_lib
 from wavepose_jax.training import step as step_lib
@@ -33,12 +33,12 @@ STEP = jax.jit(step_lib.train_step, static_argnames="grad_accum")
 
 @pytest.fixture(scope="module")
 def model():
-    return new_model(small_config(), llm=tiny_llm())
+    return new_model(small_spec(), llm=tiny_llm())
 
 
 @pytest.fixture(scope="module")
 def initial_state(model):
-    return state_lib.create_train_state(model, small_config())
+    return train_state(model, small_spec())
 
 
 @pytest.fixture(scope="module")
@@ -105,26 +105,27 @@ def test_accumulation_equals_one_big_step(initial_state, batch):
 
 
 def test_trainable_split_and_labels(model, initial_state):
-    config = small_config()
+    trainable = small_spec().train.trainable
     names = {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(initial_state.params)}
     assert any(n.endswith("qkv_proj/lora_a") for n in names)
     assert not any(n.endswith("/kernel") and n.startswith("llm/") for n in names)
     assert "bridge/embed_rms" not in names  # a measured constant, not a parameter
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(initial_state.params))
-    assert {optim.param_label(n, config) for n in names} == {optim.ENCODER, optim.ADAPTER}
-    assert optim.param_label("llm/model/layers/0/mlp/down_proj/kernel", config) == optim.FROZEN
+    assert {optim.param_label(n, trainable) for n in names} == {optim.ENCODER, optim.ADAPTER}
+    assert optim.param_label("llm/model/layers/0/mlp/down_proj/kernel",
+                             trainable) == optim.FROZEN
     # Full fine-tuning by regex: base weights train too, in the adapter group.
-    full = small_config(trainable=(".*",))
-    _, trainable, frozen, _ = nnx.split(model, trainable_filter(full), nnx.Param, ...)
+    full = small_spec(trainable=(".*",)).train.trainable
+    _, trains, frozen, _ = nnx.split(model, trainable_filter(full), nnx.Param, ...)
     assert not jax.tree.leaves(frozen)
-    assert "embedding" in str(trainable["llm"]["model"]["embed_tokens"])
+    assert "embedding" in str(trains["llm"]["model"]["embed_tokens"])
     assert optim.param_label("llm/model/embed_tokens/embedding", full) == optim.ADAPTER
 
 
 def test_bad_trainable_regex_is_one_line_error(model):
-    config = small_config(trainable=("nothing/.*",))
+    config = small_spec(trainable=("nothing/.*",))
     with pytest.raises(ValueError, match="train.trainable"):
-        state_lib.create_train_state(model, config)
+        train_state(model, config)
 
 
 @nnx.jit
@@ -166,11 +167,11 @@ def test_loss_only_on_targets_and_exact_with_padding(model):
 
 def test_optimizer_masks_frozen_labels():
     # Applied to a full tree, the frozen group gets exactly zero updates, the others move.
-    config = small_config()
+    config = small_spec()
     params = {"encoder": {"w": jnp.ones((3, 2))},
               "bridge": {"gate": jnp.ones((2,))},
               "llm": {"layer": {"kernel": jnp.ones((2, 2)), "lora_a": jnp.ones((2, 2))}}}
-    tx, _ = optim.make_optimizer(config)
+    tx, _ = optim.make_optimizer(config.train)
     grads = jax.tree.map(jnp.ones_like, params)
     updates, _ = jax.jit(tx.update)(grads, jax.jit(tx.init)(params), params)
     assert float(jnp.abs(updates["llm"]["layer"]["kernel"]).max()) == 0.0

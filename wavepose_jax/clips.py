@@ -53,7 +53,7 @@ flags.DEFINE_boolean("keypoints", True, "synthetic: store COCO-17 keypoints in t
 def check(paths: Sequence[str]) -> int:
     """Prints a summary line per good clip and an error line per bad one; returns the status."""
     from wavepose_jax.data import clip as clip_lib  # pylint: disable=import-outside-toplevel
-    from wavepose_jax.pipeline import list_clip_files  # pylint: disable=import-outside-toplevel
+    from wavepose_jax.files import list_clip_files  # pylint: disable=import-outside-toplevel
 
     files = []
     for path in paths:

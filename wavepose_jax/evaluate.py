@@ -41,7 +41,8 @@ then on every clip of DIR:
   permutation (`ablations.shuffled_soft_tokens`). A model that reads the motion loses
   accuracy under both.
 
-`evaluate(model, examples, tokenizer, config)` is the library entry point (train.py calls it at
+`evaluate(model, examples, tokenizer, stop_ids=..., batch_size=..., max_new_tokens=...)` is the
+library entry point (train.py calls it at
 the end of a run); the run is restored by `run.restore`.
 """
 
@@ -63,14 +64,14 @@ from flax import nnx
 from tqdm import tqdm
 
 from wavepose_jax import checks as checks_lib
-from wavepose_jax import cli, pipeline
+from wavepose_jax import cli, dataset
 from wavepose_jax import run as run_lib
 from wavepose_jax.data import faults as faults_lib
 from wavepose_jax.data import text as text_lib
 from wavepose_jax.data.batch import Batch
 from wavepose_jax.data.measure import Measurement
 from wavepose_jax.feedback import feedback
-from wavepose_jax.files import check_output, write_atomic
+from wavepose_jax.files import check_output, list_clip_files, write_atomic
 from wavepose_jax.sampler import Sampler
 from wavepose_jax.training.loss import LossWeights, model_loss_terms
 
@@ -167,7 +168,7 @@ def per_fault_scores(predicted: Sequence[Sequence[str]], true: Sequence[Sequence
     return out
 
 
-def rep_fault_accuracy(texts: Sequence[str], infos: Sequence[pipeline.ClipInfo]) -> float | None:
+def rep_fault_accuracy(texts: Sequence[str], infos: Sequence[dataset.ClipInfo]) -> float | None:
     """Fraction of reps (of clips with per-rep truth) whose per-rep faults the text names
     exactly. Truth per rep is limited to the clip's faults (what its coaching text names)."""
     hits = total = 0
@@ -195,7 +196,7 @@ def rouge_l(predicted: Sequence[str], references: Sequence[str]) -> float | None
     return float(np.mean(scores))
 
 
-def text_metrics(texts: Sequence[str], infos: Sequence[pipeline.ClipInfo]) -> dict[str, Any]:
+def text_metrics(texts: Sequence[str], infos: Sequence[dataset.ClipInfo]) -> dict[str, Any]:
     """rep_accuracy, fault precision/recall/F1 (micro and per fault), agreement with the rules,
     per-rep fault accuracy and rouge_l of generated texts (module docstring)."""
     reps = [text_lib.reps_from_text(t) for t in texts]
@@ -247,20 +248,18 @@ def _shift_permutation(n_real: int, batch_size: int) -> np.ndarray:
     return perm
 
 
-def evaluate(model, examples: pipeline.ExampleSource, tokenizer: Any, config: Any, *,
-             stop_ids: Sequence[int], batch_size: int | None = None,
-             max_new_tokens: int | None = None, progress: bool = True) -> dict[str, Any]:
+def evaluate(model, examples: dataset.ExampleSource, tokenizer: Any, *,
+             stop_ids: Sequence[int], batch_size: int, max_new_tokens: int,
+             progress: bool = True) -> dict[str, Any]:
     """Validation loss, feedback metrics and ablations of `model` on `examples`.
 
     Args:
       model: a `models.wavellm.WaveLLM` (trained encoder, bridge and LoRA).
-      examples: a `pipeline.ExampleSource` or a list of `pipeline.build_example` outputs
-        (every example is used once, in order).
+      examples: the clips (every example is used once, in order).
       tokenizer: the base model's tokenizer.
-      config: the run config (data, eval and train groups).
       stop_ids: token ids that end generation (`hf.stop_ids` of the base; `Run.stop_ids`).
-      batch_size: clips per batch (default `eval.batch_size`).
-      max_new_tokens: generation budget (default `eval.max_new_tokens`).
+      batch_size: clips per batch (a run's `eval.batch_size`).
+      max_new_tokens: generation budget (a run's `eval.max_new_tokens`).
       progress: show a tqdm bar.
 
     Returns:
@@ -271,11 +270,6 @@ def evaluate(model, examples: pipeline.ExampleSource, tokenizer: Any, config: An
     """
     if len(examples) == 0:
         raise ValueError("no clips to evaluate")
-    if not isinstance(examples, pipeline.ExampleSource):
-        examples = pipeline.ExampleSource([e.info.source for e in examples], tokenizer,
-                                          config, list(examples))
-    batch_size = int(batch_size or config.eval.batch_size)
-    max_new_tokens = int(max_new_tokens or config.eval.max_new_tokens)
     infos = [examples[i].info for i in range(len(examples))]
     measurements = [examples[i].inputs.measurement for i in range(len(examples))]
     sampler = Sampler(model, tokenizer, stop_ids)
@@ -283,8 +277,8 @@ def evaluate(model, examples: pipeline.ExampleSource, tokenizer: Any, config: An
     texts = {name: [] for name in ("model", *ABLATIONS)}
     ce_sum = num_tokens = 0.0
 
-    batches = pipeline.make_eval_batches(examples, config, batch_size=batch_size)
-    total = pipeline.num_eval_batches(examples, config, batch_size)
+    batches = dataset.make_eval_batches(examples, batch_size=batch_size)
+    total = dataset.num_eval_batches(examples, batch_size)
     for index, batch in enumerate(tqdm(batches, total=total, desc="evaluate",
                                        disable=not progress, file=sys.stderr)):
         n_real = min(batch_size, len(examples) - index * batch_size)
@@ -341,14 +335,15 @@ flags.DEFINE_string("base", None, "base model directory or hub id to use instead
 
 
 def _run(args, _) -> int:
-    pipeline.list_clip_files(args.data)  # a missing directory fails before any loading
+    list_clip_files(args.data)  # a missing directory fails before any loading
     if args.json:
         check_output(args.json)
     run = run_lib.restore(args.ckpt, args.step, args.base)
-    source, bad = pipeline.load_examples(args.data, run.tokenizer, run.config,
-                                         max_clips=args.max_clips)
-    result = evaluate(run.model, source, run.tokenizer, run.config, stop_ids=run.stop_ids,
-                      batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    source, bad = dataset.load_examples(args.data, run.tokenizer, run.spec.data,
+                                        max_clips=args.max_clips)
+    result = evaluate(run.model, source, run.tokenizer, stop_ids=run.stop_ids,
+                      batch_size=args.batch_size or run.spec.eval.batch_size,
+                      max_new_tokens=args.max_new_tokens or run.spec.eval.max_new_tokens)
     result = {"checkpoint": os.path.abspath(args.ckpt), "step": run.step,
               "skipped_files": len(bad), **result}
     text = json.dumps(result, indent=2)

@@ -75,7 +75,7 @@ def export(workdir: str, *, peft_dir: str | None = None, merged_dir: str | None 
             check_export_dir(out, overwrite=overwrite, base=location)
     if peft_dir is not None:
         peft_io.save_peft_adapter(model.llm, peft_dir, base_model_name_or_path=location,
-                                  lora_dropout=float(run.config.lora.dropout))
+                                  lora_dropout=run.spec.lora.dropout)
         peft_io.save_motion(model.encoder, model.bridge, peft_dir)
     if merged_dir is not None:
         hf.save_pretrained(hf.merge_lora(model.llm), merged_dir, tokenizer=run.tokenizer,

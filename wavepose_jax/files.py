@@ -1,5 +1,6 @@
 """Files in and out: small JSON files read with one-line errors that name the file, output
-paths checked before any work starts, and writes that are atomic (never half a file)."""
+paths checked before any work starts, writes that are atomic (never half a file), and the clip
+files of a directory."""
 
 from __future__ import annotations
 
@@ -53,3 +54,14 @@ def check_output(path: str | os.PathLike) -> None:
         raise FileNotFoundError(f"{path}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK):
         raise PermissionError(f"{path}: directory {directory} is not writable")
+
+
+def list_clip_files(data_dir: str | os.PathLike) -> list[str]:
+    """Sorted paths of the `*.json` files under `data_dir` (recursively)."""
+    data_dir = os.fspath(data_dir)
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"{data_dir}: data directory does not exist")
+    found = []
+    for root, _, files in os.walk(data_dir):
+        found.extend(os.path.join(root, f) for f in files if f.endswith(".json"))
+    return sorted(found)

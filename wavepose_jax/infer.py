@@ -54,14 +54,15 @@ import numpy as np
 from absl import flags
 from tqdm import tqdm
 
-from wavepose_jax import cli, pipeline
+from wavepose_jax import cli
 from wavepose_jax import run as run_lib
 from wavepose_jax.data import faults as faults_lib
 from wavepose_jax.data import text as text_lib
 from wavepose_jax.data.clip import Clip, clip_error_line, load_clip
 from wavepose_jax.data.measure import Measurement, NothingToCoach
 from wavepose_jax.feedback import Feedback, feedback
-from wavepose_jax.files import check_output
+from wavepose_jax.files import check_output, list_clip_files
+from wavepose_jax.inputs import ModelInputs, model_inputs, shortened_note
 from wavepose_jax.prompt import PhysicsSummary
 from wavepose_jax.sampler import Sampler
 
@@ -77,10 +78,10 @@ STREAM_CHUNK = 8  # tokens decoded between two prints of a single clip's feedbac
 
 @dataclasses.dataclass
 class Prepared:
-    """One validated clip and what the model sees of it (`pipeline.model_inputs`)."""
+    """One validated clip and what the model sees of it (`inputs.model_inputs`)."""
 
     clip: Clip
-    inputs: pipeline.ModelInputs
+    inputs: ModelInputs
 
     @property
     def summary(self) -> PhysicsSummary:
@@ -142,20 +143,20 @@ class _CompileClock:
 
 
 class Predictor:
-    """A restored run's model, tokenizer and config, run batch by batch."""
+    """A restored run's model, tokenizer and settings, run batch by batch."""
 
     def __init__(self, run: run_lib.Run):
-        self.tokenizer, self.config = run.tokenizer, run.config
+        self.tokenizer, self.spec = run.tokenizer, run.spec
         self.sampler = Sampler(run.model, run.tokenizer, run.stop_ids)
 
     @property
     def frame_rate(self) -> float | None:
         """Frame rate of the model input (None: the clip's own)."""
-        return self.config.data.target_fps
+        return self.spec.data.target_fps
 
     def prepare(self, clip: Clip) -> Prepared:
         """The model inputs of a clip, built exactly as training builds them."""
-        return Prepared(clip, pipeline.model_inputs(clip, self.tokenizer, self.config))
+        return Prepared(clip, model_inputs(clip, self.tokenizer, self.spec.data))
 
     def run(self, batch: Sequence[Prepared], *, rows: int, max_new_tokens: int,
             temperature: float, top_p: float, rng, split_timing: bool = True,
@@ -237,7 +238,7 @@ flags.register_validator("top_p", lambda p: 0 < p <= 1, "--top_p must be in (0, 
 def _input_files(path: str) -> list[str]:
     """The clip files named by --input; ValueError (one line) if there are none."""
     if os.path.isdir(path):
-        files = pipeline.list_clip_files(path)
+        files = list_clip_files(path)
         if not files:
             raise ValueError(f"{path}: no *.json clip files in this directory")
         return files
@@ -329,11 +330,11 @@ def _run(args, _) -> int:
         check_output(args.report)
     run = restore(args.ckpt, args.base)
     predictor = Predictor(run)
-    max_new_tokens = args.max_new_tokens or int(run.config.eval.max_new_tokens)
+    max_new_tokens = args.max_new_tokens or run.spec.eval.max_new_tokens
     rows = min(args.batch_size, len(files))
     key = jax.random.key(args.seed)
     single = len(files) == 1
-    failed, reports, pending, not_coached = 0, [], [], []
+    failed, reports, pending, not_coached, shortened = 0, [], [], [], []
     bar = tqdm(total=len(files), desc="infer", unit="clip", file=sys.stderr,
                disable=single)
 
@@ -375,6 +376,10 @@ def _run(args, _) -> int:
             bar.update(1)
             tqdm.write(f"error: {clip_error_line(path, e)}", file=sys.stderr)
             continue
+        if pending[-1].inputs.shortened and not shortened:
+            shortened.append(path)
+            tqdm.write(shortened_note(pending[-1].inputs, path, run.spec.data) + "; said once",
+                       file=sys.stderr)
         if single and not args.json:
             _print_summary(pending[-1])
         if len(pending) == rows:

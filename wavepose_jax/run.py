@@ -1,10 +1,10 @@
 """Loading models: a base for a new run, and a trained run restored from its checkpoint.
 
-    llm = load_base(config, mesh)              # the base weights with config.llm's dtypes
-    model = new_model(config, mesh)            # + fresh encoder, bridge and LoRA (+ PEFT adapter)
-    run = restore(workdir)                     # Run(model, tokenizer, config, step, record)
+    llm = load_base(spec.llm, mesh)            # the base weights with the run's dtypes
+    model = new_model(spec, mesh)              # + fresh encoder, bridge and LoRA (+ PEFT adapter)
+    run = restore(workdir)                     # Run(model, tokenizer, spec, step, record)
 
-`restore` reads the checkpoint once: its config and base-model record, then the base named by
+`restore` reads the checkpoint once: its settings (`spec.RunSpec`) and base-model record, then the base named by
 the record (or the `base` given instead, when the weights moved), refused when it does not match
 the record -- its fingerprint (config and tensor shapes) or the SHA-256 of any of its safetensors
 files, hashed while they load -- then the trained parameters (encoder, bridge, LoRA) onto it.
@@ -21,32 +21,31 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 
 from wavepose_jax import hf, peft_io
 from wavepose_jax.models import wavellm
 from wavepose_jax.models.lora import trainable_filter
 from wavepose_jax.models.phi3 import Phi3ForCausalLM
+from wavepose_jax.spec import LLMSpec, RunSpec
 from wavepose_jax.training import checkpoint as ckpt_lib
 
 
-def load_base(config: Any, mesh: jax.sharding.Mesh | None = None,
+def load_base(llm: LLMSpec, mesh: jax.sharding.Mesh | None = None,
               path: str | None = None) -> Phi3ForCausalLM:
-    """The base language model of a run: `path` (default `config.llm.path`) with the compute
-    settings of `config.llm`, each tensor placed onto its sharding when `mesh` is given."""
-    return hf.load_pretrained(path or config.llm.path, mesh=mesh,
-                              **wavellm.llm_overrides(config))
+    """The base language model of a run: `path` (default `llm.path`) with the compute
+    settings of `llm`, each tensor placed onto its sharding when `mesh` is given."""
+    return hf.load_pretrained(path or llm.path, mesh=mesh, **llm.compute())
 
 
-def new_model(config: Any, mesh: jax.sharding.Mesh | None = None,
+def new_model(spec: RunSpec, mesh: jax.sharding.Mesh | None = None,
               llm: Phi3ForCausalLM | None = None) -> wavellm.WaveLLM:
     """A model to train: the base (`load_base` unless `llm` is given), fresh encoder, bridge and
-    LoRA deltas, then the PEFT adapter of `config.llm.adapter` when one is named."""
-    llm = load_base(config, mesh) if llm is None else llm
-    model = wavellm.build_wavellm(config, llm, mesh)
-    if config.llm.adapter:
-        peft_io.load_peft_adapter(model.llm, config.llm.adapter)
+    LoRA deltas, then the PEFT adapter of `llm.adapter` when one is named."""
+    llm = load_base(spec.llm, mesh) if llm is None else llm
+    model = wavellm.build_wavellm(spec.model, llm, mesh)
+    if spec.llm.adapter:
+        peft_io.load_peft_adapter(model.llm, spec.llm.adapter)
     return model
 
 
@@ -56,7 +55,7 @@ class Run:
 
     model: wavellm.WaveLLM
     tokenizer: Any  # None only when restored with need_tokenizer=False from a base without one
-    config: ml_collections.ConfigDict
+    spec: RunSpec
     step: int
     record: ckpt_lib.BaseModelRecord  # the base model the run was trained on (path as loaded)
     workdir: str
@@ -91,22 +90,25 @@ def restore(workdir: str | os.PathLike, step: int | None = None, base: str | Non
             raise ckpt_lib.CheckpointMismatchError(
                 f"{where}: base model was randomly initialised; it has no weights or tokenizer "
                 "to load")
-        config = ml_collections.ConfigDict(config_dict)
-        llm = load_base(config, path=record.path)
+        try:
+            spec = RunSpec.from_config(config_dict)
+        except ValueError as e:
+            raise ckpt_lib.CheckpointMismatchError(f"{where}: its settings: {e}") from None
+        llm = load_base(spec.llm, path=record.path)
         # The file hashes were computed while the base loaded: recording them costs nothing.
         current = ckpt_lib.base_record_of(llm, path=record.path)
         ckpt_lib.check_base(record, current, where)
         tokenizer = hf.load_tokenizer(record.path, required=need_tokenizer)
         stop_ids = hf.stop_ids(record.path, tokenizer)
-        model = wavellm.build_wavellm(config, llm)
+        model = wavellm.build_wavellm(spec.model, llm)
         # Trainable parameters are stored in float32 (training/state.py).
         params = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(
                 x.shape, jnp.float32 if jnp.issubdtype(x.dtype, jnp.floating) else x.dtype),
-            nnx.state(model, trainable_filter(config)))
+            nnx.state(model, trainable_filter(spec.train.trainable)))
         # Without `step`, an unreadable latest step falls back to the one before (warned).
         restored = ckpt.restore(requested, abstract_state={"params": params}, base=current,
                                 partial=True)
     nnx.update(model, restored.state["params"])
-    return Run(model=model, tokenizer=tokenizer, config=config, step=restored.step,
+    return Run(model=model, tokenizer=tokenizer, spec=spec, step=restored.step,
                record=current, workdir=workdir, stop_ids=stop_ids)

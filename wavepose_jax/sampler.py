@@ -5,7 +5,7 @@
     texts = sampler.generate(soft, prompts, max_new_tokens=96).texts
     for texts_so_far in sampler.stream(soft, prompts, max_new_tokens=96): ...
 
-The prompts are token ids (`pipeline.model_inputs(...).prompt_ids`); the soft tokens are the
+The prompts are token ids (`inputs.model_inputs(...).prompt_ids`); the soft tokens are the
 prefix every prompt follows. They come from the caller so that one encoder pass can serve
 several decodings (evaluation's ablations zero or shuffle them). Decoding is
 `generate.generate` (one jitted program) or `generate.generate_stream` (the same loop,
@@ -24,7 +24,7 @@ import numpy as np
 from flax import nnx
 
 from wavepose_jax import generate as generate_lib
-from wavepose_jax import pipeline
+from wavepose_jax.inputs import pad_id
 
 @dataclasses.dataclass(frozen=True)
 class Samples:
@@ -45,7 +45,7 @@ class Sampler:
             raise ValueError("Sampler needs at least one stop token id")
         self.tokenizer = tokenizer
         self.stop_ids = tuple(int(i) for i in stop_ids)
-        self.pad_id = pipeline.pad_id(tokenizer)
+        self.pad_id = pad_id(tokenizer)
         self.llm = nnx.view(model.llm, deterministic=True, raise_if_not_found=False)
         graphdef, self._state = nnx.split(model)
 

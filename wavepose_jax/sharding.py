@@ -12,6 +12,7 @@ layer; that leading axis is never sharded (each scan step reads its own layer wh
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Sequence
@@ -34,6 +35,18 @@ PHI3_RULES: tuple[tuple[str, P], ...] = (
     (r"lora_(a|b)$", P()),  # small adapters: replicated
     (r"norm/weight$", P()),
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshSpec:
+    """The `mesh` group of a run: axis sizes (they multiply to the device count; -1 = the rest)."""
+
+    data: int  # pure data parallelism (replicated parameters), e.g. across hosts
+    fsdp: int  # data parallelism with base weights sharded over it
+    tensor: int  # tensor (model) parallelism inside each layer
+
+    def axes(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
 
 
 def make_mesh(axes: dict[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -3,10 +3,12 @@ a batch in the training format, and a tiny checkpointed run. Nothing here downlo
 
     TINY_PHI3                  the one tiny Phi-3 architecture of the tests (GQA, 2 layers)
     tiny_llm(seed)             a random Phi3ForCausalLM of TINY_PHI3
-    small_config(**train)      configs/tiny.py shrunk to test sizes (deterministic steps)
+    small_spec(**train)        configs/tiny.py shrunk to test sizes (deterministic steps)
     make_batch(...)            a `Batch` with varied lengths and a padding row
     make_tiny_base(dir)        a tiny random HF directory with the demo tokenizer
     tiny_run_config(dir)       configs/tiny.py shrunk to a few-second CPU run on that base
+    tiny_run_spec(dir)         the same as a RunSpec
+    train_state(model, spec)   the train state of a model under a spec's `train` group
     build_tiny_run(root)       a base, three synthetic clips and a checkpoint trained on them
     call(model, ids, mask)     a jitted forward pass of a Phi3ForCausalLM
 
@@ -25,13 +27,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import nnx
 
 from wavepose_jax.configs import tiny as tiny_config
 from wavepose_jax.data.batch import Batch
 from wavepose_jax.models.phi3 import Phi3Config, Phi3ForCausalLM
+from wavepose_jax.spec import RunSpec
 
 TINY_PHI3 = Phi3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
@@ -43,8 +45,8 @@ def tiny_llm(seed: int = 1, **overrides: Any) -> Phi3ForCausalLM:
     return Phi3ForCausalLM(dataclasses.replace(TINY_PHI3, **overrides), rngs=nnx.Rngs(seed))
 
 
-def small_config(**train: Any) -> ml_collections.ConfigDict:
-    """configs/tiny.py shrunk to test sizes; `train` overrides `config.train` fields.
+def small_spec(**train: Any) -> RunSpec:
+    """configs/tiny.py shrunk to test sizes; `train` overrides fields of the `train` group.
 
     No dropout (deterministic steps) and no auxiliary loss: the auxiliary term is a
     per-micro-batch mean, so only the CE is exact under accumulation. A large Adam epsilon
@@ -58,7 +60,7 @@ def small_config(**train: Any) -> ml_collections.ConfigDict:
     c.lora.update(rank=4, alpha=8.0, dropout=0.0)
     c.train.update({**dict(steps=100, warmup_steps=0, lr_encoder=1e-2, lr_bridge_lora=1e-2,
                            aux_loss_weight=0.0, adam_eps=1e-5), **train})
-    return c
+    return RunSpec.from_config(c)
 
 
 def make_batch(seed: int = 0, batch: int = 4, frames: int = 16, length: int = 12,
@@ -109,8 +111,9 @@ def make_tiny_base(directory: str | Path, seed: int = 0, **hf_overrides: Any):
     return tokenizer
 
 
-def tiny_run_config(base_dir: str | Path) -> ml_collections.ConfigDict:
-    """configs/tiny.py shrunk to a few-second CPU run on the base in `base_dir`."""
+def tiny_run_config(base_dir: str | Path) -> Any:
+    """configs/tiny.py shrunk to a few-second CPU run on the base in `base_dir` (a ConfigDict,
+    as a config file returns it)."""
     c = tiny_config.get_config()
     c.llm.path = str(base_dir)
     c.lora.rank = 2
@@ -122,23 +125,36 @@ def tiny_run_config(base_dir: str | Path) -> ml_collections.ConfigDict:
     return c
 
 
+def tiny_run_spec(base_dir: str | Path) -> RunSpec:
+    """`tiny_run_config` as the RunSpec a command makes of it."""
+    return RunSpec.from_config(tiny_run_config(base_dir))
+
+
+def train_state(model: Any, spec: RunSpec, mesh: Any = None) -> Any:
+    """`training.state.create_train_state` of `model` with the spec's `train` group and loss
+    weights (as train.py makes it)."""
+    from wavepose_jax.training.loss import LossWeights
+    from wavepose_jax.training.state import create_train_state
+
+    return create_train_state(model, spec.train, LossWeights.of(spec.train, spec.data.target_fps),
+                              mesh)
+
+
 def build_tiny_run(root: Path) -> tuple[Path, Path, nnx.State]:
     """(workdir, clip dir, trained params): a checkpoint at step 7 of a tiny model whose trained
     parameters (a fresh init + 0.01) differ from a fresh init, and three squat clips."""
     from wavepose_jax import run as run_lib
     from wavepose_jax.data import synthetic
     from wavepose_jax.training import checkpoint as ckpt_lib
-    from wavepose_jax.training.state import create_train_state
-
     base_dir, workdir, data_dir = root / "base", root / "work", root / "clips"
     make_tiny_base(base_dir)
     synthetic.write_dataset(data_dir, 3, seed=5, exercises=["squat"], progress=False)
-    config = tiny_run_config(base_dir)
-    model = run_lib.new_model(config)
-    state = create_train_state(model, config)
+    spec = tiny_run_spec(base_dir)
+    model = run_lib.new_model(spec)
+    state = train_state(model, spec)
     params = jax.tree.map(lambda x: x + 0.01, state.params)
     record = ckpt_lib.base_record_of(model.llm, path=str(base_dir))
-    with ckpt_lib.Checkpointer(workdir, config=config, base=record) as ckpt:
+    with ckpt_lib.Checkpointer(workdir, config=spec.to_dict(), base=record) as ckpt:
         ckpt.save(7, {**state.checkpoint_items(), "params": params})
     return workdir, data_dir, params
 

@@ -31,7 +31,7 @@ import numpy as np
 from absl import flags
 from tqdm import tqdm
 
-from wavepose_jax import cli, hf, pipeline
+from wavepose_jax import cli, dataset, hf
 from wavepose_jax import evaluate as evaluate_lib
 from wavepose_jax import run as run_lib
 from wavepose_jax import sharding as sharding_lib
@@ -39,11 +39,13 @@ from wavepose_jax.data import othergen, synthetic
 from wavepose_jax.feedback import feedback
 from wavepose_jax.models import wavellm
 from wavepose_jax.sampler import Sampler
+from wavepose_jax.spec import RunSpec
 from wavepose_jax.training import checkpoint as ckpt_lib
 from wavepose_jax.training import distributed
 from wavepose_jax.training import metrics as metrics_lib
 from wavepose_jax.training import state as state_lib
 from wavepose_jax.training import step as step_lib
+from wavepose_jax.training.loss import LossWeights
 
 
 
@@ -72,7 +74,7 @@ def _synthetic_dir(root: str, n: int, seed: int, keypoints: bool = True,
 def _benchmark_dir(root: str, n: int, seed: int) -> str:
     """Writes n clips of the out-of-distribution benchmark (data/othergen.py) under root, once.
 
-    Evaluation only: `pipeline.prepare_dataset` refuses these clips as training data.
+    Evaluation only: `dataset.prepare_dataset` refuses these clips as training data.
     """
     out = os.path.join(root, f"othergen-n{n}-seed{seed}")
     if not os.path.isdir(out):
@@ -124,36 +126,37 @@ class _StopRequest:
 class Trainer:
     """One training run: data, model, state, jitted steps, logging and checkpoints."""
 
-    def __init__(self, config: Any, workdir: str):
-        self.config, self.workdir = config, workdir
+    def __init__(self, spec: RunSpec, workdir: str):
+        self.spec, self.workdir = spec, workdir
         self.is_main = jax.process_index() == 0
-        self.mesh = sharding_lib.make_mesh(dict(config.mesh))
-        self.tokenizer = hf.load_tokenizer(config.llm.path)
-        self.stop_ids = hf.stop_ids(config.llm.path, self.tokenizer)
+        self.mesh = sharding_lib.make_mesh(spec.mesh.axes())
+        self.tokenizer = hf.load_tokenizer(spec.llm.path)
+        self.stop_ids = hf.stop_ids(spec.llm.path, self.tokenizer)
 
-        data_dir = config.data.dir or _synthetic_dir(
-            os.path.join(workdir, "data"), config.data.synthetic_n, config.data.synthetic_seed,
-            keypoints=bool(config.data.synthetic_keypoints),
-            workers=int(config.data.synthetic_workers))
-        self.train_src, self.val_src, report = pipeline.prepare_dataset(
-            data_dir, self.tokenizer, config)
+        data = spec.data
+        data_dir = data.dir or _synthetic_dir(
+            os.path.join(workdir, "data"), data.synthetic_n, data.synthetic_seed,
+            keypoints=data.synthetic_keypoints, workers=data.synthetic_workers)
+        self.train_src, self.val_src, report = dataset.prepare_dataset(
+            data_dir, self.tokenizer, data, seed=spec.train.seed)
         self.log(f"data: {data_dir}: {report.summary()}")
 
         loading = time.perf_counter()
-        model = run_lib.new_model(config, self.mesh)
+        model = run_lib.new_model(spec, self.mesh)
         counts = wavellm.param_counts(model)
         self.log("params: " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
                  + f" (loaded in {time.perf_counter() - loading:.1f}s)")
         self._llm_config = model.llm.config
         self._flops_params = counts["base"] + counts["lora"]
         self.num_soft = model.num_soft_tokens
-        self.state = state_lib.create_train_state(model, config, self.mesh)
+        self.state = state_lib.create_train_state(
+            model, spec.train, LossWeights.of(spec.train, data.target_fps), self.mesh)
         self.ckpt = ckpt_lib.Checkpointer(
-            workdir, keep=config.train.keep_checkpoints, config=config,
-            base=ckpt_lib.base_record_of(model.llm, path=hf.portable(config.llm.path)))
-        self.loader = pipeline.make_train_loader(
-            self.train_src, config, seed=config.train.seed, process_index=jax.process_index(),
-            process_count=jax.process_count())
+            workdir, keep=spec.train.keep_checkpoints, config=spec.to_dict(),
+            base=ckpt_lib.base_record_of(model.llm, path=hf.portable(spec.llm.path)))
+        self.loader = dataset.make_train_loader(
+            self.train_src, batch_size=spec.train.batch_size, seed=spec.train.seed,
+            process_index=jax.process_index(), process_count=jax.process_count())
         self.writer = None  # opened by `fit` once the resumed step is known
         self.peak_flops = metrics_lib.peak_flops()
         self._train_step = self._eval_step = None
@@ -174,7 +177,7 @@ class Trainer:
         batch = self._global(batch)
         if self._train_step is None:
             self._train_step = step_lib.jit_train_step(
-                self.state, batch, self.mesh, grad_accum=self.config.train.grad_accum)
+                self.state, batch, self.mesh, grad_accum=self.spec.train.grad_accum)
         length, started = batch.tokens.shape[1], time.perf_counter()
         self.state, metrics = self._train_step(self.state, batch, rng)
         if length not in self._compiled_lengths:  # a new bucket: this call compiled the step
@@ -186,9 +189,9 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Token-mean CE over the whole validation split."""
         ce_sum = num_tokens = 0.0
-        batches = pipeline.make_eval_batches(
-            self.val_src, self.config, process_index=jax.process_index(),
-            process_count=jax.process_count())
+        batches = dataset.make_eval_batches(
+            self.val_src, batch_size=self.spec.train.batch_size,
+            process_index=jax.process_index(), process_count=jax.process_count())
         for batch in batches:
             batch = self._global(batch)
             if self._eval_step is None:
@@ -201,7 +204,7 @@ class Trainer:
     def samples(self) -> list[dict[str, str]]:
         """Greedy feedback for the first validation clips (single-process runs), grounded on
         their measurement as every command grounds it (`feedback.feedback`)."""
-        n = min(int(self.config.train.num_eval_samples), len(self.val_src))
+        n = min(self.spec.train.num_eval_samples, len(self.val_src))
         if n == 0:
             return []
         examples = [self.val_src[i] for i in range(n)]
@@ -209,7 +212,7 @@ class Trainer:
         soft, _ = sampler.encode(np.stack([e.inputs.waves for e in examples]),
                                  np.stack([e.inputs.frame_mask for e in examples]))
         texts = sampler.generate(soft, [e.inputs.prompt_ids for e in examples],
-                                 max_new_tokens=int(self.config.eval.max_new_tokens)).texts
+                                 max_new_tokens=self.spec.eval.max_new_tokens).texts
         return [{"video_id": e.info.video_id,
                  "generated": feedback(text, e.inputs.measurement).text,
                  "reference": e.info.language} for e, text in zip(examples, texts)]
@@ -257,13 +260,13 @@ class Trainer:
             "step_time_s": elapsed / len(pending),
             "mfu": metrics_lib.mfu(tokens_per_s, flops, self.peak_flops)})
         postfix = {"loss": f"{last['loss']:.3f}"}
-        if self.config.train.fault_loss_weight > 0:
+        if self.spec.train.fault_loss_weight > 0:
             postfix["fault_loss"] = f"{last['fault_loss']:.3f}"
         bar.set_postfix(postfix)
 
     def _count_skips(self, step: int, fetched: list) -> None:
         """Counts skipped (non-finite) steps; too many in a row stop the run with one line."""
-        limit = int(self.config.train.max_bad_steps)
+        limit = self.spec.train.max_bad_steps
         for m in fetched:
             skipped = float(m["skipped"]) > 0
             self._skipped_total += int(skipped)
@@ -278,14 +281,14 @@ class Trainer:
     def fit(self) -> bool:
         """Trains to `train.steps`; returns False when stopped early by SIGTERM / SIGINT (after
         finishing the step in flight and saving it)."""
-        t = self.config.train
+        t = self.spec.train
         start = self.restore()
         # Per-window metrics go to metrics.jsonl and TensorBoard (records of steps after the
         # resumed one are dropped: they are about to be written again); the console shows the
         # progress bar (loss, ETA) and one line per validation.
         self.writer = metrics_lib.MetricsWriter(self.workdir, use_console=False,
                                                 resume_step=start if start else None)
-        rng = jax.random.key(int(t.seed))
+        rng = jax.random.key(t.seed)
         pending, window_start = [], time.perf_counter()
         bar = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="train",
                    disable=not self.is_main, file=sys.stderr, dynamic_ncols=True)
@@ -326,7 +329,7 @@ class Trainer:
         """Evaluates the held-out clips (or the validation split) and, when `eval.ood_n` > 0,
         the out-of-distribution benchmark (data/othergen.py, never trained on); writes
         eval.json as {"in_distribution": {...}, "out_of_distribution": {...}}."""
-        e = self.config.eval
+        e = self.spec.eval
         if jax.process_count() > 1:
             self.log("evaluation skipped in a multi-process run: run "
                      f"`python -m wavepose_jax.evaluate --ckpt {self.workdir} --data DIR`")
@@ -342,7 +345,7 @@ class Trainer:
                 source, where = self.val_src, "validation split"
             else:
                 try:
-                    source, _ = pipeline.load_examples(heldout, self.tokenizer, self.config)
+                    source, _ = dataset.load_examples(heldout, self.tokenizer, self.spec.data)
                 except ValueError as error:  # no usable clip: the trained run stands, say why
                     self.log(f"evaluation of {name} skipped: {error}")
                     continue
@@ -351,7 +354,9 @@ class Trainer:
                 self.log(f"evaluation of {name} skipped: no clips")
                 continue
             result = evaluate_lib.evaluate(self.state.model(), source, self.tokenizer,
-                                           self.config, stop_ids=self.stop_ids)
+                                           stop_ids=self.stop_ids,
+                                           batch_size=self.spec.eval.batch_size,
+                                           max_new_tokens=self.spec.eval.max_new_tokens)
             results[name] = {"data": where, "step": int(self.state.step), **result}
         if not results:
             return None
@@ -374,11 +379,11 @@ class Trainer:
                 self.writer.close()
 
 
-def run(config: Any, workdir: str) -> dict[str, Any] | None:
+def run(spec: RunSpec, workdir: str) -> dict[str, Any] | None:
     """Trains, then evaluates; returns the evaluation result (None when skipped)."""
-    distributed.initialize(config)
+    distributed.initialize(spec.distributed)
     os.makedirs(workdir, exist_ok=True)
-    trainer = Trainer(config, workdir)
+    trainer = Trainer(spec, workdir)
     try:
         result = trainer.evaluate_heldout() if trainer.fit() else None  # None: stopped, saved
     except BaseException:
@@ -399,9 +404,9 @@ flags.DEFINE_string("workdir", None, "run directory (logs, checkpoints); default
 
 def _run(args, _) -> int:
     config_file = cli.config_file(args, example="tiny")
-    config = args.config  # loads the file; an error in it is one line too
+    spec = RunSpec.from_config(args.config)  # loads the file; an error in it is one line too
     workdir = args.workdir or default_workdir(config_file)
-    run(config, workdir)
+    run(spec, workdir)
     return cli.EXIT_OK
 
 

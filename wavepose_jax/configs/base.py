@@ -83,7 +83,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.bridge.dropout = 0.1  # residual dropout (training only)
     c.bridge.fault_tokens = False  # add the fault head's estimate to every soft token
 
-    # ---- data (pipeline.py)
+    # ---- data (inputs.py: what the model sees; dataset.py: training examples and batches)
     c.data = ml_collections.ConfigDict()
     c.data.dir = ""  # directory of clip JSON files; "" = generate a synthetic set in WORKDIR/data
     c.data.synthetic_n = 1000  # clips generated when data.dir is ""

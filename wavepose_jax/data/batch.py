@@ -27,7 +27,7 @@ class Batch:
 
     waves: Any           # [B, T, C] f32   normalised signals (`Clip.model_input`)
     frame_mask: Any      # [B, T] bool     real frames
-    phase: Any           # [B, T] f32      rep phase in radians (`pipeline.rep_phase`)
+    phase: Any           # [B, T] f32      rep phase in radians (`dataset.rep_phase`)
     phase_mask: Any      # [B, T] bool     frames inside a rep
     faults: Any          # [B, F] f32      multi-hot fault labels, `faults.FAULTS` order
     fault_mask: Any      # [B, F] bool     labelled and applicable to the exercise

@@ -26,7 +26,7 @@ Faults are imposed with margins around the rule thresholds (the truth is the int
 fault on a minority of reps (in `rep_faults`, but not a clip fault). Clips hold keypoints only,
 as a user's file would: the loader derives the signals and the wave features.
 
-Every clip carries `"benchmark": "othergen"`; `pipeline.prepare_dataset` refuses such clips,
+Every clip carries `"benchmark": "othergen"`; `dataset.prepare_dataset` refuses such clips,
 so the benchmark never becomes training data. Nothing here imports `synthetic`.
 
 Command line (one JSON file per clip, deterministic per seed; the flags of `wavepose-clips`):
@@ -565,9 +565,3 @@ def write_dataset(out: str | os.PathLike, n: int, seed: int, *,
             fh.write(json.dumps(clip, separators=(",", ":")))  # the C encoder: fast
         paths.append(path)
     return paths
-
-
-if __name__ == "__main__":  # the command line is `wavepose-clips other` (wavepose_jax/clips.py)
-    from wavepose_jax import clips  # pylint: disable=import-outside-toplevel  # no import cycle
-
-    sys.exit(clips.main(["other", *sys.argv[1:]]))

@@ -18,10 +18,10 @@ In a scanned (stacked) decoder stack a Linear's kernel is [L, in, out]; its delt
 the same way (`lora_a` [L, in, r], `lora_b` [L, r, out], one dropout RNG stream per layer),
 and a target adapts all L layers of the module it names.
 
-`is_trainable(path, config)` is the one predicate deciding what trains (regexes over the
-flattened parameter path of the composed model, e.g. `llm/model/layers/3/mlp/down_proj/lora_b`);
-`trainable_filter(config)` turns it into an NNX filter for `nnx.split`, and the optimizer
-labels (training/optim.py) are derived from it.
+`is_trainable(path, trainable)` is the one predicate deciding what trains (`trainable`: the
+run's `train.trainable` regexes over the flattened parameter path of the composed model, e.g.
+`llm/model/layers/3/mlp/down_proj/lora_b`); `trainable_filter(trainable)` turns it into an NNX
+filter for `nnx.split`, and the optimizer labels (training/optim.py) are derived from it.
 """
 
 from __future__ import annotations
@@ -56,12 +56,6 @@ class LoraConfig:
     alpha: float = 64.0  # scale = alpha / r
     dropout: float = 0.05  # dropout on the LoRA branch input (training only)
     targets: tuple[str, ...] = DEFAULT_TARGETS  # regexes over module paths of the LLM
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> LoraConfig:
-        """From a `config.lora` group (any object with rank/alpha/dropout/targets attributes)."""
-        return cls(rank=int(cfg.rank), alpha=float(cfg.alpha), dropout=float(cfg.dropout),
-                   targets=tuple(cfg.targets))
 
 
 def path_str(path: Sequence[Any]) -> str:
@@ -106,12 +100,12 @@ def lora_modules(model: nnx.Module, targets: Sequence[str]) -> list[tuple[str, n
     return found
 
 
-def apply_lora(model: nnx.Module, lora_cfg: LoraConfig | Any, rngs: nnx.Rngs) -> int:
+def apply_lora(model: nnx.Module, cfg: LoraConfig, rngs: nnx.Rngs) -> int:
     """Attaches LoRA deltas in place to the targeted Linear layers of `model`.
 
     Args:
       model: the language model (e.g. phi3.Phi3ForCausalLM); its Linear layers expose the hook.
-      lora_cfg: `LoraConfig` or a `config.lora` group.
+      cfg: the LoRA hyper-parameters.
       rngs: `params` draws A; `dropout` seeds the LoRA dropout streams.
 
     Returns:
@@ -120,7 +114,6 @@ def apply_lora(model: nnx.Module, lora_cfg: LoraConfig | Any, rngs: nnx.Rngs) ->
     Raises:
       ValueError: the targets match no Linear layer, or rank/alpha/dropout are out of range.
     """
-    cfg = lora_cfg if isinstance(lora_cfg, LoraConfig) else LoraConfig.from_config(lora_cfg)
     if cfg.rank < 0:
         raise ValueError(f"config field 'lora.rank': must be >= 0, got {cfg.rank}")
     if cfg.rank == 0:
@@ -155,16 +148,17 @@ def _dropout(rate: float, rngs: nnx.Rngs, stack: tuple[int, ...]) -> nnx.Dropout
     return dropout
 
 
-def is_trainable(path: Sequence[Any] | str, config: Any) -> bool:
-    """Whether the parameter at `path` trains: a `config.train.trainable` regex fully matches it.
+def is_trainable(path: Sequence[Any] | str, trainable: Sequence[str]) -> bool:
+    """Whether the parameter at `path` trains: one of the `trainable` regexes (a run's
+    `train.trainable`) fully matches it.
 
     `path` is a flattened parameter path of the composed model (`encoder/...`, `bridge/...`,
     `llm/model/layers/0/self_attn/qkv_proj/lora_a`) as a string or a tuple of keys.
     """
     name = path if isinstance(path, str) else path_str(path)
-    return any(re.fullmatch(p, name) for p in config.train.trainable)
+    return any(re.fullmatch(p, name) for p in trainable)
 
 
-def trainable_filter(config: Any) -> nnx.All:
+def trainable_filter(trainable: Sequence[str]) -> nnx.All:
     """NNX filter selecting the trainable parameters: `nnx.Param` and `is_trainable`."""
-    return nnx.All(nnx.Param, lambda path, _: is_trainable(path, config))
+    return nnx.All(nnx.Param, lambda path, _: is_trainable(path, trainable))

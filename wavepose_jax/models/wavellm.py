@@ -27,12 +27,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from wavepose_jax import sharding as sharding_lib
-from wavepose_jax.data.faults import FAULT_CHANNELS, FAULTS
-from wavepose_jax.data.schema import NUM_SIGNALS
-from wavepose_jax.data.waves import REP_CHANNELS
 from wavepose_jax.models.bridge import BridgeConfig, WaveBridge, embedding_rms
 from wavepose_jax.models.encoder import EncoderConfig, WavePoseEncoder
-from wavepose_jax.models.lora import apply_lora, is_lora_path
+from wavepose_jax.models.lora import LoraConfig, apply_lora, is_lora_path
 from wavepose_jax.models.phi3 import Phi3Config, Phi3ForCausalLM
 
 
@@ -103,52 +100,26 @@ class WaveLLM(nnx.Module):
 # Construction
 
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+@dataclasses.dataclass(frozen=True)
+class WaveLLMSpec:
+    """What a WaveLLM is built from besides its base: encoder, bridge and LoRA hyper-parameters
+    and the seed of the new parameters (`spec.RunSpec.model` makes it from a run's settings;
+    the bridge's `llm_dim` is taken from the base when the model is built)."""
+
+    encoder: EncoderConfig
+    bridge: BridgeConfig
+    lora: LoraConfig
+    seed: int
 
 
-def dtype_from_name(name: str, field: str) -> Any:
-    """'bfloat16' -> jnp.bfloat16; a ValueError naming the config field otherwise."""
-    try:
-        return _DTYPES[str(name)]
-    except KeyError:
-        raise ValueError(f"config field '{field}': unknown dtype {name!r} "
-                         f"(choose from {sorted(_DTYPES)})") from None
-
-
-def llm_overrides(config: Any) -> dict[str, Any]:
-    """Phi3Config compute settings from `config.llm` (dtype, param_dtype, remat, attention,
-    scan_layers; a config saved before `scan_layers` existed reads as unrolled)."""
-    c = config.llm
-    return dict(dtype=dtype_from_name(c.dtype, "llm.dtype"),
-                param_dtype=dtype_from_name(c.param_dtype, "llm.param_dtype"),
-                remat=bool(c.remat), attention_impl=c.attention_impl or None,
-                scan_layers=bool(c.get("scan_layers", False)))
-
-
-def encoder_config(config: Any) -> EncoderConfig:
-    """The encoder of a run: it reads the 7 signals, then the rep channels when
-    `data.rep_channels` is on (`data.waves.REP_CHANNELS`), then the rules' verdicts when
-    `data.fault_channels` is on (`data.faults.FAULT_CHANNELS`)."""
-    extra = len(REP_CHANNELS) if config.data.get("rep_channels", False) else 0
-    extra += len(FAULT_CHANNELS) if config.data.get("fault_channels", False) else 0
-    return EncoderConfig(num_signals=NUM_SIGNALS + extra, **config.encoder.to_dict())
-
-
-def bridge_config(config: Any, llm_dim: int) -> BridgeConfig:
-    """The bridge of a run: a fault head over the global vocabulary iff the fault loss is on."""
-    with_head = float(config.train.fault_loss_weight) > 0
-    return BridgeConfig(llm_dim=llm_dim, num_faults=len(FAULTS) if with_head else 0,
-                        **config.bridge.to_dict())
-
-
-def create_wavellm(config: Any, llm_config: Phi3Config, embed_rms: float,
+def create_wavellm(spec: WaveLLMSpec, llm_config: Phi3Config, embed_rms: float,
                    rngs: nnx.Rngs) -> WaveLLM:
     """A freshly initialised WaveLLM (random base) with LoRA attached; used under jit / eval_shape."""
     llm = Phi3ForCausalLM(llm_config, rngs=rngs)
-    apply_lora(llm, config.lora, rngs)
-    encoder = WavePoseEncoder(encoder_config(config), rngs=rngs)
-    bridge = WaveBridge(bridge_config(config, llm_config.hidden_size), embed_rms=embed_rms,
-                        rngs=rngs)
+    apply_lora(llm, spec.lora, rngs)
+    encoder = WavePoseEncoder(spec.encoder, rngs=rngs)
+    bridge = WaveBridge(dataclasses.replace(spec.bridge, llm_dim=llm_config.hidden_size),
+                        embed_rms=embed_rms, rngs=rngs)
     return WaveLLM(encoder, bridge, llm)
 
 
@@ -158,27 +129,27 @@ def is_base_weight(path: tuple, variable: Any) -> bool:
             and not is_lora_path(path))
 
 
-def build_wavellm(config: Any, llm: Phi3ForCausalLM,
+def build_wavellm(spec: WaveLLMSpec, llm: Phi3ForCausalLM,
                   mesh: jax.sharding.Mesh | None = None) -> WaveLLM:
     """The trainable model: a loaded base + fresh encoder, bridge and LoRA deltas.
 
     Args:
-      config: the run config (lora, encoder, bridge, train groups).
+      spec: encoder, bridge and LoRA hyper-parameters and the seed of the new parameters.
       llm: the already loaded base language model (`run.load_base`, or a random model in tests).
       mesh: when given, base weights are placed by the sharding rules and the new parameters
         are initialised straight onto their shardings by a jitted init (no host copy).
 
     The bridge's output scale is the RMS of the loaded embedding table. The new parameters
-    are drawn from `config.train.seed`; the base weights are used as loaded (not copied).
+    are drawn from `spec.seed`; the base weights are used as loaded (not copied).
     """
     embed_rms = embedding_rms(llm.model.embed_tokens.embedding[...])
 
     def create(key):
         params_key, dropout_key = jax.random.split(key)
-        return create_wavellm(config, llm.config, embed_rms,
+        return create_wavellm(spec, llm.config, embed_rms,
                               nnx.Rngs(params=params_key, dropout=dropout_key))
 
-    key = jax.random.key(int(config.train.seed))
+    key = jax.random.key(spec.seed)
     model = nnx.eval_shape(lambda: create(key))  # abstract; nothing allocated
     new_filter = nnx.Not(is_base_weight)
     base = nnx.state(llm, nnx.Param)
@@ -205,8 +176,3 @@ def param_counts(model: WaveLLM) -> dict[str, int]:
     return {"base": count(is_base_weight), "lora": count(lora),
             "encoder": count(nnx.All(nnx.Param, nnx.PathContains("encoder"))),
             "bridge": count(nnx.All(nnx.Param, nnx.PathContains("bridge")))}
-
-
-def with_llm_config(llm_config: Phi3Config, config: Any) -> Phi3Config:
-    """`llm_config` with the compute settings of `config.llm`."""
-    return dataclasses.replace(llm_config, **llm_overrides(config))

@@ -32,7 +32,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -42,10 +41,12 @@ from wavepose_jax import cli
 from wavepose_jax import sharding as sharding_lib
 from wavepose_jax.data.batch import Batch
 from wavepose_jax.data.faults import FAULTS
-from wavepose_jax.models import phi3_bases, wavellm
+from wavepose_jax.models import phi3_bases
 from wavepose_jax.models.phi3 import Phi3Config
+from wavepose_jax.spec import DataSpec, RunSpec
 from wavepose_jax.training import state as state_lib
 from wavepose_jax.training import step as step_lib
+from wavepose_jax.training.loss import LossWeights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,15 +85,16 @@ class AotReport:
 _PACKAGE_PREFIX = "wavepose_jax:"  # a directory inside the package (as hf.resolve reads it)
 
 
-def base_config(config: Any) -> Phi3Config:
-    """The base architecture of `config.llm.path` from its config.json alone: a local directory,
+def base_config(path: str) -> Phi3Config:
+    """The base architecture of `path` (a run's `llm.path`) from its config.json alone: a local
+    directory,
     a package directory `wavepose_jax:<path>`, a hub id in the local Hugging Face cache, or a
     hub id whose config.json `models/phi3_bases.py` holds. Never downloads.
 
     Raises:
       ValueError: naming `llm.path` when none of these has the config.
     """
-    path = str(config.llm.path)
+    path = str(path)
     if path.startswith(_PACKAGE_PREFIX):
         directory = Path(__file__).resolve().parents[1] / path[len(_PACKAGE_PREFIX):]
     else:
@@ -120,11 +122,12 @@ def base_config(config: Any) -> Phi3Config:
         raise ValueError(f"config field 'llm.path': {path}: config.json: {e}") from None
 
 
-def abstract_batch(config: Any, batch_size: int, tokens: int, mesh: jax.sharding.Mesh) -> Batch:
+def abstract_batch(data: DataSpec, batch_size: int, tokens: int,
+                   mesh: jax.sharding.Mesh) -> Batch:
     """A training batch (data/batch.py) of ShapeDtypeStructs, split over the data axes."""
     sharding = sharding_lib.batch_sharding(mesh)
-    frames, faults = int(config.data.seq_len), len(FAULTS)
-    channels = wavellm.encoder_config(config).num_signals  # the signals + rep/fault channels
+    frames, faults = data.seq_len, len(FAULTS)
+    channels = data.num_channels  # the signals + rep/fault channels
 
     def leaf(shape, dtype):
         return jax.ShapeDtypeStruct((batch_size, *shape), dtype, sharding=sharding)
@@ -138,32 +141,36 @@ def abstract_batch(config: Any, batch_size: int, tokens: int, mesh: jax.sharding
         example_weight=leaf((), jnp.float32))
 
 
-def compile_train_step(config: Any, llm_config: Phi3Config, tokens: int | None = None,
+def compile_train_step(spec: RunSpec, llm_config: Phi3Config, tokens: int | None = None,
                        mesh: jax.sharding.Mesh | None = None,
                        state: state_lib.TrainState | None = None):
-    """Lowers and compiles the train step of `config` from shapes; returns (report, compiled).
+    """Lowers and compiles the train step of a run from shapes; returns (report, compiled).
 
     Args:
-      config: run config (`train.batch_size`, `train.grad_accum`, `llm.*`, `data.seq_len`, ...).
-      llm_config: the base architecture.
+      spec: the run's settings (`train.batch_size`, `train.grad_accum`, `llm.*`,
+        `data.seq_len`, ...).
+      llm_config: the base architecture (its compute settings are the spec's).
       tokens: text tokens per row (default: the largest of `data.buckets`).
-      mesh: device mesh (default: `config.mesh` over the current devices, as train.py makes it).
+      mesh: device mesh (default: `spec.mesh` over the current devices, as train.py makes it).
       state: a train state (arrays or ShapeDtypeStructs) to compile for, e.g. to run the
         compiled step on it; default `state.abstract_train_state` (nothing allocated).
     """
-    mesh = mesh or sharding_lib.make_mesh(dict(config.mesh))
-    tokens = int(tokens or max(config.data.buckets))
-    batch_size = int(config.train.batch_size)
+    mesh = mesh or sharding_lib.make_mesh(spec.mesh.axes())
+    tokens = int(tokens or max(spec.data.buckets))
+    batch_size = spec.train.batch_size
     if state is None:
-        state = state_lib.abstract_train_state(config, llm_config, mesh)
+        llm_config = dataclasses.replace(llm_config, **spec.llm.compute())
+        state = state_lib.abstract_train_state(
+            spec.model, spec.train, LossWeights.of(spec.train, spec.data.target_fps),
+            llm_config, mesh)
     else:
         state = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-    batch = abstract_batch(config, batch_size, tokens, mesh)
+    batch = abstract_batch(spec.data, batch_size, tokens, mesh)
     key = jax.eval_shape(lambda: jax.random.key(0))
     rng = jax.ShapeDtypeStruct(key.shape, key.dtype,
                                sharding=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    step = step_lib.jit_train_step(state, batch, mesh, grad_accum=int(config.train.grad_accum))
+    step = step_lib.jit_train_step(state, batch, mesh, grad_accum=spec.train.grad_accum)
     t0 = time.perf_counter()
     lowered = step.lower(state, batch, rng)
     t1 = time.perf_counter()
@@ -192,16 +199,16 @@ flags.DEFINE_string("json", None, "also write the report to this JSON file", fla
 
 def _run(args, _) -> int:
     cli.config_file(args, example="base")
-    config = args.config  # loads the file; an error in it is one line too
-    llm_config = base_config(config)
-    report, _ = compile_train_step(config, llm_config, args.tokens)
-    print(f"base: {config.llm.path} | llm.dtype {config.llm.dtype} | remat {config.llm.remat} | "
-          f"scan_layers {config.llm.get('scan_layers', False)}")
+    spec = RunSpec.from_config(args.config)  # loads the file; an error in it is one line too
+    llm_config = base_config(spec.llm.path)
+    report, _ = compile_train_step(spec, llm_config, args.tokens)
+    llm = spec.llm
+    print(f"base: {llm.path} | llm.dtype {llm.dtype} | remat {llm.remat} | "
+          f"scan_layers {llm.scan_layers}")
     print(report.format(), flush=True)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"llm_path": config.llm.path, "remat": bool(config.llm.remat),
-                       "scan_layers": bool(config.llm.get("scan_layers", False)),
+            json.dump({"llm_path": llm.path, "remat": llm.remat, "scan_layers": llm.scan_layers,
                        **report.to_dict()}, f, indent=2)
     return cli.EXIT_OK
 

@@ -1,7 +1,7 @@
 """Multi-process (multi-host) setup: `jax.distributed` and global batches from per-process data.
 
 Every process runs the same program. `initialize` connects the processes (coordinator from
-`config.distributed` or the environment: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
+the run's `distributed` group (`DistributedSpec`) or the environment: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
 JAX_PROCESS_ID; or cluster auto-detection with `distributed.auto`). Afterwards `jax.devices()`
 lists the devices of all processes, the mesh spans them, and each process loads only its
 shard of the data (`batch_size / process_count` examples per step), which
@@ -10,9 +10,9 @@ shard of the data (`batch_size / process_count` examples per step), which
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
-from typing import Any
 
 import jax
 import numpy as np
@@ -23,7 +23,17 @@ from wavepose_jax import sharding as sharding_lib
 from wavepose_jax.data.batch import Batch
 
 
-def initialize(config: Any) -> bool:
+@dataclasses.dataclass(frozen=True)
+class DistributedSpec:
+    """The `distributed` group of a run (meanings in configs/base.py)."""
+
+    coordinator_address: str  # "host:port" of process 0 ("": JAX_COORDINATOR_ADDRESS)
+    num_processes: int
+    process_id: int
+    auto: bool  # let jax.distributed detect a cluster
+
+
+def initialize(d: DistributedSpec) -> bool:
     """Starts `jax.distributed` when the run spans several processes; returns whether it did.
 
     * Explicit: `distributed.num_processes > 1` (with `coordinator_address` and `process_id`,
@@ -37,8 +47,7 @@ def initialize(config: Any) -> bool:
     Raises:
       ValueError: an incomplete or inconsistent multi-process setting (names the field).
     """
-    d = config.distributed
-    num, pid = int(d.num_processes), int(d.process_id)
+    num, pid = d.num_processes, d.process_id
     address = d.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
     if num > 1:
         if not 0 <= pid < num:

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from wavepose_jax.data.batch import Batch
+from wavepose_jax.training.spec import TrainSpec
 
 
 class LossTerms(NamedTuple):
@@ -46,10 +47,10 @@ class LossWeights:
     fps: float | None = 30.0  # frame rate of `Batch.waves` (None: velocities per frame)
 
     @classmethod
-    def from_config(cls, config: Any) -> LossWeights:
-        return cls(aux=float(config.train.aux_loss_weight),
-                   fault=float(config.train.fault_loss_weight),
-                   fps=config.data.target_fps or 30.0)
+    def of(cls, train: TrainSpec, fps: float | None) -> LossWeights:
+        """The weights of a run's `train` group; `fps`: the model input's frame rate
+        (`data.target_fps`; None: the clips' own, taken as 30)."""
+        return cls(aux=train.aux_loss_weight, fault=train.fault_loss_weight, fps=fps or 30.0)
 
 
 def token_ce(logits: jax.Array, batch: Batch) -> tuple[jax.Array, jax.Array]:

@@ -15,6 +15,7 @@ counting the leading layer axis of a scanned layer stack) only, not to norms, bi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -22,31 +23,31 @@ import optax
 
 from wavepose_jax.models.lora import is_trainable, path_str
 from wavepose_jax.models.phi3 import in_stacked_layers
+from wavepose_jax.training.spec import TrainSpec
 
 ENCODER, ADAPTER, FROZEN = "encoder", "adapter", "frozen"
 
 
-def param_label(path: Any, config: Any) -> str:
+def param_label(path: Any, trainable: Sequence[str]) -> str:
     """Optimizer group of the parameter at `path` (a key path or 'a/b/c' string)."""
     name = path if isinstance(path, str) else path_str(path)
-    if not is_trainable(name, config):
+    if not is_trainable(name, trainable):
         return FROZEN
     return ENCODER if name.startswith("encoder/") else ADAPTER
 
 
-def param_labels(params: Any, config: Any) -> Any:
+def param_labels(params: Any, trainable: Sequence[str]) -> Any:
     """Tree of group labels with the structure of `params` (an nnx.State or any pytree)."""
-    return jax.tree_util.tree_map_with_path(lambda kp, _: param_label(kp, config), params)
+    return jax.tree_util.tree_map_with_path(lambda kp, _: param_label(kp, trainable), params)
 
 
-def make_schedule(peak_lr: float, config: Any) -> optax.Schedule:
+def make_schedule(peak_lr: float, t: TrainSpec) -> optax.Schedule:
     """Linear warmup from 0 to `peak_lr`, then cosine decay to `peak_lr * min_lr_ratio`."""
-    t = config.train
-    steps = max(int(t.steps), 1)
-    warmup = min(int(t.warmup_steps), steps - 1)
+    steps = max(t.steps, 1)
+    warmup = min(t.warmup_steps, steps - 1)
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=float(peak_lr), warmup_steps=warmup, decay_steps=steps,
-        end_value=float(peak_lr) * float(t.min_lr_ratio))
+        init_value=0.0, peak_value=peak_lr, warmup_steps=warmup, decay_steps=steps,
+        end_value=peak_lr * t.min_lr_ratio)
 
 
 def _decay_mask(params: Any) -> Any:
@@ -54,25 +55,23 @@ def _decay_mask(params: Any) -> Any:
         lambda path, p: p.ndim - int(in_stacked_layers(path_str(path))) >= 2, params)
 
 
-def make_optimizer(config: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(t: TrainSpec) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(optimizer, schedule of the bridge + LoRA group, the one reported as `lr`).
 
     Gradients are clipped to global norm `train.clip_norm` before AdamW.
     """
-    t = config.train
-    schedules = {ENCODER: make_schedule(t.lr_encoder, config),
-                 ADAPTER: make_schedule(t.lr_bridge_lora, config)}
+    schedules = {ENCODER: make_schedule(t.lr_encoder, t),
+                 ADAPTER: make_schedule(t.lr_bridge_lora, t)}
 
     def adamw(schedule):
-        return optax.adamw(schedule, b1=float(t.adam_b1), b2=float(t.adam_b2),
-                           eps=float(t.adam_eps), weight_decay=float(t.weight_decay),
-                           mask=_decay_mask)
+        return optax.adamw(schedule, b1=t.adam_b1, b2=t.adam_b2, eps=t.adam_eps,
+                           weight_decay=t.weight_decay, mask=_decay_mask)
 
     tx = optax.chain(
-        optax.clip_by_global_norm(float(t.clip_norm)),
+        optax.clip_by_global_norm(t.clip_norm),
         optax.multi_transform(
             {ENCODER: adamw(schedules[ENCODER]), ADAPTER: adamw(schedules[ADAPTER]),
              FROZEN: optax.set_to_zero()},
-            lambda params: param_labels(params, config)),
+            lambda params: param_labels(params, t.trainable)),
     )
     return tx, schedules[ADAPTER]

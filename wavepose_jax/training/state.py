@@ -1,6 +1,6 @@
 """Train state: the model split by the trainable predicate, optimizer state, step; memory report.
 
-    graphdef, params, frozen, rest = nnx.split(model, trainable_filter(config), nnx.Param, ...)
+    graphdef, params, frozen, rest = nnx.split(model, trainable_filter(trainable), nnx.Param, ...)
 
 `params` (encoder, bridge, LoRA; everything under full fine-tuning) are kept in float32 and are
 the only leaves that get gradients and optimizer moments; `frozen` (the base weights, in
@@ -32,6 +32,7 @@ from wavepose_jax.models.lora import trainable_filter
 from wavepose_jax.models.phi3 import BITS, Phi3Config, from_bits
 from wavepose_jax.training.loss import LossWeights
 from wavepose_jax.training.optim import make_optimizer
+from wavepose_jax.training.spec import TrainSpec
 
 
 class TrainState(struct.PyTreeNode):
@@ -87,19 +88,21 @@ def opt_state_shardings(tx: optax.GradientTransformation, abstract_opt_state: An
         is_leaf=lambda x: isinstance(x, (optax.MaskedNode, jax.sharding.Sharding)))
 
 
-def create_train_state(model: wavellm.WaveLLM, config: Any,
+def create_train_state(model: wavellm.WaveLLM, train: TrainSpec, loss_weights: LossWeights,
                        mesh: jax.sharding.Mesh | None = None) -> TrainState:
-    """Splits `model` by the trainable predicate and initialises the optimizer.
+    """Splits `model` by the trainable predicate (`train.trainable`) and initialises the
+    optimizer of `train`.
 
     Raises:
-      ValueError: `config.train.trainable` selects no parameter.
+      ValueError: `train.trainable` selects no parameter.
     """
-    graphdef, params, frozen, rest = nnx.split(model, trainable_filter(config), nnx.Param, ...)
+    graphdef, params, frozen, rest = nnx.split(model, trainable_filter(train.trainable),
+                                               nnx.Param, ...)
     if not jax.tree.leaves(params):
-        raise ValueError(f"config field 'train.trainable': {list(config.train.trainable)} "
+        raise ValueError(f"config field 'train.trainable': {list(train.trainable)} "
                          "selects no parameter")
-    tx, lr_fn = make_optimizer(config)
-    bits_dtype = wavellm.dtype_from_name(config.llm.param_dtype, "llm.param_dtype")
+    tx, lr_fn = make_optimizer(train)
+    bits_dtype = model.llm.config.param_dtype  # of base weights stored as bits
     if mesh is None:
         params = jax.jit(functools.partial(_to_float32, bits_dtype=bits_dtype))(params)
         opt_state = jax.jit(tx.init)(params)
@@ -114,11 +117,11 @@ def create_train_state(model: wavellm.WaveLLM, config: Any,
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         step = jax.jit(lambda: jnp.zeros((), jnp.int32), out_shardings=replicated)()
     return TrainState(step=step, params=params, frozen=frozen, rest=rest, opt_state=opt_state,
-                      graphdef=graphdef, tx=tx, lr_fn=lr_fn,
-                      loss_weights=LossWeights.from_config(config))
+                      graphdef=graphdef, tx=tx, lr_fn=lr_fn, loss_weights=loss_weights)
 
 
-def abstract_train_state(config: Any, llm_config: Phi3Config,
+def abstract_train_state(model_spec: wavellm.WaveLLMSpec, train: TrainSpec,
+                         loss_weights: LossWeights, llm_config: Phi3Config,
                          mesh: jax.sharding.Mesh) -> TrainState:
     """The train state of a run (`create_train_state` of `run.new_model`'s model) as
     `jax.ShapeDtypeStruct`s carrying the shardings the run gives them: parameters (frozen and
@@ -126,15 +129,14 @@ def abstract_train_state(config: Any, llm_config: Phi3Config,
     Nothing is allocated.
 
     Args:
-      config: run config (`llm` compute settings, lora, encoder, bridge, train).
-      llm_config: the base architecture (e.g. `hf.load_config(config.llm.path)`).
+      model_spec: encoder, bridge and LoRA of the run (`spec.RunSpec.model`).
+      train: the run's `train` group; loss_weights: its `LossWeights`.
+      llm_config: the base architecture with the run's compute settings.
       mesh: the device mesh of the run.
     """
-    llm_config = wavellm.with_llm_config(llm_config, config)
-
     def build() -> TrainState:
-        model = wavellm.create_wavellm(config, llm_config, 1.0, nnx.Rngs(int(config.train.seed)))
-        return create_train_state(model, config)
+        model = wavellm.create_wavellm(model_spec, llm_config, 1.0, nnx.Rngs(model_spec.seed))
+        return create_train_state(model, train, loss_weights)
 
     state = jax.eval_shape(build)
     rules = lambda tree: sharding_lib.param_shardings(tree, mesh)  # noqa: E731
@@ -165,30 +167,31 @@ def _count(tree: Any) -> int:
     return int(sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree)))
 
 
-def memory_report(config: Any, llm_config: Phi3Config) -> dict[str, int]:
+def memory_report(model_spec: wavellm.WaveLLMSpec, train: TrainSpec,
+                  llm_config: Phi3Config) -> dict[str, int]:
     """Parameter counts and bytes of a run, from shapes alone (`jax.eval_shape`, no weights).
 
     Args:
-      config: run config; `config.llm` sets the base dtype, `config.lora` the adapters and
-        `config.train.trainable` what trains (trainable leaves counted in float32).
-      llm_config: the base architecture (e.g. `hf.load_config(config.llm.path)`).
+      model_spec: encoder, bridge and LoRA adapters of the run (`spec.RunSpec.model`).
+      train: the run's `train` group: `trainable` says what trains (trainable leaves counted
+        in float32), and the optimizer.
+      llm_config: the base architecture with the run's compute settings (its `param_dtype`
+        is the dtype of the frozen base).
 
     Returns:
       base_params, lora_params, trainable_params, frozen_params, and the bytes of
       frozen_bytes, trainable_bytes, grad_bytes (one gradient per trainable leaf, float32),
       optimizer_bytes (AdamW moments) and total_bytes (their sum; activations excluded).
     """
-    llm_config = wavellm.with_llm_config(llm_config, config)
-
     def create():
-        return wavellm.create_wavellm(config, llm_config, 1.0, nnx.Rngs(0))
+        return wavellm.create_wavellm(model_spec, llm_config, 1.0, nnx.Rngs(0))
 
     model = nnx.eval_shape(create)
-    _, params, frozen, _ = nnx.split(model, trainable_filter(config), nnx.Param, ...)
+    _, params, frozen, _ = nnx.split(model, trainable_filter(train.trainable), nnx.Param, ...)
     params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32)
                           if jnp.issubdtype(x.dtype, jnp.floating) or x.dtype == BITS else x,
                           params)
-    tx, _ = make_optimizer(config)
+    tx, _ = make_optimizer(train)
     opt_state = jax.eval_shape(tx.init, params)
     counts = wavellm.param_counts(model)
     report = {

@@ -1,18 +1,15 @@
-"""Clip files -> training batches: pre-scan, video-level split, grain loaders, bucketed collation.
+"""Clip files -> training batches: examples, pre-scan, video-level split, grain loaders, collation.
 
-    train, val, report = prepare_dataset(data_dir, tokenizer, config)
-    loader = make_train_loader(train, config, seed=config.train.seed)   # grain DataLoader iterator
+    train, val, report = prepare_dataset(data_dir, tokenizer, spec.data, seed=spec.train.seed)
+    loader = make_train_loader(train, spec.data, batch_size=16, seed=0)   # grain iterator
     batch = next(loader)                                      # a data.batch.Batch of numpy arrays
-    for batch in make_eval_batches(val, config): ...                    # fixed order, padded
+    for batch in make_eval_batches(val, spec.data, batch_size=16): ...  # fixed order, padded
 
-`model_inputs(clip, tokenizer, config)` is what the model sees of a clip, in training and at
-inference alike: the normalised signals and frame mask (`Clip.model_input`) and the prompt ids
-(a `PhysicsSummary` of the clip's wave features -- never its LANGUAGE or faults). An
-*example* (`build_example`) adds the training targets: the rep phase per frame
-(`waves.analyze_reps`) and the target ids (the LANGUAGE text without the rep lists of its
-faults, which grounding writes, followed by `<|end|>`). Batches (`collate`) are
-right-padded to the smallest of `config.data.buckets` that fits, so a jitted step compiles
-once per bucket, not once per batch.
+An *example* (`build_example`) is a clip's model inputs (`inputs.model_inputs`, the same as at
+inference) plus the training targets: the rep phase per frame (`waves.analyze_reps`) and the
+target ids (the LANGUAGE text without the rep lists of its faults, which grounding writes,
+followed by `<|end|>`). Batches (`collate`) are right-padded to the smallest of `data.buckets`
+that fits, so a jitted step compiles once per bucket, not once per batch.
 
 Determinism: the train/val split hashes each `video_id` with the seed, so a clip's side never
 depends on which other files exist and no video is on both sides; the train order is grain's
@@ -35,22 +32,20 @@ import grain
 import numpy as np
 from tqdm import tqdm
 
-from wavepose_jax import prompt as prompt_lib
 from wavepose_jax.data import text as text_lib
 from wavepose_jax.data import waves as waves_lib
 from wavepose_jax.data.batch import Batch
 from wavepose_jax.data.clip import Clip, clip_error_line, load_clip, resample
 from wavepose_jax.data.faults import ANY_EXERCISE, FAULTS
-from wavepose_jax.data.measure import Measurement, measure
 from wavepose_jax.data.schema import ClipError
+from wavepose_jax.files import list_clip_files
+from wavepose_jax.inputs import END_TOKEN, ModelInputs, model_inputs, pad_id, shortened_note
+from wavepose_jax.inputs import special_id
+from wavepose_jax.spec import DataSpec
 
-END_TOKEN = "<|end|>"
 # Datasets up to this many clips keep every built example in memory after the pre-scan;
 # larger ones rebuild examples from their files on access.
 MAX_CACHED_EXAMPLES = 50_000
-
-
-# ----------------------------------------------------------------------------- examples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,22 +121,6 @@ def rep_phase(clip: Clip, seq_len: int, target_fps: float | None, *,
     return out_phase, out_mask
 
 
-def special_id(tokenizer: Any, token: str) -> int:
-    """Id of a special token, e.g. `<|end|>`; ValueError if the tokenizer lacks it."""
-    token_id = tokenizer.convert_tokens_to_ids(token)
-    if token_id is None or token_id == tokenizer.unk_token_id:
-        raise ValueError(f"tokenizer has no {token} token")
-    return int(token_id)
-
-
-def pad_id(tokenizer: Any) -> int:
-    """The id right-padding uses: the tokenizer's pad token, else its eos token."""
-    value = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if value is None:
-        raise ValueError("tokenizer has neither a pad token nor an eos token")
-    return int(value)
-
-
 def fault_labels(faults: Sequence[str] | None, exercise: str) -> tuple[np.ndarray, np.ndarray]:
     """Multi-hot fault labels over the global vocabulary (`faults.FAULTS` order) and their mask.
 
@@ -165,62 +144,6 @@ def fault_labels(faults: Sequence[str] | None, exercise: str) -> tuple[np.ndarra
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelInputs:
-    """What the model sees of one clip: the same at inference as in training (`model_inputs`)."""
-
-    waves: np.ndarray       # [T, 7] f32, T = data.seq_len (`Clip.model_input`)
-    frame_mask: np.ndarray  # [T] bool
-    prompt_ids: np.ndarray  # [P] int32, the chat prompt of `summary`
-    summary: prompt_lib.PhysicsSummary
-    measurement: Measurement  # reps, tempo, fault verdicts: what the feedback may state
-
-
-def model_inputs(clip: Clip, tokenizer: Any, config: Any) -> ModelInputs:
-    """One clip -> the encoder's input and the prompt, exactly as training and inference use them.
-
-    No clip is refused for its prompt: a prompt longer than `prompt_budget(config)` is shortened
-    (`prompt.fit_prompt_ids`: phases first, then the compact form), said once on stderr.
-
-    Raises:
-      NothingToCoach: no rep can be measured in the clip (`data/measure.py`); it gets no
-        feedback and trains nothing.
-      ValueError: the budget is below even the compact prompt (names the config field).
-    """
-    data = config.data
-    measurement = measure(clip)
-    measurement.check_coachable(clip.source)
-    waves, frame_mask = clip.model_input(data.seq_len, normalization=data.normalization,
-                                         target_fps=data.target_fps,
-                                         rep_channels=bool(data.get("rep_channels", False)),
-                                         fault_channels=bool(data.get("fault_channels", False)),
-                                         analysis=measurement.analysis)
-    summary = prompt_lib.PhysicsSummary.from_wave_features(clip.wave_features, clip.exercise,
-                                                           clip.expert)
-    budget = prompt_budget(config)
-    try:
-        fitted = prompt_lib.fit_prompt_ids(summary, tokenizer, budget, compact=data.compact_prompt)
-    except ValueError as e:
-        raise ValueError(f"config field 'data.max_prompt_tokens': {e}") from None
-    if fitted.shortened and not _SHORTENED_SAID:
-        _SHORTENED_SAID.append(clip.source)
-        print(f"note: prompts longer than {budget} tokens are shortened to fit "
-              f"data.max_prompt_tokens / data.buckets (first: {clip.source}, "
-              f"{fitted.shortened}); said once", file=sys.stderr)
-    return ModelInputs(waves=waves, frame_mask=frame_mask,
-                       prompt_ids=np.asarray(fitted.ids, np.int32), summary=summary,
-                       measurement=measurement)
-
-
-_SHORTENED_SAID: list[str] = []  # the first clip whose prompt was shortened (said once)
-
-
-def prompt_budget(config: Any) -> int:
-    """Most prompt tokens a clip may use: `data.max_prompt_tokens`, and one token fewer than
-    the largest bucket (room for at least the closing <|end|> of a target)."""
-    return min(int(config.data.max_prompt_tokens), max(config.data.buckets) - 1)
-
-
-@dataclasses.dataclass(frozen=True)
 class Example:
     """One training clip: the model inputs, the targets, and what evaluation needs to know."""
 
@@ -235,17 +158,16 @@ class Example:
         return len(self.inputs.prompt_ids) + len(self.target_ids)
 
 
-def build_example(clip: Clip, tokenizer: Any, config: Any) -> Example:
+def build_example(clip: Clip, tokenizer: Any, data: DataSpec) -> Example:
     """One clip -> its `model_inputs`, phase targets and target ids (see the module docstring).
 
     Raises:
       ClipError: the clip has no LANGUAGE.
     """
-    data = config.data
     if not clip.language or not clip.language.strip():
         raise ClipError(clip.source, "LANGUAGE", "missing or empty; a training clip needs its "
                                                  "coaching text")
-    inputs = model_inputs(clip, tokenizer, config)
+    inputs = model_inputs(clip, tokenizer, data)
     analysis = inputs.measurement.analysis
     phase, phase_mask = rep_phase(clip, data.seq_len, data.target_fps, analysis=analysis)
     budget = min(data.max_target_tokens, max(data.buckets) - len(inputs.prompt_ids))
@@ -275,20 +197,20 @@ def token_bucket(n: int, buckets: Sequence[int]) -> int:
     raise ValueError(f"sequence of {n} tokens is longer than the largest bucket {max(buckets)}")
 
 
-def collate(examples: Sequence[Example], config: Any, pad_id: int,
+def collate(examples: Sequence[Example], buckets: Sequence[int], pad_id: int,
             weights: Sequence[float] | None = None, min_length: int = 0) -> Batch:
     """Examples -> one `Batch` (data/batch.py), tokens right-padded to a bucket length.
 
     Args:
       examples: outputs of `build_example`.
-      config: run config (uses `data.buckets`).
+      buckets: the padded lengths allowed (`data.buckets`).
       pad_id: token id of the padding.
       weights: example weights (default 1); a weight-0 row also gets an all-False loss mask.
       min_length: pad to the bucket of at least this many tokens (processes of a multi-host
         run pass the longest example of the global batch, so their shapes agree).
     """
     weights = np.asarray([1.0] * len(examples) if weights is None else weights, np.float32)
-    length = token_bucket(max([min_length] + [len(e) for e in examples]), config.data.buckets)
+    length = token_bucket(max([min_length] + [len(e) for e in examples]), buckets)
     b = len(examples)
     tokens = np.full((b, length), pad_id, np.int32)    # [B, L]
     token_mask = np.zeros((b, length), bool)           # [B, L]
@@ -319,11 +241,11 @@ def collate(examples: Sequence[Example], config: Any, pad_id: int,
 class ExampleSource:
     """A grain random-access data source of examples (cached, or rebuilt from the files)."""
 
-    def __init__(self, paths: Sequence[str], tokenizer: Any, config: Any,
+    def __init__(self, paths: Sequence[str], tokenizer: Any, data: DataSpec,
                  examples: Sequence[Example] | None = None):
         self.paths = list(paths)
         self.tokenizer = tokenizer
-        self._config = config
+        self.data = data
         self._examples = None if examples is None else list(examples)
 
     def __len__(self) -> int:
@@ -336,7 +258,7 @@ class ExampleSource:
     def __getitem__(self, index: int) -> Example:
         if self._examples is not None:
             return self._examples[index]
-        return build_example(load_clip(self.paths[index]), self.tokenizer, self._config)
+        return build_example(load_clip(self.paths[index]), self.tokenizer, self.data)
 
     def __repr__(self) -> str:
         return f"ExampleSource({len(self)} clips, cached={self._examples is not None})"
@@ -358,18 +280,7 @@ class DatasetReport:
                 f"{self.n_val} val ({self.n_val_videos} videos), {len(self.bad)} skipped")
 
 
-def list_clip_files(data_dir: str | os.PathLike) -> list[str]:
-    """Sorted paths of the `*.json` files under `data_dir` (recursively)."""
-    data_dir = os.fspath(data_dir)
-    if not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"{data_dir}: data directory does not exist")
-    found = []
-    for root, _, files in os.walk(data_dir):
-        found.extend(os.path.join(root, f) for f in files if f.endswith(".json"))
-    return sorted(found)
-
-
-def scan_clips(paths: Sequence[str], tokenizer: Any, config: Any
+def scan_clips(paths: Sequence[str], tokenizer: Any, data: DataSpec
                ) -> tuple[list[str], list[Example], list[str]]:
     """Validates and builds every clip; prints one stderr line per unusable file and a count.
 
@@ -379,17 +290,21 @@ def scan_clips(paths: Sequence[str], tokenizer: Any, config: Any
     good, examples, bad = [], [], []
     for path in tqdm(paths, desc="scan clips", disable=len(paths) < 200, file=sys.stderr):
         try:
-            examples.append(build_example(load_clip(path), tokenizer, config))
+            examples.append(build_example(load_clip(path), tokenizer, data))
             good.append(path)
         except Exception as e:  # pylint: disable=broad-except  # one bad file, not the scan
             bad.append(clip_error_line(path, e))
             print(f"skipping {bad[-1]}", file=sys.stderr)
     if bad:
         print(f"skipped {len(bad)} of {len(paths)} clip files", file=sys.stderr)
+    shortened = [(e, path) for e, path in zip(examples, good) if e.inputs.shortened]
+    if shortened:
+        print(shortened_note(shortened[0][0].inputs, shortened[0][1], data)
+              + f"; {len(shortened)} of {len(good)} clips", file=sys.stderr)
     return good, examples, bad
 
 
-def load_examples(data_dir: str | os.PathLike, tokenizer: Any, config: Any, *,
+def load_examples(data_dir: str | os.PathLike, tokenizer: Any, data: DataSpec, *,
                   max_clips: int | None = None) -> tuple[ExampleSource, list[str]]:
     """Every usable clip under `data_dir` (the first `max_clips` files by path), in path order,
     and one error line per bad file (each also reported on stderr and skipped).
@@ -399,11 +314,11 @@ def load_examples(data_dir: str | os.PathLike, tokenizer: Any, config: Any, *,
       ValueError: no usable clip file.
     """
     paths = list_clip_files(data_dir)[:max_clips]
-    good, examples, bad = scan_clips(paths, tokenizer, config)
+    good, examples, bad = scan_clips(paths, tokenizer, data)
     if not good:
         raise ValueError(f"{os.fspath(data_dir)}: no usable clip files "
                          f"({len(paths)} found, {len(bad)} unusable)")
-    return ExampleSource(good, tokenizer, config, examples), bad
+    return ExampleSource(good, tokenizer, data, examples), bad
 
 
 def _video_hash(video_id: str, seed: int) -> float:
@@ -438,22 +353,23 @@ def split_by_video_id(paths: Sequence[str], val_fraction: float, seed: int,
     return train, val
 
 
-def prepare_dataset(data_dir: str | os.PathLike, tokenizer: Any, config: Any,
-                    *, max_clips: int | None = None
+def prepare_dataset(data_dir: str | os.PathLike, tokenizer: Any, data: DataSpec,
+                    *, seed: int, max_clips: int | None = None
                     ) -> tuple[ExampleSource, ExampleSource, DatasetReport]:
     """Pre-scans `data_dir`, skips bad files, splits by video id.
 
     Args:
       data_dir: directory of clip JSON files (searched recursively).
       tokenizer: HF tokenizer of the base model (chat template and `<|end|>`).
-      config: run config (`data.*`, `train.seed`).
+      data: the run's data spec (`val_fraction`, what the model sees).
+      seed: the split's seed (a run's `train.seed`).
       max_clips: use only the first `max_clips` files (sorted by path).
 
     Returns:
       (train source, val source, report). Raises ValueError if no usable clip remains.
     """
     paths = list_clip_files(data_dir)[:max_clips]
-    good, examples, bad = scan_clips(paths, tokenizer, config)
+    good, examples, bad = scan_clips(paths, tokenizer, data)
     # Benchmark clips (e.g. data/othergen.py's) are for evaluation only, never training data.
     held_out = {i for i, e in enumerate(examples) if e.info.benchmark is not None}
     for i in sorted(held_out):
@@ -467,12 +383,11 @@ def prepare_dataset(data_dir: str | os.PathLike, tokenizer: Any, config: Any,
         raise ValueError(f"{os.fspath(data_dir)}: no usable clip files "
                          f"({len(paths)} found, {len(bad)} unusable)")
     video_ids = [e.info.video_id for e in examples]
-    train_idx, val_idx = split_by_video_id(good, config.data.val_fraction,
-                                           config.train.seed, video_ids)
+    train_idx, val_idx = split_by_video_id(good, data.val_fraction, seed, video_ids)
     cache = len(good) <= MAX_CACHED_EXAMPLES
 
     def source(idx: list[int]) -> ExampleSource:
-        return ExampleSource([good[i] for i in idx], tokenizer, config,
+        return ExampleSource([good[i] for i in idx], tokenizer, data,
                              [examples[i] for i in idx] if cache else None)
 
     report = DatasetReport(
@@ -485,17 +400,17 @@ def prepare_dataset(data_dir: str | os.PathLike, tokenizer: Any, config: Any,
 # ----------------------------------------------------------------------------- loaders
 
 
-def per_process_batch_size(config: Any, process_count: int) -> int:
+def per_process_batch_size(batch_size: int, process_count: int) -> int:
     """`train.batch_size` (global) split evenly over processes."""
-    batch_size = int(config.train.batch_size)
     if batch_size % process_count:
         raise ValueError(f"train.batch_size={batch_size} is not divisible by "
                          f"{process_count} processes")
     return batch_size // process_count
 
 
-def make_train_loader(source: ExampleSource, config: Any, *, seed: int, process_index: int = 0,
-                      process_count: int = 1) -> grain.DataLoaderIterator:
+def make_train_loader(source: ExampleSource, *, batch_size: int, seed: int,
+                      process_index: int = 0, process_count: int = 1
+                      ) -> grain.DataLoaderIterator:
     """An endless iterator of training batches (reshuffled each epoch), with get/set_state.
 
     Each process reads its own shard of the examples and yields `batch_size / process_count`
@@ -503,15 +418,16 @@ def make_train_loader(source: ExampleSource, config: Any, *, seed: int, process_
     cannot see the other shards' lengths, so with several processes every batch is padded to
     the largest bucket (all processes must contribute equal shapes to a global batch).
     """
-    batch_size = per_process_batch_size(config, process_count)
+    total, batch_size = batch_size, per_process_batch_size(batch_size, process_count)
     shard = grain.sharding.ShardOptions(process_index, process_count, drop_remainder=True)
-    if len(source) < batch_size * process_count:
+    if len(source) < total:
         raise ValueError(f"{len(source)} training clips are fewer than one batch "
-                         f"(train.batch_size={config.train.batch_size})")
+                         f"(train.batch_size={total})")
     sampler = grain.samplers.IndexSampler(len(source), shard_options=shard, shuffle=True,
                                           num_epochs=None, seed=int(seed))
     token_pad = pad_id(source.tokenizer)
-    min_length = max(config.data.buckets) if process_count > 1 else 0
+    buckets = source.data.buckets
+    min_length = max(buckets) if process_count > 1 else 0
     # In-memory examples are read on the main thread (no GIL contention); examples rebuilt
     # from files are read by a few threads ahead of the step.
     read = (grain.ReadOptions(num_threads=0, prefetch_buffer_size=batch_size) if source.cached
@@ -520,21 +436,19 @@ def make_train_loader(source: ExampleSource, config: Any, *, seed: int, process_
         data_source=source, sampler=sampler, worker_count=0, read_options=read,
         operations=[grain.transforms.Batch(
             batch_size, drop_remainder=True,
-            batch_fn=lambda examples: collate(examples, config, token_pad,
+            batch_fn=lambda examples: collate(examples, buckets, token_pad,
                                               min_length=min_length))])
     return iter(loader)
 
 
-def make_eval_batches(source: ExampleSource, config: Any, *, batch_size: int | None = None,
-                      process_index: int = 0, process_count: int = 1
-                      ) -> Iterator[Batch]:
-    """Batches of every example once, in source order (`batch_size` default train.batch_size).
+def make_eval_batches(source: ExampleSource, *, batch_size: int, process_index: int = 0,
+                      process_count: int = 1) -> Iterator[Batch]:
+    """Batches of every example once, in source order (`batch_size` per global batch).
 
     The last batch is filled with copies of the first example at example_weight 0 (and an
     all-False loss mask). With several processes each yields its slice of every global batch,
     padded to the bucket of the global batch's longest example.
     """
-    batch_size = batch_size or int(config.train.batch_size)
     local = batch_size // process_count
     token_pad = pad_id(source.tokenizer)
     for start in range(0, len(source), batch_size):
@@ -544,8 +458,8 @@ def make_eval_batches(source: ExampleSource, config: Any, *, batch_size: int | N
         n_real = len(rows)
         examples = [source[i] for i in rows] + [source[0]] * (local - n_real)
         weights = [1.0] * n_real + [0.0] * (local - n_real)
-        yield collate(examples, config, token_pad, weights, min_length=longest)
+        yield collate(examples, source.data.buckets, token_pad, weights, min_length=longest)
 
 
-def num_eval_batches(source: ExampleSource, config: Any, batch_size: int | None = None) -> int:
-    return math.ceil(len(source) / (batch_size or int(config.train.batch_size)))
+def num_eval_batches(source: ExampleSource, batch_size: int) -> int:
+    return math.ceil(len(source) / batch_size)
