@@ -65,7 +65,7 @@ SIGNAL_LABELS: dict[str, str] = {
 }
 KEYPOINT_MIN_CONFIDENCE = 0.3  # joints below this confidence are not drawn (pose.py's default)
 TORSO_CM = 100 * TORSO_M  # nominal adult shoulder-to-hip length behind the cm figures
-# waves.compute_wave_features: grade letter -> lowest overall score (0-100) that earns it.
+# features.compute_wave_features: grade letter -> lowest overall score (0-100) that earns it.
 GRADE_FLOORS: tuple[tuple[str, int], ...] = (("A", 85), ("B", 70), ("C", 55), ("D", 40),
                                              ("F", 0))
 

@@ -20,8 +20,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from wavepose_jax.data.features import compute_wave_features
 from wavepose_jax.data.schema import EXERCISES, canonical_exercise
-from wavepose_jax.data.waves import Rep, RepAnalysis, analyze_reps, compute_wave_features
+from wavepose_jax.data.waves import Rep, RepAnalysis, analyze_reps
 
 ANY_EXERCISE = "any"
 
@@ -117,7 +118,7 @@ def per_rep_faults(analysis: RepAnalysis) -> list[list[str]]:
 
 def wave_features(signals: dict[str, np.ndarray], fps: float, exercise: str, *,
                   analysis: RepAnalysis | None = None) -> dict:
-    """`waves.compute_wave_features` plus `rep_faults`: the rules' verdict on every rep."""
+    """`features.compute_wave_features` plus `rep_faults`: the rules' verdict on every rep."""
     analysis = analysis or analyze_reps(signals, fps, exercise)
     features = compute_wave_features(signals, fps, exercise, analysis=analysis)
     features["rep_faults"] = per_rep_faults(analysis)
