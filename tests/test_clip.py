@@ -76,7 +76,7 @@ def test_valid_clip_loads(tmp_path):
     assert (c.video_id, c.exercise, c.fps, c.n_frames) == ("v1", "pushup", 30.0, 60)
     assert set(c.signals) == set(SIGNAL_NAMES) and all(c.present.values())
     assert all(v.dtype == np.float32 and v.shape == (60,) for v in c.signals.values())
-    assert c.wave_features == WAVE_FEATURES
+    assert c.wave_features.to_json() == WAVE_FEATURES
     assert (c.language, c.faults, c.expert) == ("Good depth.", [], True)
     assert c.meta == {"reps": 1, "CAMERA_POSITION": "side"}
     assert c.keypoints is None and c.confidence is None
@@ -131,10 +131,10 @@ def test_wave_features_computed_when_absent(tmp_path):
     d = _clip_dict(wave_features=_DROP, **{name: np.zeros(180).tolist() for name in SIGNAL_NAMES})
     d.update(knee_angle_trajectory=(180 - 90 * s).tolist(), trajectory=(-0.6 * s).tolist())
     c = clip_lib.load_clip(_write(tmp_path, d))
-    assert set(c.wave_features) >= set(clip_lib._WAVE_FEATURES_SCHEMA)
-    assert c.wave_features["harmonic"]["oscillation_count"] == 3
+    assert set(c.wave_features.to_json()) >= set(clip_lib._WAVE_FEATURES_SCHEMA)
+    assert c.wave_features.harmonic.oscillation_count == 3
     # The computed features satisfy the validation applied to features given in a file.
-    again = clip_lib.load_clip(_write(tmp_path, {**d, "wave_features": c.wave_features}))
+    again = clip_lib.load_clip(_write(tmp_path, {**d, "wave_features": c.wave_features.to_json()}))
     assert again.wave_features == c.wave_features
 
 

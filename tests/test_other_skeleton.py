@@ -55,8 +55,8 @@ def test_clips_are_keypoints_with_their_truth(tmp_path):
         assert text_lib.reps_from_text(d["LANGUAGE"]) == d["reps"]
         clip = load_clip(path)
         assert clip.meta["benchmark"] == othergen.BENCHMARK
-        assert len(clip.wave_features["rep_faults"]) == clip.wave_features["harmonic"][
-            "oscillation_count"]
+        assert len(clip.wave_features.rep_faults) == \
+            clip.wave_features.harmonic.oscillation_count
         exercises.add(clip.exercise)
     assert exercises == set(EXERCISES)
     again = othergen.generate_clip([3, 0, 7], EXERCISES[0], video_id="othergen-s3-00000")

@@ -531,8 +531,8 @@ def summary_rows(r: ClipReport) -> list[tuple[str, str]]:
     s, clip = r.summary, r.clip
     tempo = r.measurement.tempo_sec
     pace = reps_per_minute(r.analysis)
-    efficiency = (clip.wave_features.get("quality") or {}).get("efficiency")
-    efficiency = float(efficiency) if isinstance(efficiency, (int, float)) else None
+    quality = clip.wave_features.quality
+    efficiency = float(quality.efficiency) if quality and quality.efficiency is not None else None
     rows = [
         ("Reps measured", str(len(r.analysis.reps))),
         ("Tempo", "unknown" if tempo is None else f"{tempo:.1f} s per rep (rest excluded)"),

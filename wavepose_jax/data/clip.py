@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from wavepose_jax.data import pose
+from wavepose_jax.data.features import WaveFeatures
 from wavepose_jax.data.schema import (ANGLE_SIGNALS, EXERCISES, NUM_SIGNALS, SIGNAL_NAMES,
                                       ClipError, canonical_exercise)
 
@@ -100,7 +101,7 @@ class Clip:
       fps: frames per second.
       signals: every name of ``SIGNAL_NAMES`` -> float32 [n_frames]; zeros when absent.
       present: name -> whether the channel carries data.
-      wave_features: seed-schema analysis (from the file, or computed).
+      wave_features: the seed-schema analysis (from the file, parts it lacks computed).
       language: ground-truth coaching text (``LANGUAGE``), or None.
       faults: ground-truth fault ids, or None.
       n_frames: number of frames T.
@@ -121,7 +122,7 @@ class Clip:
     fps: float
     signals: dict[str, np.ndarray]
     present: dict[str, bool]
-    wave_features: dict
+    wave_features: WaveFeatures
     language: str | None
     faults: list[str] | None
     n_frames: int
@@ -481,18 +482,21 @@ _PROMPT_FEATURES = ("quality", "harmonic", "frequency", "waves")
 
 
 def _wave_features(d: dict, signals: dict[str, np.ndarray], fps: float, exercise: str,
-                   src: str) -> dict:
+                   src: str) -> WaveFeatures:
+    """The file's `wave_features`, checked, with the parts it lacks computed."""
     given = d.get("wave_features")
     if given is not None:
         _check_schema(given, _WAVE_FEATURES_SCHEMA, src, "wave_features")
         if all(key in given for key in _PROMPT_FEATURES):
-            return given
+            return WaveFeatures.from_json(given)
     from wavepose_jax.data import faults  # pylint: disable=import-outside-toplevel
     try:
         computed = faults.wave_features(signals, fps, exercise)
     except ValueError as e:
         raise ClipError(src, "wave_features", f"cannot compute from the signals: {e}") from None
-    return computed if given is None else _completed(given, computed)
+    if given is None:
+        return computed
+    return WaveFeatures.from_json(_completed(given, computed.to_json()))
 
 
 def _completed(given: dict, computed: dict) -> dict:

@@ -1,18 +1,224 @@
-"""The seed `wave_features` of a clip, measured from its signals and its rep analysis.
+"""The seed `wave_features` of a clip: the typed `WaveFeatures`, and how they are measured.
 
-`compute_wave_features` gives the schema of docs/architecture.md (quality, energy, damping,
-frequency, harmonic, one entry per phase) from the reps and phases `waves.analyze_reps` finds;
-`faults.wave_features` adds `rep_faults`, the rules' verdict on every rep.
+`WaveFeatures` is the schema of docs/architecture.md as frozen dataclasses: `quality`,
+`energy`, `damping`, `frequency` (with `band_power`), `harmonic`, `waves` (one `Wave` per
+phase), `wave_count` and `rep_faults`. A part a file leaves out is None.
+`WaveFeatures.from_json` reads the object of a clip file (checked beforehand by
+`validate.check_wave_features`) and `to_json` writes it back unchanged, key order included:
+keys the schema does not know, and values of a type it does not allow there, are kept in each
+object's `extra` (such a value reads as None), so nothing a file holds is lost.
+
+`compute_wave_features` measures them from the signals and the reps and phases
+`waves.analyze_reps` finds; `faults.wave_features` adds `rep_faults`, the rules' verdict on
+every rep.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any, Self
 
 import numpy as np
 from scipy import signal as sps
 
 from wavepose_jax.data.waves import PRIMARY_SIGNAL, TORSO_M, RepAnalysis, analyze_reps, smoothed
+
+# ----------------------------------------------------------------------------- the schema
+
+_UNREAD = object()  # what a reader returns for a value of a type the schema does not allow
+
+
+def _number(value: Any) -> Any:
+    ok = (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+          and math.isfinite(value))
+    return value if ok else _UNREAD
+
+
+def _integer(value: Any) -> Any:
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    return value if ok else _UNREAD
+
+
+def _text(value: Any) -> Any:
+    return value if isinstance(value, str) else _UNREAD
+
+
+def _flag(value: Any) -> Any:
+    return value if isinstance(value, (bool, np.bool_)) else _UNREAD
+
+
+def _text_or_number(value: Any) -> Any:
+    return value if _text(value) is not _UNREAD else _number(value)
+
+
+def _object(cls: type[_JsonObject]) -> Callable[[Any], Any]:
+    return lambda value: cls.from_json(value) if isinstance(value, Mapping) else _UNREAD
+
+
+def _objects(cls: type[_JsonObject]) -> Callable[[Any], Any]:
+    def read(value: Any) -> Any:
+        if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+            return _UNREAD
+        return tuple(cls.from_json(v) for v in value)
+    return read
+
+
+def _id_lists(value: Any) -> Any:
+    if not isinstance(value, list) or not all(
+            isinstance(r, list) and all(isinstance(f, str) for f in r) for r in value):
+        return _UNREAD
+    return tuple(tuple(r) for r in value)
+
+
+def _part(read: Callable[[Any], Any]) -> Any:
+    """A field of the schema: None when absent; `read` takes its JSON value (or `_UNREAD`)."""
+    return dataclasses.field(default=None, metadata={"read": read})
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, _JsonObject):
+        return value.to_json()
+    if isinstance(value, tuple):
+        return [_json_value(v) for v in value]
+    return value
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _JsonObject:
+    """An object of the schema: its typed fields (None = absent), and what else it held.
+
+    Attributes:
+      extra: the file's keys the schema does not know, and those whose value has a type the
+        schema does not allow there (their field reads None), unchanged.
+      key_order: the keys in the order the file gave them (`to_json` keeps it); empty for an
+        object built here (fields in schema order, then `extra`).
+    """
+
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+    key_order: tuple[str, ...] = dataclasses.field(default=(), compare=False, repr=False)
+
+    @classmethod
+    def _readers(cls) -> dict[str, Callable[[Any], Any]]:
+        return {f.name: f.metadata["read"] for f in dataclasses.fields(cls) if "read" in f.metadata}
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Self:
+        """Reads a JSON object (a parsed clip file's); see the module docstring."""
+        if not isinstance(obj, Mapping):
+            raise TypeError(f"{cls.__name__}.from_json expects an object, got "
+                            f"{type(obj).__name__}")
+        readers, known, extra = cls._readers(), {}, {}
+        for key, value in obj.items():
+            read = readers.get(key)
+            got = _UNREAD if read is None else read(value)
+            if got is _UNREAD:
+                extra[key] = value
+            else:
+                known[key] = got
+        return cls(**known, extra=extra, key_order=tuple(obj))
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object: what `from_json` read, unchanged and in its order."""
+        values = {name: _json_value(getattr(self, name)) for name in self._readers()
+                  if getattr(self, name) is not None}
+        values.update((k, v) for k, v in self.extra.items() if k not in values)
+        order = [k for k in self.key_order if k in values]
+        order += [k for k in values if k not in order]
+        return {k: values[k] for k in order}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Quality(_JsonObject):
+    """Scores 0..100 (`compute_wave_features` says how each is measured) and their grade."""
+
+    grade: str | None = _part(_text)
+    overall: float | None = _part(_number)
+    smoothness: float | None = _part(_number)
+    control: float | None = _part(_number)
+    efficiency: float | None = _part(_number)
+    consistency: float | None = _part(_number)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Energy(_JsonObject):
+    """Vertical work of a nominal moving mass: joules, percent, watts."""
+
+    work_positive: float | None = _part(_number)
+    work_negative: float | None = _part(_number)
+    efficiency_pct: float | None = _part(_number)
+    peak_power_w: float | None = _part(_number)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Damping(_JsonObject):
+    """Decay of the rep ranges over the set; `control_quality` a word (or a number)."""
+
+    ratio: float | None = _part(_number)
+    control_quality: str | float | None = _part(_text_or_number)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BandPower(_JsonObject):
+    """Fractions of the primary signal's power per frequency band."""
+
+    slow: float | None = _part(_number)
+    medium: float | None = _part(_number)
+    fast: float | None = _part(_number)
+    harmonic: float | None = _part(_number)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Frequency(_JsonObject):
+    """The primary signal's spectrum: dominant frequency (Hz), band powers, entropy (0..1)."""
+
+    dominant_hz: float | None = _part(_number)
+    band_power: BandPower | None = _part(_object(BandPower))
+    spectral_entropy: float | None = _part(_number)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Harmonic(_JsonObject):
+    """The rep count (`oscillation_count`) and whether the reps keep one tempo."""
+
+    oscillation_count: int | None = _part(_integer)
+    is_harmonic: bool | None = _part(_flag)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Wave(_JsonObject):
+    """One phase (descent, bottom, ascent, lockout): seconds, units per second, 0..1."""
+
+    type: str | None = _part(_text)
+    duration_sec: float | None = _part(_number)
+    mean_velocity: float | None = _part(_number)
+    smoothness: float | None = _part(_number)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WaveFeatures(_JsonObject):
+    """A clip's seed `wave_features` (module docstring); None marks a part a file left out.
+
+    Attributes:
+      waves: one `Wave` per phase, in clip order.
+      wave_count: the number of phases.
+      rep_faults: per rep the analysis found, the ids of the per-rep rules it breaks
+        (`faults.wave_features`).
+    """
+
+    quality: Quality | None = _part(_object(Quality))
+    energy: Energy | None = _part(_object(Energy))
+    damping: Damping | None = _part(_object(Damping))
+    frequency: Frequency | None = _part(_object(Frequency))
+    harmonic: Harmonic | None = _part(_object(Harmonic))
+    waves: tuple[Wave, ...] | None = _part(_objects(Wave))
+    wave_count: int | None = _part(_integer)
+    rep_faults: tuple[tuple[str, ...], ...] | None = _part(_id_lists)
+
+
+# ----------------------------------------------------------------------------- measurement
 
 # Nominal physics for the energy figures (the clip carries no body mass or scale; `TORSO_M`
 # turns torso units into metres).
@@ -79,8 +285,10 @@ def _frequency(x: np.ndarray, fps: float) -> dict:
 
 
 def compute_wave_features(signals: dict[str, np.ndarray], fps: float, exercise: str, *,
-                          analysis: RepAnalysis | None = None) -> dict:
-    """The seed `wave_features` dict (schema: docs/architecture.md) of a clip; JSON-serialisable.
+                          analysis: RepAnalysis | None = None) -> WaveFeatures:
+    """The seed `wave_features` of a clip, every part but `rep_faults` (`faults.wave_features`).
+
+    `signals` maps each signal name to its [T] array (NaN = missing).
 
     quality (0..100): smoothness = mean phase smoothness (dimensionless jerk); control = mean
     eccentric duration relative to 1.2 s (capped); efficiency = `energy.efficiency_pct`;
@@ -115,12 +323,13 @@ def compute_wave_features(signals: dict[str, np.ndarray], fps: float, exercise: 
         amp = float(rom_by_frame[min(a, x.size - 1)]) or float(np.ptp(x)) or 1.0
         dur = (b - a) / fps
         velocity = float(seg[-1] - seg[0]) / dur if dur > 0 else 0.0
-        waves.append({"type": kind, "duration_sec": round(dur, 4),
-                      "mean_velocity": round(velocity, 4),
-                      "smoothness": round(_phase_smoothness(seg, fps, amp), 4)})
-    moves = [w["smoothness"] for w in waves if w["type"] in ("descent", "ascent")]
+        waves.append(Wave(type=kind, duration_sec=round(dur, 4),
+                          mean_velocity=round(velocity, 4),
+                          smoothness=round(_phase_smoothness(seg, fps, amp), 4)))
+    moves = [w.smoothness for w in waves if w.type in ("descent", "ascent")]
     smoothness = 100.0 * float(np.mean(moves)) if moves else 0.0
-    control = 100.0 * float(np.mean([min(1.0, r.descent_sec / 1.2) for r in reps])) if reps else 0.0
+    control = (100.0 * float(np.mean([min(1.0, r.descent_sec / 1.2) for r in reps]))
+               if reps else 0.0)
 
     mass_signal, mass = MOVING_MASS[ex]
     h = smoothed(signals[mass_signal], fps) * TORSO_M  # [T] metres
@@ -148,24 +357,26 @@ def compute_wave_features(signals: dict[str, np.ndarray], fps: float, exercise: 
     else:
         ratio = 0.0
     label = ("excellent" if abs(ratio) < 0.05 else "good" if abs(ratio) < 0.15
-                      else "fair" if abs(ratio) < 0.3 else "poor")
+             else "fair" if abs(ratio) < 0.3 else "poor")
 
     freq = _frequency(x, fps)
+
     def r4(v: float) -> float:
         return round(float(v), 4)
 
-    return {
-        "quality": {"grade": _grade(overall), "overall": r4(overall),
-                    "smoothness": r4(smoothness), "control": r4(control),
-                    "efficiency": r4(efficiency), "consistency": r4(consistency)},
-        "energy": {"work_positive": r4(work_pos), "work_negative": r4(work_neg),
-                   "efficiency_pct": r4(efficiency), "peak_power_w": r4(peak_power)},
-        "damping": {"ratio": r4(ratio), "control_quality": label},
-        "frequency": {"dominant_hz": r4(freq["dominant_hz"]),
-                      "band_power": {k: r4(v) for k, v in freq["band_power"].items()},
-                      "spectral_entropy": r4(freq["spectral_entropy"])},
-        "harmonic": {"oscillation_count": len(reps),
-                     "is_harmonic": bool(len(reps) >= 2 and _cv(durations) < 0.25)},
-        "waves": waves,
-        "wave_count": len(waves),
-    }
+    return WaveFeatures(
+        quality=Quality(grade=_grade(overall), overall=r4(overall), smoothness=r4(smoothness),
+                        control=r4(control), efficiency=r4(efficiency),
+                        consistency=r4(consistency)),
+        energy=Energy(work_positive=r4(work_pos), work_negative=r4(work_neg),
+                      efficiency_pct=r4(efficiency), peak_power_w=r4(peak_power)),
+        damping=Damping(ratio=r4(ratio), control_quality=label),
+        frequency=Frequency(
+            dominant_hz=r4(freq["dominant_hz"]),
+            band_power=BandPower(**{k: r4(v) for k, v in freq["band_power"].items()}),
+            spectral_entropy=r4(freq["spectral_entropy"])),
+        harmonic=Harmonic(oscillation_count=len(reps),
+                          is_harmonic=bool(len(reps) >= 2 and _cv(durations) < 0.25)),
+        waves=tuple(waves),
+        wave_count=len(waves),
+    )

@@ -625,7 +625,7 @@ def generate_clip(rng_or_seed: np.random.Generator | int | Sequence[int],
         clip["confidence"] = _round(out["confidence"], 2)
         clip["image_size"] = list(out["image_size"])
     clip.update({name: _round(v, 4) for name, v in signals.items()})
-    clip["wave_features"] = features
+    clip["wave_features"] = features.to_json()
     clip["LANGUAGE"] = text_lib.compose_feedback(spec.exercise, spec.reps, out["faults"],
                                                  tempo, rng, rep_faults=rep_faults)
     return clip
