@@ -98,8 +98,8 @@ def test_built_features_write_the_schema_order():
 
 
 def test_the_validation_schema_names_the_typed_fields():
-    """data/clip.py checks exactly the parts `WaveFeatures` types."""
-    WAVE_FEATURES_SCHEMA = clip_lib._WAVE_FEATURES_SCHEMA  # pylint: disable=protected-access
+    """data/validate.py checks exactly the parts `WaveFeatures` types."""
+    from wavepose_jax.data.validate import WAVE_FEATURES_SCHEMA
 
     def names(cls):
         return {f.name for f in dataclasses.fields(cls) if "read" in f.metadata}
