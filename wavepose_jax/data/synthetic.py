@@ -47,7 +47,7 @@ import math
 import multiprocessing
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -289,81 +289,105 @@ class _Segment:
     windows: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
 
-def _keyframes(spec: ClipSpec, body: Body, rng: np.random.Generator, bad: dict[str, np.ndarray]):
-    """Rest pose before the set, then per rep the turning pose, the rest pose after it and the
-    easing windows of the way back ({param: (u0, u1)}: the param moves within that part).
+# _Keyframes of one set: the rest pose before it, then per rep the turning pose, the rest pose
+# after it and the easing windows of the way back ({param: (u0, u1)}: the param moves within
+# that part of the move). Every measure is drawn by `_per_rep` around the threshold of its rule
+# in `faults.py`; `bad` says which reps carry which per-rep fault (`_fault_reps`).
+_Keyframes = tuple[dict[str, float], list[dict[str, float]], list[dict[str, float]],
+                  list[dict[str, tuple[float, float]]]]
 
-    `bad` says which reps carry which per-rep fault (`_fault_reps`); every measure is drawn by
-    `_per_rep` around the threshold of its rule in `faults.py`.
-    """
-    ex, n = spec.exercise, spec.reps
-    R = fault_rules
-    if ex == "squat":
-        shallow, soft = bad["shallow_depth"], bad["incomplete_lockout"]
-        lean_k, hip_off = _u(rng, 0.22, 0.42), _u(rng, -28, 4)
 
-        def stand(knee):
-            return {"lean": _u(rng, 0, 5), "knee": knee, "hip": min(179.5, knee + _u(rng, -4, 2))}
+def _squat_keyframes(n: int, body: Body, rng: np.random.Generator,
+                     bad: dict[str, np.ndarray]) -> _Keyframes:
+    """Rests standing, turns at the bottom; the knee angle is the rule's measure."""
+    del body  # the squat's parameters are joint angles alone
+    shallow, soft = bad["shallow_depth"], bad["incomplete_lockout"]
+    lean_k, hip_off = _u(rng, 0.22, 0.42), _u(rng, -28, 4)
 
-        rest0 = stand(_u(rng, 166, 179))
-        # Soft lockouts stay clear of shallow bottoms when both occur.
-        lock = _per_rep(rng, soft, R.SQUAT_MIN_LOCKOUT_DEG, 179.0,
-                        146.0 if shallow.any() else 128.0)
-        depth = _per_rep(rng, shallow, R.SQUAT_MAX_DEPTH_DEG, 58.0, 138.0)
-        around = np.minimum(np.concatenate([[rest0["knee"]], lock[:-1]]), lock)
-        depth = np.minimum(depth, around - 26.0)  # every rep a clear excursion
-        turns = [{"lean": (180 - k) * lean_k, "knee": k, "hip": k + hip_off + _u(rng, -3, 3)}
-                 for k in depth]
-        rests = [stand(v) for v in lock]
-    elif ex == "deadlift":
-        soft, early = bad["deadlift_incomplete_lockout"], bad["deadlift_hips_rise_early"]
+    def stand(knee):
+        return {"lean": _u(rng, 0, 5), "knee": knee, "hip": min(179.5, knee + _u(rng, -4, 2))}
 
-        def stand_dl(hip):
-            return {"lean": _u(rng, 0, 5), "knee": _u(rng, 168, 179), "hip": hip}
-
-        rest0 = stand_dl(_u(rng, 166, 179))
-        lock = _per_rep(rng, soft, R.DEADLIFT_MIN_LOCKOUT_DEG, 179.0, 132.0)
-        bottom_knee, bottom_hip = _u(rng, 105, 150), _u(rng, 55, 95)
-        turns = [{"lean": _u(rng, 6, 20), "knee": bottom_knee + _u(rng, -5, 5),
-                  "hip": bottom_hip + _u(rng, -5, 5)} for _ in range(n)]
-        rests = [stand_dl(v) for v in lock]
-        # Hips rising early: the knees finish their extension before the hips have opened much;
-        # lag 0 moves both together, lag 1 straightens the knees first, then the hips.
-        lag = _per_rep(rng, early, 0.42, 0.0, 1.0)
-        windows = [{"knee": (0.0, 1.0 - 0.55 * g), "lean": (0.0, 1.0 - 0.55 * g),
-                    "hip": (0.55 * g, 1.0)} for g in lag]
-        return rest0, turns, rests, windows
-    elif ex == "pushup":
-        partial, sag = bad["pushup_partial_range"], bad["pushup_hip_sag"]
-        top = body.arm * _u(rng, 0.93, 0.97)
-        reach = _u(rng, -0.08, 0.12)
-
-        def plank():
-            return {"key": top, "hip": _u(rng, 168, 179.5), "knee": _u(rng, 170, 179.5),
-                    "reach_x": reach}
-
-        rest0 = plank()
-        bottom = _per_rep(rng, partial, R.PUSHUP_MAX_DEPTH, 0.1, min(0.85, top - 0.22))
-        hip = _per_rep(rng, sag, R.PUSHUP_MIN_HIP_DEG, 179.0, 134.0)
-        turns = [{"key": b, "hip": h, "knee": _u(rng, 170, 179.5), "reach_x": reach}
-                 for b, h in zip(bottom, hip)]
-        rests = [plank() for _ in range(n)]
-    else:  # press: rests in the front rack, turns at the overhead lockout
-        soft, short = bad["press_incomplete_lockout"], bad["press_incomplete_lowering"]
-        lean, knee, hip = _u(rng, -7, 0), _u(rng, 170, 179.5), _u(rng, 170, 179.5)
-
-        def rack(key):
-            return {"key": key, "reach_x": _u(rng, 0.15, 0.28), "lean": lean, "knee": knee,
-                    "hip": hip}
-
-        rest0 = rack(_u(rng, -0.05, 0.2))
-        top = _per_rep(rng, soft, R.PRESS_MIN_LOCKOUT, 0.97 * body.arm, 0.5)
-        low = _per_rep(rng, short, R.PRESS_MAX_DEPTH, -0.05, 0.62)
-        low = np.minimum(low, top - 0.3)  # every rep a clear excursion
-        turns = [{"key": v, "reach_x": _u(rng, -0.02, 0.06), "lean": lean, "knee": knee,
-                  "hip": hip} for v in top]
-        rests = [rack(v) for v in low]
+    rest0 = stand(_u(rng, 166, 179))
+    # Soft lockouts stay clear of shallow bottoms when both occur.
+    lock = _per_rep(rng, soft, fault_rules.SQUAT_MIN_LOCKOUT_DEG, 179.0,
+                    146.0 if shallow.any() else 128.0)
+    depth = _per_rep(rng, shallow, fault_rules.SQUAT_MAX_DEPTH_DEG, 58.0, 138.0)
+    around = np.minimum(np.concatenate([[rest0["knee"]], lock[:-1]]), lock)
+    depth = np.minimum(depth, around - 26.0)  # every rep a clear excursion
+    turns = [{"lean": (180 - k) * lean_k, "knee": k, "hip": k + hip_off + _u(rng, -3, 3)}
+             for k in depth]
+    rests = [stand(v) for v in lock]
     return rest0, turns, rests, [{} for _ in range(n)]
+
+
+def _deadlift_keyframes(n: int, body: Body, rng: np.random.Generator,
+                        bad: dict[str, np.ndarray]) -> _Keyframes:
+    """Rests standing, turns at the floor; the hips may open late on the way up."""
+    del body  # the deadlift's parameters are joint angles alone
+    soft, early = bad["deadlift_incomplete_lockout"], bad["deadlift_hips_rise_early"]
+
+    def stand_dl(hip):
+        return {"lean": _u(rng, 0, 5), "knee": _u(rng, 168, 179), "hip": hip}
+
+    rest0 = stand_dl(_u(rng, 166, 179))
+    lock = _per_rep(rng, soft, fault_rules.DEADLIFT_MIN_LOCKOUT_DEG, 179.0, 132.0)
+    bottom_knee, bottom_hip = _u(rng, 105, 150), _u(rng, 55, 95)
+    turns = [{"lean": _u(rng, 6, 20), "knee": bottom_knee + _u(rng, -5, 5),
+              "hip": bottom_hip + _u(rng, -5, 5)} for _ in range(n)]
+    rests = [stand_dl(v) for v in lock]
+    # Hips rising early: the knees finish their extension before the hips have opened much;
+    # lag 0 moves both together, lag 1 straightens the knees first, then the hips.
+    lag = _per_rep(rng, early, 0.42, 0.0, 1.0)
+    windows = [{"knee": (0.0, 1.0 - 0.55 * g), "lean": (0.0, 1.0 - 0.55 * g),
+                "hip": (0.55 * g, 1.0)} for g in lag]
+    return rest0, turns, rests, windows
+
+
+def _pushup_keyframes(n: int, body: Body, rng: np.random.Generator,
+                      bad: dict[str, np.ndarray]) -> _Keyframes:
+    """Rests in the plank, turns at the bottom; `key` is the shoulders' height over the hands."""
+    partial, sag = bad["pushup_partial_range"], bad["pushup_hip_sag"]
+    top = body.arm * _u(rng, 0.93, 0.97)
+    reach = _u(rng, -0.08, 0.12)
+
+    def plank():
+        return {"key": top, "hip": _u(rng, 168, 179.5), "knee": _u(rng, 170, 179.5),
+                "reach_x": reach}
+
+    rest0 = plank()
+    bottom = _per_rep(rng, partial, fault_rules.PUSHUP_MAX_DEPTH, 0.1, min(0.85, top - 0.22))
+    hip = _per_rep(rng, sag, fault_rules.PUSHUP_MIN_HIP_DEG, 179.0, 134.0)
+    turns = [{"key": b, "hip": h, "knee": _u(rng, 170, 179.5), "reach_x": reach}
+             for b, h in zip(bottom, hip)]
+    rests = [plank() for _ in range(n)]
+    return rest0, turns, rests, [{} for _ in range(n)]
+
+
+def _press_keyframes(n: int, body: Body, rng: np.random.Generator,
+                     bad: dict[str, np.ndarray]) -> _Keyframes:
+    """Rests in the front rack, turns at the overhead lockout; `key` is the hands' height over
+    the shoulders."""
+    soft, short = bad["press_incomplete_lockout"], bad["press_incomplete_lowering"]
+    lean, knee, hip = _u(rng, -7, 0), _u(rng, 170, 179.5), _u(rng, 170, 179.5)
+
+    def rack(key):
+        return {"key": key, "reach_x": _u(rng, 0.15, 0.28), "lean": lean, "knee": knee,
+                "hip": hip}
+
+    rest0 = rack(_u(rng, -0.05, 0.2))
+    top = _per_rep(rng, soft, fault_rules.PRESS_MIN_LOCKOUT, 0.97 * body.arm, 0.5)
+    low = _per_rep(rng, short, fault_rules.PRESS_MAX_DEPTH, -0.05, 0.62)
+    low = np.minimum(low, top - 0.3)  # every rep a clear excursion
+    turns = [{"key": v, "reach_x": _u(rng, -0.02, 0.06), "lean": lean, "knee": knee,
+              "hip": hip} for v in top]
+    rests = [rack(v) for v in low]
+    return rest0, turns, rests, [{} for _ in range(n)]
+
+
+_KEYFRAMES: dict[str, Callable[[int, Body, np.random.Generator, dict[str, np.ndarray]],
+                               _Keyframes]] = {
+    "squat": _squat_keyframes, "deadlift": _deadlift_keyframes,
+    "pushup": _pushup_keyframes, "press": _press_keyframes}
 
 
 def _tempo(spec: ClipSpec, rng: np.random.Generator, rushed: np.ndarray) -> np.ndarray:
@@ -408,7 +432,7 @@ PROFILES = {
 def _tracks(spec: ClipSpec, body: Body, rng: np.random.Generator,
             bad: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per-frame joint-parameter tracks of the whole clip: idle, the reps, idle."""
-    rest0, turns, rests, windows = _keyframes(spec, body, rng, bad)
+    rest0, turns, rests, windows = _KEYFRAMES[spec.exercise](spec.reps, body, rng, bad)
     d = _tempo(spec, rng, bad["fast_eccentric"])
     turn_first = spec.exercise != "press"  # press: concentric to the turn, eccentric back
     segs = [_Segment(_u(rng, 0.0, 4.0), rest0, rest0)]
