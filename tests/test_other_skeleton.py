@@ -82,6 +82,7 @@ def test_independent_of_the_training_generator_and_of_training():
     where only the function that writes the benchmark for the final evaluation uses it, and
     the command line clips.py, where only `wavepose-clips other` does."""
     assert not any("synthetic" in m for m in _imports(PACKAGE / "data" / "othergen.py"))
+    assert not any("synthetic" in m for m in _imports(PACKAGE / "data" / "othergen_body.py"))
     importers = {path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py")
                  if path.name != "othergen.py" and any("othergen" in m for m in _imports(path))}
     assert importers <= {"train.py", "clips.py"}
