@@ -47,7 +47,7 @@ GRAPH = _imports()
 def test_the_graph_was_read():
     assert {"run", "sampler", "pipeline", "models.wavellm", "data.clip"} <= set(GRAPH)
     assert "models.phi3" in GRAPH["models.wavellm"] and "run" in GRAPH["evaluate"]
-    # Imports inside functions count; a `__main__` block handing over to a command does not.
+    # Imports inside functions count; the generators never import their command line.
     assert "data.synthetic" in GRAPH["clips"] and "clips" not in GRAPH["data.synthetic"]
 
 

@@ -33,7 +33,7 @@ so the benchmark never becomes training data. Nothing here imports `synthetic`.
 Command line (one JSON file per clip, deterministic per seed; the flags of `wavepose-clips`):
 
     wavepose-clips other --out DIR --n N [--seed S] [--exercises squat,press]
-    python -m wavepose_jax.data.othergen --out DIR --n N [--seed S] [--exercises ...]  (the same)
+    python -m wavepose_jax.clips other --out DIR --n N [--seed S] [--exercises ...]  (the same)
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -320,9 +319,3 @@ def write_dataset(out: str | os.PathLike, n: int, seed: int, *,
             fh.write(json.dumps(clip, separators=(",", ":")))  # the C encoder: fast
         paths.append(path)
     return paths
-
-
-if __name__ == "__main__":  # the command line is `wavepose-clips other` (wavepose_jax/clips.py)
-    from wavepose_jax import clips  # pylint: disable=import-outside-toplevel  # no import cycle
-
-    sys.exit(clips.main(["other", *sys.argv[1:]]))

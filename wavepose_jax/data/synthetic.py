@@ -48,7 +48,6 @@ import json
 import math
 import multiprocessing
 import os
-import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -491,9 +490,3 @@ def write_dataset(out: str | os.PathLike, n: int, seed: int, *,
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as executor:
         results = executor.map(_write_clip, *zip(*jobs), chunksize=max(1, n // (8 * workers)))
         return list(tqdm(results, total=n, desc="clips", disable=not progress))
-
-
-if __name__ == "__main__":  # the command line is `wavepose-clips synthetic` (wavepose_jax/clips.py)
-    from wavepose_jax import clips  # pylint: disable=import-outside-toplevel  # no import cycle
-
-    sys.exit(clips.main(["synthetic", *sys.argv[1:]]))
