@@ -236,7 +236,10 @@ MIN_JERK_DJ = math.pi ** 6 / 8  # dimensionless jerk of a half-cosine move (the 
 
 
 def _phase_smoothness(x: np.ndarray, fps: float, amp: float) -> float:
-    """1 for a minimum-jerk-like move, falling with the log dimensionless jerk (0..1)."""
+    """1 for a minimum-jerk-like move, falling with the log dimensionless jerk (0..1).
+
+    `x` is one phase of the smoothed primary signal, [L]; `amp` the excursion it is judged on.
+    """
     if x.size < 5 or amp <= 0:
         return 1.0
     dt = 1.0 / fps
@@ -256,12 +259,14 @@ def _grade(score: float) -> str:
 
 
 def _cv(v: list[float]) -> float:
+    """Coefficient of variation (0 for fewer than two values or a mean <= 0)."""
     a = np.asarray(v, dtype=np.float64)
     return float(a.std() / a.mean()) if a.size >= 2 and a.mean() > 0 else 0.0
 
 
 def _frequency(x: np.ndarray, fps: float) -> dict:
-    """Dominant frequency, band power fractions and normalised spectral entropy (Welch)."""
+    """Dominant frequency, band power fractions and normalised spectral entropy (Welch) of the
+    smoothed primary signal `x` [T]."""
     y = x - x.mean()
     if x.size < 8 or not np.any(y):
         return {"dominant_hz": 0.0, "spectral_entropy": 0.0,

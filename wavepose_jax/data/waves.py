@@ -18,9 +18,10 @@ Segmentation (`analyze_reps`):
    prominence of `PROMINENCE_FRAC` of the robust range (2nd..98th percentile) and a minimum
    distance of 0.25 periods (at most `MAX_MIN_DISTANCE_SEC`). They are merged into an
    alternating top/bottom sequence (hysteresis: two extremes of one kind in a row keep the
-   more extreme one; a swing smaller than the prominence is dropped). The clip's first and last frame count as extremes only when
-   they lie within `EDGE_ZONE_FRAC` of the range from the top or bottom level, so a clip that
-   starts or ends in the middle of a movement does not invent an extra rep.
+   more extreme one; a swing smaller than the prominence is dropped). The clip's first and
+   last frame count as extremes only when they lie within `EDGE_ZONE_FRAC` of the range from
+   the top or bottom level, so a clip that starts or ends in the middle of a movement does not
+   invent an extra rep.
 4. With `n_top` tops and `n_bottom` bottoms the clip holds min(n_top, n_bottom) full reps; the
    rarer kind is the turning point (ties go to the exercise's usual turning point). A clip that
    starts at the bottom of a deadlift (from the floor) therefore counts its first pull.
@@ -339,7 +340,8 @@ def analyze_reps(signals: dict[str, np.ndarray], fps: float, exercise: str) -> R
         b1 = p + int(np.flatnonzero(seg_r >= s[p] - BAND_FRAC * rom_r)[-1])
         end = p + int(np.flatnonzero(seg_r <= s[right] + BAND_FRAC * rom_r)[0])
         nxt = piv[turn_idx[r + 1]][0] if r + 1 < len(turn_idx) else n
-        into_turn, out_of_turn = _movement_sec(seg_l, rom_l, fps), _movement_sec(seg_r[::-1], rom_r, fps)
+        into_turn = _movement_sec(seg_l, rom_l, fps)
+        out_of_turn = _movement_sec(seg_r[::-1], rom_r, fps)
         if turn == "bottom":
             bottom = b0 + int(np.argmin(key[b0:b1 + 1]))
             top = b1 + int(np.argmax(key[b1:nxt]))
