@@ -168,11 +168,10 @@ def test_partial_or_empty_features_are_completed_from_the_signals(clip_dir):
     _, _, good = clip_dir
     computed, empty, partial = (load_clip(p) for p in good)  # the first has no wave_features
     for clip in (empty, partial):
-        assert clip.wave_features["harmonic"]["oscillation_count"] == 3  # measured, not unknown
-        assert clip.wave_features["waves"] == computed.wave_features["waves"]
-    assert partial.wave_features["quality"]["grade"] == "B"  # what the file gives is kept
-    assert partial.wave_features["quality"]["overall"] == \
-        computed.wave_features["quality"]["overall"]
+        assert clip.wave_features.harmonic.oscillation_count == 3  # measured, not unknown
+        assert clip.wave_features.waves == computed.wave_features.waves
+    assert partial.wave_features.quality.grade == "B"  # what the file gives is kept
+    assert partial.wave_features.quality.overall == computed.wave_features.quality.overall
     assert empty.wave_features == computed.wave_features
 
 

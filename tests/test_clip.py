@@ -9,6 +9,7 @@ import pytest
 
 from wavepose_jax import clips
 from wavepose_jax.data import clip as clip_lib
+from wavepose_jax.data import validate
 from wavepose_jax.data.schema import SIGNAL_NAMES, ClipError
 
 WAVE_FEATURES = {
@@ -76,7 +77,7 @@ def test_valid_clip_loads(tmp_path):
     assert (c.video_id, c.exercise, c.fps, c.n_frames) == ("v1", "pushup", 30.0, 60)
     assert set(c.signals) == set(SIGNAL_NAMES) and all(c.present.values())
     assert all(v.dtype == np.float32 and v.shape == (60,) for v in c.signals.values())
-    assert c.wave_features == WAVE_FEATURES
+    assert c.wave_features.to_json() == WAVE_FEATURES
     assert (c.language, c.faults, c.expert) == ("Good depth.", [], True)
     assert c.meta == {"reps": 1, "CAMERA_POSITION": "side"}
     assert c.keypoints is None and c.confidence is None
@@ -131,10 +132,10 @@ def test_wave_features_computed_when_absent(tmp_path):
     d = _clip_dict(wave_features=_DROP, **{name: np.zeros(180).tolist() for name in SIGNAL_NAMES})
     d.update(knee_angle_trajectory=(180 - 90 * s).tolist(), trajectory=(-0.6 * s).tolist())
     c = clip_lib.load_clip(_write(tmp_path, d))
-    assert set(c.wave_features) >= set(clip_lib._WAVE_FEATURES_SCHEMA)
-    assert c.wave_features["harmonic"]["oscillation_count"] == 3
+    assert set(c.wave_features.to_json()) >= set(validate.WAVE_FEATURES_SCHEMA)
+    assert c.wave_features.harmonic.oscillation_count == 3
     # The computed features satisfy the validation applied to features given in a file.
-    again = clip_lib.load_clip(_write(tmp_path, {**d, "wave_features": c.wave_features}))
+    again = clip_lib.load_clip(_write(tmp_path, {**d, "wave_features": c.wave_features.to_json()}))
     assert again.wave_features == c.wave_features
 
 
@@ -156,7 +157,7 @@ BAD_CLIPS = {
     "only_metadata": ({"fps": 30, "exercise": "squat", "LANGUAGE": "x"}, "signals"),
     "empty_channel": (_clip_dict(trajectory=[]), "trajectory"),
     "all_channels_null": ({"trajectory": [None] * 4, "core_": [None] * 4}, "signals"),
-    "too_many_frames": ({"trajectory": [0.0] * (clip_lib.MAX_FRAMES + 1)}, "trajectory"),
+    "too_many_frames": ({"trajectory": [0.0] * (validate.MAX_FRAMES + 1)}, "trajectory"),
     "different_lengths": (_clip_dict(core_=[1.0] * (_N - 1)), "signals"),
     "n_frames_mismatch": (_clip_dict(n_frames=_N + 5), "n_frames"),
     "n_frames_string": (_clip_dict(n_frames="60"), "n_frames"),

@@ -70,7 +70,7 @@ def test_per_rep_faults_and_wave_features_carry_the_rules_per_rep():
     signals = {name: np.zeros_like(t) for name in ("trajectory", "legs_trajectory",
                "shoulder_trajectory", "back_trajectory", "arm_Trajectory", "core_")}
     signals["knee_angle_trajectory"] = knee
-    features = faults.wave_features(signals, 30.0, "squat")
+    features = faults.wave_features(signals, 30.0, "squat").to_json()
     assert len(features["rep_faults"]) == features["harmonic"]["oscillation_count"] >= 3
     assert all(r == [] for r in features["rep_faults"])  # 85 deg deep, 175 deg lockout
 

@@ -10,6 +10,7 @@ from transformers import PreTrainedTokenizerFast
 
 from wavepose_jax import prompt
 from wavepose_jax.data import faults
+from wavepose_jax.data.features import WaveFeatures
 from wavepose_jax.prompt import PhysicsSummary, build_messages, build_prompt, prompt_ids
 
 SPECIALS = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
@@ -34,6 +35,7 @@ LANGUAGE = ("You completed two squats but did not reach depth on most of them. "
             "Slow down the descent and sit lower.")
 CLIP = {"exercise": "squat", "expert": False, "wave_features": WAVE_FEATURES,
         "LANGUAGE": LANGUAGE, "faults": ["shallow_depth", "fast_eccentric"]}
+_read = WaveFeatures.from_json  # a file's `wave_features` object, as a clip holds it
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,7 @@ def tokenizer():
 
 
 def test_summary_from_full_wave_features():
-    s = PhysicsSummary.from_wave_features(WAVE_FEATURES, "Squats", expert=True)
+    s = PhysicsSummary.from_wave_features(_read(WAVE_FEATURES), "Squats", expert=True)
     assert (s.exercise, s.reps, s.grade, s.expert) == ("squat", 2, "B", True)
     assert (s.overall, s.smoothness, s.control, s.consistency) == (78.0, 0.81, 0.7, 0.9)
     assert s.phases == (("eccentric", pytest.approx(1.1)), ("concentric", pytest.approx(0.9)))
@@ -68,7 +70,8 @@ def test_summary_from_full_wave_features():
     {"quality": {"overall": float("nan"), "grade": None}, "frequency": {"dominant_hz": 0}},
 ])
 def test_summary_from_partial_wave_features_is_unknown(wave_features):
-    s = PhysicsSummary.from_wave_features(wave_features, "deadlift")
+    s = PhysicsSummary.from_wave_features(
+        None if wave_features is None else _read(wave_features), "deadlift")
     assert s.reps is None and s.grade == "unknown" and s.overall is None
     assert s.tempo_sec is None and s.phases == () and s.expert is None
     text = s.to_text()
@@ -78,14 +81,14 @@ def test_summary_from_partial_wave_features_is_unknown(wave_features):
 
 def test_summary_tempo_falls_back_to_frequency():
     s = PhysicsSummary.from_wave_features(
-        {"frequency": {"dominant_hz": 0.25}, "quality": {"grade": "A"}}, "push-up")
+        _read({"frequency": {"dominant_hz": 0.25}, "quality": {"grade": "A"}}), "push-up")
     assert (s.exercise, s.grade, s.reps) == ("pushup", "A", None)
     assert s.tempo_sec == pytest.approx(4.0)
     assert "Tempo: 4 s per rep" in s.to_text()
 
 
 def test_messages_hold_the_summary():
-    s = PhysicsSummary.from_wave_features(WAVE_FEATURES, "squat", expert=False)
+    s = PhysicsSummary.from_wave_features(_read(WAVE_FEATURES), "squat", expert=False)
     messages = build_messages(s)
     assert [m["role"] for m in messages] == ["system", "user"]
     assert messages[0]["content"] == prompt.SYSTEM_PROMPT
@@ -99,7 +102,7 @@ def test_messages_hold_the_summary():
 
 
 def test_prompt_never_contains_ground_truth(tokenizer):
-    summary = PhysicsSummary.from_wave_features(CLIP["wave_features"], CLIP["exercise"],
+    summary = PhysicsSummary.from_wave_features(_read(CLIP["wave_features"]), CLIP["exercise"],
                                                 expert=CLIP["expert"])
     for compact in (False, True):
         text = build_prompt(summary, tokenizer, compact=compact)
@@ -113,7 +116,7 @@ def test_prompt_never_contains_ground_truth(tokenizer):
 
 
 def test_prompt_renders_phi3_chat(tokenizer):
-    summary = PhysicsSummary.from_wave_features(WAVE_FEATURES, "squat")
+    summary = PhysicsSummary.from_wave_features(_read(WAVE_FEATURES), "squat")
     text = build_prompt(summary, tokenizer)
     assert text.startswith("<|system|>\n" + prompt.SYSTEM_PROMPT + "<|end|>\n<|user|>\n")
     assert text.endswith("<|end|>\n<|assistant|>\n")
@@ -126,7 +129,7 @@ def test_prompt_renders_phi3_chat(tokenizer):
 
 def test_tokenizer_without_chat_template_rejected(tokenizer):
     bare = PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer)
-    summary = PhysicsSummary.from_wave_features({}, "squat")
+    summary = PhysicsSummary.from_wave_features(_read({}), "squat")
     with pytest.raises(ValueError, match="chat_template"):
         build_prompt(summary, bare)
 
@@ -139,7 +142,7 @@ def test_summary_tempo_is_the_rep_duration_the_feedback_states():
 
     for seed, exercise in enumerate(["squat", "pushup", "deadlift", "press"] * 2):
         clip = generate_clip(seed, exercise, keypoints=False, max_reps=6)
-        summary = PhysicsSummary.from_wave_features(clip["wave_features"], exercise)
+        summary = PhysicsSummary.from_wave_features(_read(clip["wave_features"]), exercise)
         stated = float(re.search(r"(\d+(?:\.\d+)?) ?s(?:econds)?\b", clip["LANGUAGE"]).group(1))
         assert summary.tempo_sec == pytest.approx(stated, abs=0.35), clip["LANGUAGE"]
 
@@ -187,7 +190,7 @@ def test_long_summaries_are_shortened_never_refused(demo_tokenizer, tmp_path, ca
 
     waves = [{"type": f"phase number {i}", "duration_sec": 1.0 + i} for i in range(30)]
     features = {**WAVE_FEATURES, "waves": waves, "quality": {"grade": "B" * 40}}
-    summary = PhysicsSummary.from_wave_features(features, "squat")
+    summary = PhysicsSummary.from_wave_features(_read(features), "squat")
     assert summary.grade == "B" * prompt.MAX_GRADE_CHARS
     full = len(prompt_ids(summary, demo_tokenizer))
     fitted = prompt.fit_prompt_ids(summary, demo_tokenizer, 400)

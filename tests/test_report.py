@@ -21,7 +21,7 @@ from wavepose_jax import checks, files, report
 from wavepose_jax import feedback as feedback_lib
 from wavepose_jax.data import clip as clip_lib
 from wavepose_jax.data import faults as faults_lib
-from wavepose_jax.data import synthetic, waves
+from wavepose_jax.data import features, synthetic, waves
 from wavepose_jax.data import text as text_lib
 from wavepose_jax.data.measure import measure
 from wavepose_jax.feedback import Feedback
@@ -284,9 +284,9 @@ def test_rules_and_units_are_said_plainly():
 
 def test_grade_letters_match_the_wave_analysis():
     for letter, floor in report.GRADE_FLOORS:
-        assert waves._grade(floor) == letter  # pylint: disable=protected-access
+        assert features._grade(floor) == letter  # pylint: disable=protected-access
         if floor:
-            assert waves._grade(floor - 0.01) != letter  # pylint: disable=protected-access
+            assert features._grade(floor - 0.01) != letter  # pylint: disable=protected-access
     assert report.grade_meaning().startswith("A 85 or more, B 70-84")
 
 

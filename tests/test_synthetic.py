@@ -167,7 +167,7 @@ def test_generate_clip_contract_and_determinism():
 
 def test_cli_writes_n_files(tmp_path):
     out = tmp_path / "clips"
-    cmd = [sys.executable, "-m", "wavepose_jax.data.synthetic", "--out", str(out), "--n", "3",
+    cmd = [sys.executable, "-m", "wavepose_jax.clips", "synthetic", "--out", str(out), "--n", "3",
            "--seed", "5", "--exercises", "squat,press", "--max_reps", "3", "--nokeypoints"]
     subprocess.run(cmd, check=True, capture_output=True)
     files = sorted(glob.glob(str(out / "*.json")))

@@ -4,8 +4,7 @@
     wavepose-clips synthetic --out DIR --n N [--seed S] [--exercises squat,press] [--noise 1.0]
                    [--max_reps 15] [--fps 24,30,60] [--nokeypoints]
     wavepose-clips other --out DIR --n N [--seed S] [--exercises squat,press]
-    (python -m wavepose_jax.clips ... is the same; python -m wavepose_jax.data.synthetic ...
-    and python -m wavepose_jax.data.othergen ... are `synthetic ...` and `other ...`)
+    (python -m wavepose_jax.clips ... is the same)
 
 `check` validates each file as training and inference read it (`data/clip.py`): a good clip
 prints `path: video_id=... exercise=... frames=... fps=... channels=7/7 ...`; a bad one prints

@@ -66,8 +66,8 @@ class ClipInfo:
 def true_rep_count(clip: Clip) -> int | None:
     """The clip's rep count: its `reps` field if present, else the wave-feature count."""
     reps = clip.meta.get("reps")
-    if reps is None:
-        reps = (clip.wave_features.get("harmonic") or {}).get("oscillation_count")
+    if reps is None and clip.wave_features.harmonic is not None:
+        reps = clip.wave_features.harmonic.oscillation_count
     if isinstance(reps, bool) or not isinstance(reps, (int, float)):
         return None
     return int(reps)

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
 from typing import Any
 
+from wavepose_jax.data.features import Quality, Wave, WaveFeatures
 from wavepose_jax.data.schema import canonical_exercise
 
 __all__ = [
@@ -49,35 +49,33 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _section(wave_features: Mapping, key: str) -> Mapping:
-    value = wave_features.get(key)
-    return value if isinstance(value, Mapping) else {}
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _fmt(value: float | None, unit: str = "") -> str:
     return _UNKNOWN if value is None else f"{value:.3g}{unit}"
 
 
-def _rep_count(wave_features: Mapping) -> int | None:
-    count = _number(_section(wave_features, "harmonic").get("oscillation_count"))
-    if count is None:
-        count = _number(wave_features.get("reps"))
+def _rep_count(wave_features: WaveFeatures) -> int | None:
+    harmonic = wave_features.harmonic
+    count = _float(harmonic.oscillation_count) if harmonic is not None else None
+    if count is None:  # a file's own top-level `reps`, kept with the keys the schema lacks
+        count = _number(wave_features.extra.get("reps"))
     return None if count is None or not 0 <= count <= MAX_REPS else int(round(count))
 
 
-def _grade(value: Any) -> str:
-    text = str(value).strip() if isinstance(value, (str, int, float)) else ""
+def _grade(value: str | None) -> str:
+    text = (value or "").strip()
     return text[:MAX_GRADE_CHARS].strip() or _UNKNOWN
 
 
-def _phases(waves: Any) -> tuple[tuple[str, float], ...]:
+def _phases(waves: tuple[Wave, ...]) -> tuple[tuple[str, float], ...]:
     """Mean duration of each wave type, in order of first appearance."""
     totals: dict[str, list[float]] = {}
-    for wave in waves if isinstance(waves, (list, tuple)) else ():
-        if not isinstance(wave, Mapping):
-            continue
-        kind, duration = wave.get("type"), _number(wave.get("duration_sec"))
-        if isinstance(kind, str) and kind.strip() and duration is not None and duration >= 0:
+    for wave in waves:
+        kind, duration = wave.type, _float(wave.duration_sec)
+        if kind is not None and kind.strip() and duration is not None and duration >= 0:
             totals.setdefault(kind.strip(), []).append(duration)
     return tuple((kind, sum(d) / len(d)) for kind, d in totals.items())
 
@@ -104,19 +102,18 @@ class PhysicsSummary:
     expert: bool | None = None
 
     @classmethod
-    def from_wave_features(cls, wave_features: Mapping | None, exercise: str,
+    def from_wave_features(cls, wave_features: WaveFeatures | None, exercise: str,
                            expert: bool | None = None) -> PhysicsSummary:
-        """Summary of a `wave_features` dict (schema: docs/architecture.md); missing parts become unknown."""
-        wf = wave_features if isinstance(wave_features, Mapping) else {}
-        quality = _section(wf, "quality")
+        """Summary of a clip's `WaveFeatures` (data/features.py); missing parts become unknown."""
+        wf = WaveFeatures() if wave_features is None else wave_features
+        quality = wf.quality or Quality()
         reps = _rep_count(wf)
-        phases = _phases(wf.get("waves"))
-        dominant_hz = _number(_section(wf, "frequency").get("dominant_hz"))
-        waves = wf.get("waves") if isinstance(wf.get("waves"), (list, tuple)) else ()
+        waves = wf.waves or ()
+        phases = _phases(waves)
+        dominant_hz = _float(wf.frequency.dominant_hz) if wf.frequency is not None else None
         exercise_id = canonical_exercise(str(exercise))
         rest = _REST_PHASE.get(exercise_id, "lockout")
-        total = sum(_number(w.get("duration_sec")) or 0.0 for w in waves
-                    if isinstance(w, Mapping) and w.get("type") != rest)
+        total = sum(_float(w.duration_sec) or 0.0 for w in waves if w.type != rest)
         if reps and total > 0:
             tempo = total / reps
         elif dominant_hz is not None and dominant_hz > 0:
@@ -127,11 +124,11 @@ class PhysicsSummary:
         return cls(
             exercise=canonical_exercise(name) or name.lower() or _UNKNOWN,
             reps=reps,
-            grade=_grade(quality.get("grade")),
-            overall=_number(quality.get("overall")),
-            smoothness=_number(quality.get("smoothness")),
-            control=_number(quality.get("control")),
-            consistency=_number(quality.get("consistency")),
+            grade=_grade(quality.grade),
+            overall=_float(quality.overall),
+            smoothness=_float(quality.smoothness),
+            control=_float(quality.control),
+            consistency=_float(quality.consistency),
             tempo_sec=tempo,
             phases=phases,
             dominant_hz=dominant_hz,

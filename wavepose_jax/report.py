@@ -65,7 +65,7 @@ SIGNAL_LABELS: dict[str, str] = {
 }
 KEYPOINT_MIN_CONFIDENCE = 0.3  # joints below this confidence are not drawn (pose.py's default)
 TORSO_CM = 100 * TORSO_M  # nominal adult shoulder-to-hip length behind the cm figures
-# waves.compute_wave_features: grade letter -> lowest overall score (0-100) that earns it.
+# features.compute_wave_features: grade letter -> lowest overall score (0-100) that earns it.
 GRADE_FLOORS: tuple[tuple[str, int], ...] = (("A", 85), ("B", 70), ("C", 55), ("D", 40),
                                              ("F", 0))
 
@@ -531,8 +531,8 @@ def summary_rows(r: ClipReport) -> list[tuple[str, str]]:
     s, clip = r.summary, r.clip
     tempo = r.measurement.tempo_sec
     pace = reps_per_minute(r.analysis)
-    efficiency = (clip.wave_features.get("quality") or {}).get("efficiency")
-    efficiency = float(efficiency) if isinstance(efficiency, (int, float)) else None
+    quality = clip.wave_features.quality
+    efficiency = float(quality.efficiency) if quality and quality.efficiency is not None else None
     rows = [
         ("Reps measured", str(len(r.analysis.reps))),
         ("Tempo", "unknown" if tempo is None else f"{tempo:.1f} s per rep (rest excluded)"),

@@ -20,8 +20,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from wavepose_jax.data.features import WaveFeatures, compute_wave_features
 from wavepose_jax.data.schema import EXERCISES, canonical_exercise
-from wavepose_jax.data.waves import Rep, RepAnalysis, analyze_reps, compute_wave_features
+from wavepose_jax.data.waves import Rep, RepAnalysis, analyze_reps
 
 ANY_EXERCISE = "any"
 
@@ -116,12 +117,12 @@ def per_rep_faults(analysis: RepAnalysis) -> list[list[str]]:
 
 
 def wave_features(signals: dict[str, np.ndarray], fps: float, exercise: str, *,
-                  analysis: RepAnalysis | None = None) -> dict:
-    """`waves.compute_wave_features` plus `rep_faults`: the rules' verdict on every rep."""
+                  analysis: RepAnalysis | None = None) -> WaveFeatures:
+    """`features.compute_wave_features` plus `rep_faults`: the rules' verdict on every rep."""
     analysis = analysis or analyze_reps(signals, fps, exercise)
     features = compute_wave_features(signals, fps, exercise, analysis=analysis)
-    features["rep_faults"] = per_rep_faults(analysis)
-    return features
+    return dataclasses.replace(features,
+                               rep_faults=tuple(map(tuple, per_rep_faults(analysis))))
 
 
 SET_RULE = ("a set has a fault when at least half of its complete reps break the rule (all "

@@ -4,8 +4,9 @@ The training data of the CPU demo. A model trained on one generator learns that 
 every clip draws what real recordings vary (`data/othergen.py`, an unrelated generator, is the
 out-of-distribution benchmark and never used here):
 
-* the body: thigh, shank, upper-arm and forearm lengths relative to the torso, hip and
-  shoulder widths (the athlete's height and distance only set the scale in the image);
+* the body (`synthetic_body.py`): thigh, shank, upper-arm and forearm lengths relative to the
+  torso, hip and shoulder widths (the athlete's height and distance only set the scale in
+  the image);
 * the set: 1-15 reps (mostly 3-7; a quarter of the sets uniform over 1-15), idle time before
   and after (0-4 s), rests of varying length between reps (sometimes one long breather), a
   velocity profile (cosine, minimum-jerk, smoothstep, or asymmetric: each move skewed to a
@@ -15,13 +16,14 @@ out-of-distribution benchmark and never used here):
   `FAULTY_REP_FRAC` of them (sometimes a fault on a minority of reps instead), every measure
   drawn around the threshold of its rule in `faults.py` with a severity from borderline to
   gross (`_per_rep`);
-* the camera: a 3D pinhole camera on either side of the athlete (facing left or right), up to
-  40 degrees off the side view, pitched, rolled, at a distance and field of view that frame the
-  body at 30-90% of one of several landscape, portrait or square image sizes, the athlete
-  anywhere in the frame, drifting, the camera panning; keypoints in pixels, or normalised by
-  image width and height (with `image_size`);
-* the pose estimator: jitter, per-joint confidences (the far side and the face lower),
-  unconfident bursts at wrong positions, joints and whole frames not detected (null);
+* the camera (`synthetic_camera.py`): a 3D pinhole camera on either side of the athlete
+  (facing left or right), up to 40 degrees off the side view, pitched, rolled, at a distance
+  and field of view that frame the body at 30-90% of one of several landscape, portrait or
+  square image sizes, the athlete anywhere in the frame, drifting, the camera panning;
+  keypoints in pixels, or normalised by image width and height (with `image_size`);
+* the pose estimator (`synthetic_camera.py`): jitter, per-joint confidences (the far side and
+  the face lower), unconfident bursts at wrong positions, joints and whole frames not
+  detected (null);
 * the frame rate (15-60 fps).
 
 The 7 signals come from `pose.keypoints_to_signals` (with the aspect correction the loader
@@ -35,7 +37,7 @@ Command line (one JSON file per clip, deterministic per seed; the flags of `wave
 
   wavepose-clips synthetic --out DIR --n N [--seed S] [--exercises squat,pushup,deadlift,press]
       [--noise LEVEL] [--max_reps N] [--fps 24,30,60] [--nokeypoints]
-  python -m wavepose_jax.data.synthetic --out DIR --n N ...   (the same)
+  python -m wavepose_jax.clips synthetic --out DIR --n N ...   (the same)
 """
 
 from __future__ import annotations
@@ -46,16 +48,16 @@ import json
 import math
 import multiprocessing
 import os
-import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from wavepose_jax.data import faults as fault_rules
 from wavepose_jax.data import text as text_lib
-from wavepose_jax.data import pose, waves
+from wavepose_jax.data import pose, synthetic_body, synthetic_camera, waves
 from wavepose_jax.data.schema import EXERCISES, canonical_exercise
+from wavepose_jax.data.synthetic_body import Body
 
 FAULT_PROB = 0.3          # prior probability of each applicable fault
 FAULTY_REP_FRAC = 0.6     # a drawn per-rep fault is imposed on at least this share of reps
@@ -65,10 +67,6 @@ MAX_ATTEMPTS = 8          # redraws when the measured rep count differs from the
 # Faults that cannot share a clip (both shrink the same range to almost nothing).
 EXCLUSIVE = (("press_incomplete_lockout", "press_incomplete_lowering"),)
 NORMALISED_PROB = 0.4     # keypoints normalised by image width and height (else pixels)
-IMAGE_SIZES = ((1920, 1080), (1280, 720), (854, 480), (640, 480), (1080, 1920), (720, 1280),
-               (1080, 1080))
-
-_J = {name: i for i, name in enumerate(pose.COCO17)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,29 +79,6 @@ class ClipSpec:
     faults: tuple[str, ...]
     fps: float
     noise: float = 1.0  # keypoint jitter and dropout level (0 = clean)
-
-
-@dataclasses.dataclass(frozen=True)
-class Body:
-    """Segment lengths and half-widths in torso units (shoulder-hip distance = 1)."""
-
-    thigh: float
-    shank: float
-    upper_arm: float
-    forearm: float
-    hip_half: float = 0.35       # hip centre to each hip joint
-    shoulder_half: float = 0.45  # shoulder centre to each shoulder joint
-
-    @property
-    def arm(self) -> float:
-        return self.upper_arm + self.forearm
-
-
-def draw_body(rng: np.random.Generator) -> Body:
-    """Limb proportions from stocky to long-limbed."""
-    return Body(thigh=_u(rng, 0.78, 1.08), shank=_u(rng, 0.74, 1.02),
-                upper_arm=_u(rng, 0.52, 0.72), forearm=_u(rng, 0.46, 0.64),
-                hip_half=_u(rng, 0.26, 0.42), shoulder_half=_u(rng, 0.36, 0.56))
 
 
 def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -158,90 +133,6 @@ def draw_spec(rng: np.random.Generator, exercise: str | None = None, *,
                     noise=float(overrides.get("noise", 1.0)))
 
 
-# ----------------------------------------------------------------------------- kinematics
-
-
-def _dir(deg: np.ndarray) -> np.ndarray:
-    """Unit vectors [T, 2] at angles (degrees from +x, counter-clockwise)."""
-    r = np.radians(deg)
-    return np.stack([np.cos(r), np.sin(r)], -1)
-
-
-def _ik_elbow(shoulder: np.ndarray, wrist: np.ndarray, body: Body) -> tuple[np.ndarray, np.ndarray]:
-    """Elbow of a 2-link arm reaching `wrist` (clamped to the reachable range), bent clockwise.
-
-    Returns (elbow, wrist) [T, 2] each.
-    """
-    l1, l2 = body.upper_arm, body.forearm
-    d = wrist - shoulder
-    dist = np.linalg.norm(d, axis=-1)
-    reach = np.clip(dist, abs(l1 - l2) + 1e-3, 0.999 * (l1 + l2))
-    unit = d / np.maximum(dist, 1e-9)[:, None]
-    wrist = shoulder + unit * reach[:, None]
-    cos_alpha = (l1 ** 2 + reach ** 2 - l2 ** 2) / (2 * l1 * reach)
-    alpha = np.degrees(np.arccos(np.clip(cos_alpha, -1.0, 1.0)))
-    base = np.degrees(np.arctan2(unit[:, 1], unit[:, 0]))
-    return shoulder + l1 * _dir(base - alpha), wrist
-
-
-def _legs_and_torso(body: Body, lean, knee, hip, ankle) -> dict[str, np.ndarray]:
-    """Standing chain ankle -> knee -> hip -> shoulder from the shank lean and joint angles."""
-    shank_dir = 90.0 - lean
-    thigh_dir = shank_dir + (180.0 - knee)
-    torso_dir = thigh_dir - (180.0 - hip)
-    knee_p = ankle + body.shank * _dir(shank_dir)
-    hip_p = knee_p + body.thigh * _dir(thigh_dir)
-    return {"ankle": ankle, "knee": knee_p, "hip": hip_p, "shoulder": hip_p + _dir(torso_dir)}
-
-
-def _pose(ex: str, body: Body, p: dict[str, np.ndarray], arm_style: tuple[float, float]
-          ) -> dict[str, np.ndarray]:
-    """Sagittal joints [T, 2] (world, y up, facing +x) from the parameter tracks `p`."""
-    t = next(iter(p.values())).shape[0]
-    if ex in ("squat", "deadlift"):
-        j = _legs_and_torso(body, p["lean"], p["knee"], p["hip"], np.zeros((t, 2)))
-        arm_dir, elbow_bend = ((-90.0, 0.0) if ex == "deadlift" else arm_style)
-        j["elbow"] = j["shoulder"] + body.upper_arm * _dir(np.full(t, arm_dir))
-        j["wrist"] = j["elbow"] + body.forearm * _dir(np.full(t, arm_dir + elbow_bend))
-    elif ex == "press":
-        j = _legs_and_torso(body, p["lean"], p["knee"], p["hip"], np.zeros((t, 2)))
-        target = j["shoulder"] + np.stack([p["reach_x"], p["key"]], -1)
-        j["elbow"], j["wrist"] = _ik_elbow(j["shoulder"], target, body)
-    else:  # push-up: feet on the floor, body angle solved so the shoulders sit at `key`
-        floor_ankle, floor_wrist = 0.05, 0.03
-
-        def shoulder_at(beta):
-            thigh_dir = beta - (180.0 - p["knee"])
-            torso_dir = thigh_dir + (180.0 - p["hip"])
-            return (body.shank * _dir(beta) + body.thigh * _dir(thigh_dir) + _dir(torso_dir)
-                    + np.array([0.0, floor_ankle]))
-
-        lo, hi = np.zeros(t), np.full(t, 70.0)
-        for _ in range(40):  # bisection on the body angle, vectorised over frames
-            mid = (lo + hi) / 2
-            above = shoulder_at(mid)[:, 1] > floor_wrist + p["key"]
-            hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
-        beta = (lo + hi) / 2
-        thigh_dir = beta - (180.0 - p["knee"])
-        ankle = np.tile([0.0, floor_ankle], (t, 1))
-        knee_p = ankle + body.shank * _dir(beta)
-        hip_p = knee_p + body.thigh * _dir(thigh_dir)
-        shoulder = shoulder_at(beta)
-        wrist_x = shoulder[0, 0] + p["reach_x"][0]
-        target = np.stack([np.full(t, wrist_x), np.full(t, floor_wrist)], -1)
-        elbow, wrist = _ik_elbow(shoulder, target, body)
-        j = {"ankle": ankle, "knee": knee_p, "hip": hip_p, "shoulder": shoulder,
-             "elbow": elbow, "wrist": wrist}
-    up = j["shoulder"] - j["hip"]
-    up /= np.linalg.norm(up, axis=-1, keepdims=True)
-    fwd = np.stack([up[:, 1], -up[:, 0]], -1)  # torso direction turned clockwise: the face
-    head = j["shoulder"] + 0.35 * up
-    j["nose"] = head + 0.12 * fwd
-    j["eye"] = head + 0.09 * fwd + 0.05 * up
-    j["ear"] = head - 0.03 * fwd + 0.03 * up
-    return j
-
-
 # ----------------------------------------------------------------------------- motion plan
 
 
@@ -267,11 +158,13 @@ def _fault_reps(spec: ClipSpec, rng: np.random.Generator) -> dict[str, np.ndarra
     """Per per-rep fault of the exercise, which reps it is imposed on: a drawn fault on all reps
     or on a random >= `FAULTY_REP_FRAC` of them; sometimes an undrawn one on a minority."""
     n = spec.reps
-    ids = [f.id for f in fault_rules.faults_for(spec.exercise) if f.id in fault_rules.PER_REP_FAULTS]
+    ids = [f.id for f in fault_rules.faults_for(spec.exercise)
+           if f.id in fault_rules.PER_REP_FAULTS]
     out = {f: np.zeros(n, bool) for f in ids}
     for f in ids:
         if f in spec.faults:
-            k = n if rng.random() < 0.5 else int(rng.integers(math.ceil(FAULTY_REP_FRAC * n), n + 1))
+            k = n if rng.random() < 0.5 else int(
+                rng.integers(math.ceil(FAULTY_REP_FRAC * n), n + 1))
             out[f][rng.choice(n, size=k, replace=False)] = True
     blocked = {b if a in spec.faults else a for a, b in EXCLUSIVE if {a, b} & set(spec.faults)}
     spare = [f for f in ids if f not in spec.faults and f not in blocked]
@@ -289,81 +182,105 @@ class _Segment:
     windows: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
 
-def _keyframes(spec: ClipSpec, body: Body, rng: np.random.Generator, bad: dict[str, np.ndarray]):
-    """Rest pose before the set, then per rep the turning pose, the rest pose after it and the
-    easing windows of the way back ({param: (u0, u1)}: the param moves within that part).
+# _Keyframes of one set: the rest pose before it, then per rep the turning pose, the rest pose
+# after it and the easing windows of the way back ({param: (u0, u1)}: the param moves within
+# that part of the move). Every measure is drawn by `_per_rep` around the threshold of its rule
+# in `faults.py`; `bad` says which reps carry which per-rep fault (`_fault_reps`).
+_Keyframes = tuple[dict[str, float], list[dict[str, float]], list[dict[str, float]],
+                  list[dict[str, tuple[float, float]]]]
 
-    `bad` says which reps carry which per-rep fault (`_fault_reps`); every measure is drawn by
-    `_per_rep` around the threshold of its rule in `faults.py`.
-    """
-    ex, n = spec.exercise, spec.reps
-    R = fault_rules
-    if ex == "squat":
-        shallow, soft = bad["shallow_depth"], bad["incomplete_lockout"]
-        lean_k, hip_off = _u(rng, 0.22, 0.42), _u(rng, -28, 4)
 
-        def stand(knee):
-            return {"lean": _u(rng, 0, 5), "knee": knee, "hip": min(179.5, knee + _u(rng, -4, 2))}
+def _squat_keyframes(n: int, body: Body, rng: np.random.Generator,
+                     bad: dict[str, np.ndarray]) -> _Keyframes:
+    """Rests standing, turns at the bottom; the knee angle is the rule's measure."""
+    del body  # the squat's parameters are joint angles alone
+    shallow, soft = bad["shallow_depth"], bad["incomplete_lockout"]
+    lean_k, hip_off = _u(rng, 0.22, 0.42), _u(rng, -28, 4)
 
-        rest0 = stand(_u(rng, 166, 179))
-        # Soft lockouts stay clear of shallow bottoms when both occur.
-        lock = _per_rep(rng, soft, R.SQUAT_MIN_LOCKOUT_DEG, 179.0,
-                        146.0 if shallow.any() else 128.0)
-        depth = _per_rep(rng, shallow, R.SQUAT_MAX_DEPTH_DEG, 58.0, 138.0)
-        around = np.minimum(np.concatenate([[rest0["knee"]], lock[:-1]]), lock)
-        depth = np.minimum(depth, around - 26.0)  # every rep a clear excursion
-        turns = [{"lean": (180 - k) * lean_k, "knee": k, "hip": k + hip_off + _u(rng, -3, 3)}
-                 for k in depth]
-        rests = [stand(v) for v in lock]
-    elif ex == "deadlift":
-        soft, early = bad["deadlift_incomplete_lockout"], bad["deadlift_hips_rise_early"]
+    def stand(knee):
+        return {"lean": _u(rng, 0, 5), "knee": knee, "hip": min(179.5, knee + _u(rng, -4, 2))}
 
-        def stand_dl(hip):
-            return {"lean": _u(rng, 0, 5), "knee": _u(rng, 168, 179), "hip": hip}
-
-        rest0 = stand_dl(_u(rng, 166, 179))
-        lock = _per_rep(rng, soft, R.DEADLIFT_MIN_LOCKOUT_DEG, 179.0, 132.0)
-        bottom_knee, bottom_hip = _u(rng, 105, 150), _u(rng, 55, 95)
-        turns = [{"lean": _u(rng, 6, 20), "knee": bottom_knee + _u(rng, -5, 5),
-                  "hip": bottom_hip + _u(rng, -5, 5)} for _ in range(n)]
-        rests = [stand_dl(v) for v in lock]
-        # Hips rising early: the knees finish their extension before the hips have opened much;
-        # lag 0 moves both together, lag 1 straightens the knees first, then the hips.
-        lag = _per_rep(rng, early, 0.42, 0.0, 1.0)
-        windows = [{"knee": (0.0, 1.0 - 0.55 * g), "lean": (0.0, 1.0 - 0.55 * g),
-                    "hip": (0.55 * g, 1.0)} for g in lag]
-        return rest0, turns, rests, windows
-    elif ex == "pushup":
-        partial, sag = bad["pushup_partial_range"], bad["pushup_hip_sag"]
-        top = body.arm * _u(rng, 0.93, 0.97)
-        reach = _u(rng, -0.08, 0.12)
-
-        def plank():
-            return {"key": top, "hip": _u(rng, 168, 179.5), "knee": _u(rng, 170, 179.5),
-                    "reach_x": reach}
-
-        rest0 = plank()
-        bottom = _per_rep(rng, partial, R.PUSHUP_MAX_DEPTH, 0.1, min(0.85, top - 0.22))
-        hip = _per_rep(rng, sag, R.PUSHUP_MIN_HIP_DEG, 179.0, 134.0)
-        turns = [{"key": b, "hip": h, "knee": _u(rng, 170, 179.5), "reach_x": reach}
-                 for b, h in zip(bottom, hip)]
-        rests = [plank() for _ in range(n)]
-    else:  # press: rests in the front rack, turns at the overhead lockout
-        soft, short = bad["press_incomplete_lockout"], bad["press_incomplete_lowering"]
-        lean, knee, hip = _u(rng, -7, 0), _u(rng, 170, 179.5), _u(rng, 170, 179.5)
-
-        def rack(key):
-            return {"key": key, "reach_x": _u(rng, 0.15, 0.28), "lean": lean, "knee": knee,
-                    "hip": hip}
-
-        rest0 = rack(_u(rng, -0.05, 0.2))
-        top = _per_rep(rng, soft, R.PRESS_MIN_LOCKOUT, 0.97 * body.arm, 0.5)
-        low = _per_rep(rng, short, R.PRESS_MAX_DEPTH, -0.05, 0.62)
-        low = np.minimum(low, top - 0.3)  # every rep a clear excursion
-        turns = [{"key": v, "reach_x": _u(rng, -0.02, 0.06), "lean": lean, "knee": knee,
-                  "hip": hip} for v in top]
-        rests = [rack(v) for v in low]
+    rest0 = stand(_u(rng, 166, 179))
+    # Soft lockouts stay clear of shallow bottoms when both occur.
+    lock = _per_rep(rng, soft, fault_rules.SQUAT_MIN_LOCKOUT_DEG, 179.0,
+                    146.0 if shallow.any() else 128.0)
+    depth = _per_rep(rng, shallow, fault_rules.SQUAT_MAX_DEPTH_DEG, 58.0, 138.0)
+    around = np.minimum(np.concatenate([[rest0["knee"]], lock[:-1]]), lock)
+    depth = np.minimum(depth, around - 26.0)  # every rep a clear excursion
+    turns = [{"lean": (180 - k) * lean_k, "knee": k, "hip": k + hip_off + _u(rng, -3, 3)}
+             for k in depth]
+    rests = [stand(v) for v in lock]
     return rest0, turns, rests, [{} for _ in range(n)]
+
+
+def _deadlift_keyframes(n: int, body: Body, rng: np.random.Generator,
+                        bad: dict[str, np.ndarray]) -> _Keyframes:
+    """Rests standing, turns at the floor; the hips may open late on the way up."""
+    del body  # the deadlift's parameters are joint angles alone
+    soft, early = bad["deadlift_incomplete_lockout"], bad["deadlift_hips_rise_early"]
+
+    def stand_dl(hip):
+        return {"lean": _u(rng, 0, 5), "knee": _u(rng, 168, 179), "hip": hip}
+
+    rest0 = stand_dl(_u(rng, 166, 179))
+    lock = _per_rep(rng, soft, fault_rules.DEADLIFT_MIN_LOCKOUT_DEG, 179.0, 132.0)
+    bottom_knee, bottom_hip = _u(rng, 105, 150), _u(rng, 55, 95)
+    turns = [{"lean": _u(rng, 6, 20), "knee": bottom_knee + _u(rng, -5, 5),
+              "hip": bottom_hip + _u(rng, -5, 5)} for _ in range(n)]
+    rests = [stand_dl(v) for v in lock]
+    # Hips rising early: the knees finish their extension before the hips have opened much;
+    # lag 0 moves both together, lag 1 straightens the knees first, then the hips.
+    lag = _per_rep(rng, early, 0.42, 0.0, 1.0)
+    windows = [{"knee": (0.0, 1.0 - 0.55 * g), "lean": (0.0, 1.0 - 0.55 * g),
+                "hip": (0.55 * g, 1.0)} for g in lag]
+    return rest0, turns, rests, windows
+
+
+def _pushup_keyframes(n: int, body: Body, rng: np.random.Generator,
+                      bad: dict[str, np.ndarray]) -> _Keyframes:
+    """Rests in the plank, turns at the bottom; `key` is the shoulders' height over the hands."""
+    partial, sag = bad["pushup_partial_range"], bad["pushup_hip_sag"]
+    top = body.arm * _u(rng, 0.93, 0.97)
+    reach = _u(rng, -0.08, 0.12)
+
+    def plank():
+        return {"key": top, "hip": _u(rng, 168, 179.5), "knee": _u(rng, 170, 179.5),
+                "reach_x": reach}
+
+    rest0 = plank()
+    bottom = _per_rep(rng, partial, fault_rules.PUSHUP_MAX_DEPTH, 0.1, min(0.85, top - 0.22))
+    hip = _per_rep(rng, sag, fault_rules.PUSHUP_MIN_HIP_DEG, 179.0, 134.0)
+    turns = [{"key": b, "hip": h, "knee": _u(rng, 170, 179.5), "reach_x": reach}
+             for b, h in zip(bottom, hip)]
+    rests = [plank() for _ in range(n)]
+    return rest0, turns, rests, [{} for _ in range(n)]
+
+
+def _press_keyframes(n: int, body: Body, rng: np.random.Generator,
+                     bad: dict[str, np.ndarray]) -> _Keyframes:
+    """Rests in the front rack, turns at the overhead lockout; `key` is the hands' height over
+    the shoulders."""
+    soft, short = bad["press_incomplete_lockout"], bad["press_incomplete_lowering"]
+    lean, knee, hip = _u(rng, -7, 0), _u(rng, 170, 179.5), _u(rng, 170, 179.5)
+
+    def rack(key):
+        return {"key": key, "reach_x": _u(rng, 0.15, 0.28), "lean": lean, "knee": knee,
+                "hip": hip}
+
+    rest0 = rack(_u(rng, -0.05, 0.2))
+    top = _per_rep(rng, soft, fault_rules.PRESS_MIN_LOCKOUT, 0.97 * body.arm, 0.5)
+    low = _per_rep(rng, short, fault_rules.PRESS_MAX_DEPTH, -0.05, 0.62)
+    low = np.minimum(low, top - 0.3)  # every rep a clear excursion
+    turns = [{"key": v, "reach_x": _u(rng, -0.02, 0.06), "lean": lean, "knee": knee,
+              "hip": hip} for v in top]
+    rests = [rack(v) for v in low]
+    return rest0, turns, rests, [{} for _ in range(n)]
+
+
+_KEYFRAMES: dict[str, Callable[[int, Body, np.random.Generator, dict[str, np.ndarray]],
+                               _Keyframes]] = {
+    "squat": _squat_keyframes, "deadlift": _deadlift_keyframes,
+    "pushup": _pushup_keyframes, "press": _press_keyframes}
 
 
 def _tempo(spec: ClipSpec, rng: np.random.Generator, rushed: np.ndarray) -> np.ndarray:
@@ -408,7 +325,7 @@ PROFILES = {
 def _tracks(spec: ClipSpec, body: Body, rng: np.random.Generator,
             bad: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per-frame joint-parameter tracks of the whole clip: idle, the reps, idle."""
-    rest0, turns, rests, windows = _keyframes(spec, body, rng, bad)
+    rest0, turns, rests, windows = _KEYFRAMES[spec.exercise](spec.reps, body, rng, bad)
     d = _tempo(spec, rng, bad["fast_eccentric"])
     turn_first = spec.exercise != "press"  # press: concentric to the turn, eccentric back
     segs = [_Segment(_u(rng, 0.0, 4.0), rest0, rest0)]
@@ -441,112 +358,18 @@ def _tracks(spec: ClipSpec, body: Body, rng: np.random.Generator,
     return out
 
 
-# ----------------------------------------------------------------------------- camera, noise
-
-_HALF_WIDTH = {"shoulder": "shoulder_half", "elbow": "shoulder_half", "wrist": "shoulder_half",
-               "hip": "hip_half", "knee": "hip_half", "ankle": "hip_half"}
-
-
-def _world(joints: dict[str, np.ndarray], body: Body, rng: np.random.Generator) -> np.ndarray:
-    """Sagittal joints -> COCO-17 [T, 17, 3] in torso units (x forward, y up, z to the left),
-    the athlete drifting a little along x."""
-    t = joints["hip"].shape[0]
-    world = np.zeros((t, 17, 3))
-    world[:, _J["nose"], :2] = joints["nose"]
-    for side, sign in (("left", 1.0), ("right", -1.0)):
-        for name in ("shoulder", "elbow", "wrist", "hip", "knee", "ankle", "eye", "ear"):
-            j = _J[f"{side}_{name}"]
-            world[:, j, :2] = joints[name]
-            half = getattr(body, _HALF_WIDTH[name]) if name in _HALF_WIDTH else (
-                0.1 if name == "eye" else 0.22)
-            world[:, j, 2] = sign * half * (0.9 if name in ("knee", "ankle") else 1.0)
-    drift = np.linspace(0.0, _u(rng, -0.8, 0.8), t) + 0.05 * np.sin(
-        np.linspace(0.0, _u(rng, 0.5, 6.0), t) + _u(rng, 0, 6.3))
-    world[..., 0] += drift[:, None]
-    return world
-
-
-def _camera(world: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray,
-                                                                  tuple[int, int]]:
-    """Films the clip: a 3D pinhole camera on either side of the athlete, up to 40 degrees off
-    the side view, pitched, rolled, at a distance that frames the body at 30-90% of the image,
-    placed anywhere in it and panning slowly.
-
-    Returns keypoints [T, 17, 2] in pixels (y down), the [17] mask of joints on the camera's
-    side of the body, and the image size (width, height).
-    """
-    w, h = IMAGE_SIZES[int(rng.integers(len(IMAGE_SIZES)))]
-    t = world.shape[0]
-    side = 1.0 if rng.random() < 0.5 else -1.0
-    yaw = math.radians(_u(rng, -5, 5) if rng.random() < 0.3 else _u(rng, -40, 40))
-    pitch, roll = math.radians(_u(rng, -8, 20)), math.radians(_u(rng, -4, 4))
-    # Camera axes: looking at the side of the body, turned by yaw, tilted down by pitch.
-    look = np.array([math.sin(yaw) * side * -1.0, 0.0, -math.cos(yaw) * side])
-    look = look * math.cos(pitch) + np.array([0.0, -math.sin(pitch), 0.0])
-    right = np.cross(look, [0.0, 1.0, 0.0])
-    right /= np.linalg.norm(right)
-    up = np.cross(right, look)
-    right, up = (math.cos(roll) * right + math.sin(roll) * up,
-                 math.cos(roll) * up - math.sin(roll) * right)
-    focal = (w / 2) / math.tan(math.radians(_u(rng, 40, 80)) / 2)
-    flat = world.reshape(-1, 3)
-    centre = (flat.min(0) + flat.max(0)) / 2
-    span = max(max(np.ptp(flat[:, 0]), np.ptp(flat[:, 2])) / w, np.ptp(flat[:, 1]) / h)
-    distance = max(focal * span / _u(rng, 0.3, 0.9), 4.0)
-    eye = centre - distance * look
-    pan = rng.normal(0.0, 0.08, 3)                   # the aim drifts over the clip
-    rel = world - eye - np.linspace(0.0, 1.0, t)[:, None, None] * pan
-    depth = rel @ look
-    xy = np.stack([focal * (rel @ right) / depth, -focal * (rel @ up) / depth], -1)
-    lo, hi = xy.reshape(-1, 2).min(0), xy.reshape(-1, 2).max(0)
-    size = np.array([w, h], np.float64)
-    shrink = min(1.0, float(np.min(0.96 * size / np.maximum(hi - lo, 1e-9))))
-    xy, lo, hi = xy * shrink, lo * shrink, hi * shrink
-    room = np.maximum(size * 0.98 - (hi - lo), 0.0)
-    xy = xy - lo + size * 0.01 + rng.uniform(0.0, 1.0, 2) * room
-    return xy, world[0, :, 2] * side > 0, (w, h)
-
-
-def _estimator_noise(kp: np.ndarray, near: np.ndarray, size: tuple[int, int], noise: float,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """What a pose estimator adds: jitter, per-joint confidences (the far side and the face
-    lower), low-confidence bursts at wrong positions, joints and whole frames not detected
-    (NaN, confidence 0). `noise` scales it all; 0 = exact keypoints, confident enough."""
-    t = kp.shape[0]
-    body_px = float(np.ptp(kp[..., 1])) or 1.0
-    face = np.array([name in ("nose",) or name.endswith(("eye", "ear")) for name in pose.COCO17])
-    base = np.where(near, rng.uniform(0.7, 0.98, 17), rng.uniform(0.35, 0.85, 17))
-    base = np.where(face, rng.uniform(0.4, 0.95, 17), base)
-    if noise <= 0:
-        return kp, np.repeat(base[None], t, 0)
-    conf = np.clip(base + rng.normal(0.0, 0.04, (t, 17)), 0.0, 1.0)
-    kp = kp + rng.normal(0.0, _u(rng, 0.001, 0.008) * noise * body_px, kp.shape)
-    for _ in range(rng.poisson(_u(rng, 0.002, 0.015) * noise * t * 17 / 6)):
-        j, s = int(rng.integers(17)), int(rng.integers(t))
-        e = min(t, s + int(rng.integers(1, 13)))
-        if rng.random() < 0.7:          # a wrong, unconfident detection
-            conf[s:e, j] = rng.uniform(0.0, 0.28)
-            kp[s:e, j] += rng.normal(0.0, 0.25 * body_px, 2)
-        else:                           # not detected at all
-            conf[s:e, j] = 0.0
-            kp[s:e, j] = np.nan
-    kp = np.clip(kp, 0.0, np.array(size, np.float64) - 1.0)
-    missing = rng.random(t) < _u(rng, 0.0, 0.03) * min(noise, 1.0)
-    kp[missing], conf[missing] = np.nan, 0.0
-    return kp, conf
-
-
 def _render(spec: ClipSpec, rng: np.random.Generator) -> dict:
     """Animates and films one clip: keypoints [T, 17, 2] in pixels (y down; NaN = missing),
     confidence [T, 17], image size, and which reps carry which per-rep fault."""
-    body = draw_body(rng)
+    body = synthetic_body.draw_body(rng)
     style = [(_u(rng, -25, 12), _u(rng, 0, 35)),       # squat: arms reaching forward
              (_u(rng, -130, -110), _u(rng, 140, 160)),  # hands at a bar on the back
              (_u(rng, -100, -80), _u(rng, 0, 20))][int(rng.integers(3))]  # arms down
     bad = _fault_reps(spec, rng)
-    joints = _pose(spec.exercise, body, _tracks(spec, body, rng, bad), style)
-    kp, near, size = _camera(_world(joints, body, rng), rng)
-    kp, conf = _estimator_noise(kp, near, size, spec.noise, rng)
+    tracks = _tracks(spec, body, rng, bad)
+    joints = synthetic_body.sagittal_joints(spec.exercise, body, tracks, style)
+    kp, near, size = synthetic_camera.film(synthetic_camera.to_world(joints, body, rng), rng)
+    kp, conf = synthetic_camera.estimator_noise(kp, near, size, spec.noise, rng)
     return {"keypoints": kp, "confidence": conf, "image_size": size, "imposed": bad}
 
 
@@ -625,7 +448,7 @@ def generate_clip(rng_or_seed: np.random.Generator | int | Sequence[int],
         clip["confidence"] = _round(out["confidence"], 2)
         clip["image_size"] = list(out["image_size"])
     clip.update({name: _round(v, 4) for name, v in signals.items()})
-    clip["wave_features"] = features
+    clip["wave_features"] = features.to_json()
     clip["LANGUAGE"] = text_lib.compose_feedback(spec.exercise, spec.reps, out["faults"],
                                                  tempo, rng, rep_faults=rep_faults)
     return clip

@@ -1,4 +1,4 @@
-"""Wave analysis of an exercise clip: rep segmentation, phases and the seed `wave_features`.
+"""Wave analysis of an exercise clip: rep segmentation, phases and per-rep measures.
 
 Reps are found on one *primary* signal per exercise (`PRIMARY_SIGNAL`); every primary is high
 at the physical top of the movement (standing, arms extended, bar overhead), so for all four
@@ -18,9 +18,10 @@ Segmentation (`analyze_reps`):
    prominence of `PROMINENCE_FRAC` of the robust range (2nd..98th percentile) and a minimum
    distance of 0.25 periods (at most `MAX_MIN_DISTANCE_SEC`). They are merged into an
    alternating top/bottom sequence (hysteresis: two extremes of one kind in a row keep the
-   more extreme one; a swing smaller than the prominence is dropped). The clip's first and last frame count as extremes only when
-   they lie within `EDGE_ZONE_FRAC` of the range from the top or bottom level, so a clip that
-   starts or ends in the middle of a movement does not invent an extra rep.
+   more extreme one; a swing smaller than the prominence is dropped). The clip's first and
+   last frame count as extremes only when they lie within `EDGE_ZONE_FRAC` of the range from
+   the top or bottom level, so a clip that starts or ends in the middle of a movement does not
+   invent an extra rep.
 4. With `n_top` tops and `n_bottom` bottoms the clip holds min(n_top, n_bottom) full reps; the
    rarer kind is the turning point (ties go to the exercise's usual turning point). A clip that
    starts at the bottom of a deadlift (from the floor) therefore counts its first pull.
@@ -33,12 +34,14 @@ Segmentation (`analyze_reps`):
 Per-rep measurements use the exercise's *key measure* (`key_measure`): the knee angle (squat),
 shoulder height above the hands (push-up), hip angle (deadlift) and hand height above the
 shoulders (press). `depth` is its value at the bottom, `lockout` its value at the top.
+
+The seed `wave_features` (quality, energy, frequency ... of the whole clip) are measured from
+this analysis in `features.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 from scipy import ndimage
@@ -69,19 +72,9 @@ BAND_FRAC = 0.10          # Band around rest and turning levels that bounds move
 MOVE_BAND_FRAC = 0.07     # Narrower band that times descents and ascents (`_movement_sec`).
 MIN_RANGE = {"angle": 8.0, "position": 0.06}   # Below this robust range there are no reps.
 
-# Nominal physics for the energy figures (the clip carries no body mass or scale).
-BODY_MASS_KG = 70.0       # nominal lifter mass
-TORSO_M = 0.5             # metres per torso unit (shoulder-hip distance)
-GRAVITY = 9.81
-BAR_MASS_KG = 20.0        # nominal barbell in the press
-# Exercise -> (signal tracked as the moving mass, moving mass in kg).
-MOVING_MASS: dict[str, tuple[str, float]] = {
-    "squat": ("trajectory", 0.85 * BODY_MASS_KG),         # all but the shanks and feet
-    "pushup": ("shoulder_trajectory", 0.65 * BODY_MASS_KG),  # share of weight on the hands
-    "deadlift": ("trajectory", 0.6 * BODY_MASS_KG),       # upper body (bar load unknown)
-    "press": ("arm_Trajectory", BAR_MASS_KG + 0.1 * BODY_MASS_KG),  # bar plus arms
-}
-MIN_JERK_DJ = math.pi ** 6 / 8  # dimensionless jerk of a half-cosine move (the smoothest here)
+# The clip carries no body scale: a nominal torso (shoulder-hip distance) turns the position
+# signals' torso units into metres (the energy figures of `features.py`, the report's cm).
+TORSO_M = 0.5             # metres per torso unit
 
 
 @dataclasses.dataclass
@@ -160,6 +153,11 @@ def _fill(x: np.ndarray) -> np.ndarray:
 
 def _smooth(x: np.ndarray, fps: float) -> np.ndarray:
     return ndimage.gaussian_filter1d(x, max(SMOOTH_SEC * fps, 0.5), mode="nearest")
+
+
+def smoothed(x: np.ndarray, fps: float) -> np.ndarray:
+    """A signal as the segmentation reads it: gaps filled, smoothed over `SMOOTH_SEC`, [T]."""
+    return _smooth(_fill(x), fps)
 
 
 def key_measure(signals: dict[str, np.ndarray], exercise: str) -> np.ndarray:
@@ -297,7 +295,7 @@ def analyze_reps(signals: dict[str, np.ndarray], fps: float, exercise: str) -> R
                      "short for a rep, which goes down and back up")
     if not np.isfinite(raw).any():
         return empty(f"the {label} is missing in every frame")
-    x = _smooth(_fill(raw), fps)
+    x = smoothed(raw, fps)
     period = estimate_period(x, fps)
     if primary_name not in ANGLE_SIGNALS:
         x = _detrend(x, period * fps, rest_high=TURN_AT[ex] == "bottom")
@@ -320,7 +318,7 @@ def analyze_reps(signals: dict[str, np.ndarray], fps: float, exercise: str) -> R
     else:
         turn = "bottom" if counts["bottom"] < counts["top"] else "top"
 
-    sig = {k: _smooth(_fill(v), fps) for k, v in signals.items()}
+    sig = {k: smoothed(v, fps) for k, v in signals.items()}
     key = _smooth(key_measure(signals, ex), fps)
     sign = 1.0 if turn == "top" else -1.0  # s = sign * x is high at the turning point
     s = sign * x
@@ -342,7 +340,8 @@ def analyze_reps(signals: dict[str, np.ndarray], fps: float, exercise: str) -> R
         b1 = p + int(np.flatnonzero(seg_r >= s[p] - BAND_FRAC * rom_r)[-1])
         end = p + int(np.flatnonzero(seg_r <= s[right] + BAND_FRAC * rom_r)[0])
         nxt = piv[turn_idx[r + 1]][0] if r + 1 < len(turn_idx) else n
-        into_turn, out_of_turn = _movement_sec(seg_l, rom_l, fps), _movement_sec(seg_r[::-1], rom_r, fps)
+        into_turn = _movement_sec(seg_l, rom_l, fps)
+        out_of_turn = _movement_sec(seg_r[::-1], rom_r, fps)
         if turn == "bottom":
             bottom = b0 + int(np.argmin(key[b0:b1 + 1]))
             top = b1 + int(np.argmax(key[b1:nxt]))
@@ -409,148 +408,3 @@ def rep_channels(analysis: RepAnalysis) -> np.ndarray:
             np.full(frames.size, r.descent_sec / 2.0), np.full(frames.size, scale(r.depth)),
             np.full(frames.size, scale(r.lockout))], -1)
     return out
-
-
-# ----------------------------------------------------------------------------- wave_features
-
-
-def _phase_smoothness(x: np.ndarray, fps: float, amp: float) -> float:
-    """1 for a minimum-jerk-like move, falling with the log dimensionless jerk (0..1)."""
-    if x.size < 5 or amp <= 0:
-        return 1.0
-    dt = 1.0 / fps
-    jerk = np.diff(x, 3) / dt ** 3
-    dur = x.size * dt
-    dj = dur ** 5 / amp ** 2 * float(np.sum(jerk ** 2) * dt)
-    if dj <= MIN_JERK_DJ:
-        return 1.0
-    return float(np.clip(1.0 - math.log(dj / MIN_JERK_DJ) / 8.0, 0.0, 1.0))
-
-
-def _grade(score: float) -> str:
-    for grade, floor in (("A", 85), ("B", 70), ("C", 55), ("D", 40)):
-        if score >= floor:
-            return grade
-    return "F"
-
-
-def _cv(v: list[float]) -> float:
-    a = np.asarray(v, dtype=np.float64)
-    return float(a.std() / a.mean()) if a.size >= 2 and a.mean() > 0 else 0.0
-
-
-def _frequency(x: np.ndarray, fps: float) -> dict:
-    """Dominant frequency, band power fractions and normalised spectral entropy (Welch)."""
-    y = x - x.mean()
-    if x.size < 8 or not np.any(y):
-        return {"dominant_hz": 0.0, "spectral_entropy": 0.0,
-                "band_power": {"slow": 0.0, "medium": 0.0, "fast": 0.0, "harmonic": 0.0}}
-    f, pxx = sps.welch(y, fs=fps, nperseg=min(x.size, int(8 * fps)))
-    pxx = pxx[1:]
-    f = f[1:]
-    total = float(pxx.sum()) or 1.0
-    dom = float(f[np.argmax(pxx)])
-
-    def band(lo: float, hi: float) -> float:
-        return float(pxx[(f >= lo) & (f < hi)].sum() / total)
-
-    # Harmonic band: power near 2x and 3x the dominant frequency (+-15%).
-    harm = sum(band(k * dom * 0.85, k * dom * 1.15) for k in (2, 3))
-    p = pxx / total
-    entropy = float(-(p * np.log(p + 1e-12)).sum() / math.log(p.size)) if p.size > 1 else 0.0
-    return {"dominant_hz": dom, "spectral_entropy": entropy,
-            "band_power": {"slow": band(0.0, 0.2), "medium": band(0.2, 0.8),
-                           "fast": band(0.8, fps / 2 + 1), "harmonic": harm}}
-
-
-def compute_wave_features(signals: dict[str, np.ndarray], fps: float, exercise: str, *,
-                          analysis: RepAnalysis | None = None) -> dict:
-    """The seed `wave_features` dict (schema: docs/architecture.md) of a clip; JSON-serialisable.
-
-    quality (0..100): smoothness = mean phase smoothness (dimensionless jerk); control = mean
-    eccentric duration relative to 1.2 s (capped); efficiency = `energy.efficiency_pct`;
-    consistency = 1 - 2 (CV of rep durations + CV of rep ranges); overall = their mean; grade
-    A >= 85, B >= 70, C >= 55, D >= 40, else F.
-    energy: vertical work of a nominal moving mass (`MOVING_MASS`, `BODY_MASS_KG`, `TORSO_M`):
-    work_positive / work_negative (J, lifting / lowering), efficiency_pct = share of the vertical
-    path spent on the rep excursions (jitter and bounces lower it), peak_power_w = max m (g + a) v.
-    damping: log decrement of successive rep ranges, ratio = d / sqrt(4 pi^2 + d^2);
-    control_quality "excellent" (< 0.05), "good" (< 0.15), "fair" (< 0.3) or "poor".
-    frequency: Welch spectrum of the primary signal; bands slow < 0.2 Hz, medium 0.2-0.8 Hz,
-    fast >= 0.8 Hz, harmonic = near 2x and 3x the dominant frequency (fractions of the power);
-    spectral_entropy normalised to 0..1.
-    harmonic: oscillation_count = reps; is_harmonic = >= 2 reps with rep-duration CV < 0.25.
-    waves: one entry per phase (descent / bottom / ascent / lockout) with its duration, mean
-    velocity of the primary signal (units per second) and smoothness (0..1); the rest between
-    reps is a phase, idle time before the first and after the last rep is not.
-
-    `analysis` may pass this clip's `analyze_reps` result to skip recomputing it.
-    """
-    analysis = analysis or analyze_reps(signals, fps, exercise)
-    ex, fps = analysis.exercise, analysis.fps
-    x = _smooth(_fill(signals[PRIMARY_SIGNAL[ex]]), fps)
-    reps = analysis.reps
-    rom_by_frame = np.zeros(x.size)
-    for rep in reps:
-        rom_by_frame[rep.start:rep.end + 1] = abs(float(x[rep.top] - x[rep.bottom]))
-
-    waves = []
-    for kind, a, b in analysis.phases:
-        seg = x[a:b + 1]
-        amp = float(rom_by_frame[min(a, x.size - 1)]) or float(np.ptp(x)) or 1.0
-        dur = (b - a) / fps
-        velocity = float(seg[-1] - seg[0]) / dur if dur > 0 else 0.0
-        waves.append({"type": kind, "duration_sec": round(dur, 4),
-                      "mean_velocity": round(velocity, 4),
-                      "smoothness": round(_phase_smoothness(seg, fps, amp), 4)})
-    moves = [w["smoothness"] for w in waves if w["type"] in ("descent", "ascent")]
-    smoothness = 100.0 * float(np.mean(moves)) if moves else 0.0
-    control = 100.0 * float(np.mean([min(1.0, r.descent_sec / 1.2) for r in reps])) if reps else 0.0
-
-    mass_signal, mass = MOVING_MASS[ex]
-    h = _smooth(_fill(signals[mass_signal]), fps) * TORSO_M  # [T] metres
-    dh = np.diff(h)
-    work_pos = float(mass * GRAVITY * dh[dh > 0].sum())
-    work_neg = float(mass * GRAVITY * dh[dh < 0].sum())
-    rep_path = sum(2 * abs(float(h[r.top] - h[r.bottom])) for r in reps)
-    path = float(np.abs(dh).sum())
-    efficiency = float(min(100.0, 100.0 * rep_path / path)) if path > 0 else 0.0
-    v = np.gradient(h) * fps
-    acc = np.gradient(v) * fps
-    peak_power = float(max(0.0, (mass * (GRAVITY + acc) * v).max())) if h.size > 2 else 0.0
-
-    durations = [r.duration_sec for r in reps]
-    roms = [abs(r.rom) for r in reps]
-    consistency = 100.0 * float(np.clip(1.0 - 2.0 * (_cv(durations) + _cv(roms)), 0.0, 1.0))
-    if not reps:
-        efficiency = consistency = 0.0
-    overall = (smoothness + control + efficiency + consistency) / 4.0
-
-    amps = [abs(float(x[r.top] - x[r.bottom])) for r in reps]
-    if len(amps) >= 2 and min(amps) > 0:
-        dec = float(np.mean(np.log(np.asarray(amps[:-1]) / np.asarray(amps[1:]))))
-        ratio = dec / math.sqrt(4 * math.pi ** 2 + dec ** 2)
-    else:
-        ratio = 0.0
-    label = ("excellent" if abs(ratio) < 0.05 else "good" if abs(ratio) < 0.15
-                      else "fair" if abs(ratio) < 0.3 else "poor")
-
-    freq = _frequency(x, fps)
-    def r4(v: float) -> float:
-        return round(float(v), 4)
-
-    return {
-        "quality": {"grade": _grade(overall), "overall": r4(overall),
-                    "smoothness": r4(smoothness), "control": r4(control),
-                    "efficiency": r4(efficiency), "consistency": r4(consistency)},
-        "energy": {"work_positive": r4(work_pos), "work_negative": r4(work_neg),
-                   "efficiency_pct": r4(efficiency), "peak_power_w": r4(peak_power)},
-        "damping": {"ratio": r4(ratio), "control_quality": label},
-        "frequency": {"dominant_hz": r4(freq["dominant_hz"]),
-                      "band_power": {k: r4(v) for k, v in freq["band_power"].items()},
-                      "spectral_entropy": r4(freq["spectral_entropy"])},
-        "harmonic": {"oscillation_count": len(reps),
-                     "is_harmonic": bool(len(reps) >= 2 and _cv(durations) < 0.25)},
-        "waves": waves,
-        "wave_count": len(waves),
-    }
