@@ -73,7 +73,7 @@ def bench_cpu(repeats: int, prompt_len: int) -> list[tuple[str, float, float, st
 
     rows = []
     ids = np.random.default_rng(0).integers(0, 32064, (4, 256)).astype(np.int32)
-    forward = nnx.jit(lambda m, x: m(x))
+    forward = nnx.jit(lambda m, x: m(x).logits)
     jax_ids = jnp.asarray(ids)
     t_jax = _median_time(lambda: forward(model, jax_ids).block_until_ready(), repeats)
     torch_ids = torch.as_tensor(ids, dtype=torch.long)
@@ -125,7 +125,7 @@ def bench_gpu(repeats: int, hbm_gbps: float) -> list[tuple[str, float, float, st
     rows = [("batch-1 decode (tokens/s, incl. 128-token prefill)", tps, roofline,
              f"{100 * tps / roofline:.0f}% of roofline")]
     ids = jnp.asarray(np.random.default_rng(1).integers(0, 32064, (1, 2048)).astype(np.int32))
-    prefill = nnx.jit(lambda m, x: m(x, return_hidden=True)[1])
+    prefill = nnx.jit(lambda m, x: m(x, with_logits=False).hidden)
     t = _median_time(lambda: prefill(model, ids).block_until_ready(), repeats)
     rows.append(("prefill 1x2048 (tokens/s)", 2048 / t, float("nan"), "-"))
     return rows

@@ -175,7 +175,7 @@ def test_load_onto_mesh(hf_checkpoint, tmp_path):
         emb = model.model.embed_tokens.embedding[...]
         assert tuple(emb.sharding.spec) == ("tensor", "fsdp"), emb.sharding.spec
         ids = jnp.asarray(np.array({IDS.tolist()}, np.int32))
-        np.save({str(tmp_path / "mesh_logits.npy")!r}, np.asarray(nnx.jit(lambda m, i: m(i))(model, ids)))
+        np.save({str(tmp_path / "mesh_logits.npy")!r}, np.asarray(nnx.jit(lambda m, i: m(i).logits)(model, ids)))
     """)
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
@@ -253,7 +253,7 @@ def test_scanned_stack_onto_mesh(hf_checkpoint, tmp_path):
         assert tuple(qkv.sharding.spec) == (None, "fsdp", "tensor"), qkv.sharding.spec
         assert qkv.addressable_shards[0].data.shape == (2, 32, 64)
         ids = jnp.asarray(np.array({IDS.tolist()}, np.int32))
-        np.save({str(tmp_path / "logits.npy")!r}, np.asarray(nnx.jit(lambda m, i: m(i))(model, ids)))
+        np.save({str(tmp_path / "logits.npy")!r}, np.asarray(nnx.jit(lambda m, i: m(i).logits)(model, ids)))
     """)
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)

@@ -21,7 +21,7 @@ LORA = lora.LoraConfig(rank=4, alpha=8.0, dropout=0.0)
 
 @nnx.jit
 def _logits(model, ids):
-    return model(ids)
+    return model(ids).logits
 
 
 def test_zero_b_reproduces_base_logits():

@@ -93,10 +93,10 @@ def test_kv_cache_matches_full_forward(hf_checkpoint, scan):
     full = np.asarray(call(model, ids))
     cache = model.init_cache(2, 16)
     assert (cache.k.shape == (2, 2, 16, 2, 16)) if scan else len(cache.k) == 2
-    logits, cache = call(model, ids[:, :6], cache=cache)
+    logits, _, cache = call(model, ids[:, :6], cache=cache)
     steps = [np.asarray(logits)]
     for t in range(6, 10):
-        logits, cache = call(model, ids[:, t:t + 1], cache=cache)
+        logits, _, cache = call(model, ids[:, t:t + 1], cache=cache)
         steps.append(np.asarray(logits))
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, **TOL)
     assert int(cache.index) == 10
@@ -141,7 +141,7 @@ def test_lora_hook_survives_nnx_transforms():
     assert {p[-1] for p, _ in nnx.to_flat_state(lora_state)} == {"lora_a", "lora_b"}
 
     def loss(m):
-        return jnp.mean(m(jnp.asarray(ids)) ** 2)
+        return jnp.mean(m(jnp.asarray(ids)).logits ** 2)
 
     grads = nnx.jit(nnx.grad(loss, argnums=nnx.DiffState(0, is_lora)))(model)
     flat = nnx.to_flat_state(grads)
@@ -161,7 +161,7 @@ def test_remat_gives_same_loss_and_grads(scan):
     for remat in (False, True):
         config = dataclasses.replace(TINY_PHI3, remat=remat, scan_layers=scan)
         model = Phi3ForCausalLM(config, rngs=nnx.Rngs(0))
-        grads.append(nnx.jit(nnx.grad(lambda m: jnp.mean(m(ids) ** 2)))(model))
+        grads.append(nnx.jit(nnx.grad(lambda m: jnp.mean(m(ids).logits ** 2)))(model))
     for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -202,7 +202,7 @@ def test_scanned_stack_equals_unrolled_with_lora_dropout_and_grads():
     np.testing.assert_allclose(call(scanned, ids), call(unrolled, ids), rtol=1e-5, atol=1e-5)
 
     is_lora = lambda path, _: any(str(p).startswith("lora_") for p in path)  # noqa: E731
-    grads = {scan: nnx.jit(nnx.grad(lambda m: jnp.mean(m(ids) ** 2),
+    grads = {scan: nnx.jit(nnx.grad(lambda m: jnp.mean(m(ids).logits ** 2),
                                     argnums=nnx.DiffState(0, is_lora)))(models[scan])
              for scan in (False, True)}
     expected = _stack_layers(grads[False], grads[True])

@@ -135,7 +135,7 @@ def _loss_and_reference(model, batch):
     soft = model.soft_tokens(batch.waves, batch.frame_mask)
     inputs = jnp.concatenate([soft, model.llm.embed(batch.tokens)], axis=1)
     mask = jnp.concatenate([jnp.ones(soft.shape[:2], bool), batch.token_mask], axis=1)
-    return terms, jax.nn.log_softmax(model.llm(inputs_embeds=inputs, attention_mask=mask))
+    return terms, jax.nn.log_softmax(model.llm(inputs_embeds=inputs, attention_mask=mask).logits)
 
 
 def test_loss_only_on_targets_and_exact_with_padding(model):

@@ -127,8 +127,8 @@ def _prefill(model: Phi3ForCausalLM, input_ids, attention_mask, prefix_embeds, r
         buffer = jnp.zeros((b, size, embeds.shape[-1]), embeds.dtype).at[:, :prefill_len].set(embeds)
 
     cache = model.init_cache(b, size)
-    _, hidden, cache = model(inputs_embeds=embeds, attention_mask=mask, cache=cache,
-                             return_hidden=True)  # hidden [B, P+T, D]
+    out = model(inputs_embeds=embeds, attention_mask=mask, cache=cache, with_logits=False)
+    hidden, cache = out.hidden, out.cache  # hidden [B, P+T, D]
     last = jnp.max(jnp.where(mask, jnp.arange(prefill_len), -1), axis=1)  # [B] last real slot
     h_last = jnp.take_along_axis(hidden, jnp.maximum(last, 0)[:, None, None], axis=1)  # [B, 1, D]
     state = DecodeState(
@@ -145,18 +145,18 @@ def _decode_step(model: Phi3ForCausalLM, state: DecodeState) -> tuple[DecodeStat
     cache, buffer = state.cache, state.buffer
 
     def incremental(tok, cache, buffer):
-        logits, cache = model(tok[:, None], cache=cache)  # [B, 1, V]
-        return logits[:, 0], cache
+        out = model(tok[:, None], cache=cache)  # logits [B, 1, V]
+        return out.logits[:, 0], out.cache
 
     def full_recompute(tok, cache, buffer):
         """Re-runs every cached slot (plus this token) from scratch, as transformers does."""
         index = cache.index
         pos = jax.lax.dynamic_update_slice(cache.positions, cache.next_positions()[:, None], (0, index))
         fresh = model.init_cache(*buffer.shape[:2])
-        _, hidden, new = model(inputs_embeds=buffer, attention_mask=pos >= 0, positions=jnp.maximum(pos, 0),
-                               cache=fresh, return_hidden=True)
-        h = jax.lax.dynamic_slice_in_dim(hidden, index, 1, axis=1)  # [B, 1, D]
-        return model.logits(h)[:, 0], dataclasses.replace(new, index=index + 1)
+        out = model(inputs_embeds=buffer, attention_mask=pos >= 0,
+                    positions=jnp.maximum(pos, 0), cache=fresh, with_logits=False)
+        h = jax.lax.dynamic_slice_in_dim(out.hidden, index, 1, axis=1)  # [B, 1, D]
+        return model.logits(h)[:, 0], dataclasses.replace(out.cache, index=index + 1)
 
     if buffer is not None:
         buffer = jax.lax.dynamic_update_slice(buffer, model.embed(state.token[:, None]),

@@ -10,7 +10,7 @@ a batch in the training format, and a tiny checkpointed run. Nothing here downlo
     tiny_run_spec(dir)         the same as a RunSpec
     train_state(model, spec)   the train state of a model under a spec's `train` group
     build_tiny_run(root)       a base, three synthetic clips and a checkpoint trained on them
-    call(model, ids, mask)     a jitted forward pass of a Phi3ForCausalLM
+    call(model, ids, mask)     the logits of a jitted forward pass of a Phi3ForCausalLM
 
 The PyTorch reference (transformers' Phi3ForCausalLM; torch is imported only when these run):
 
@@ -165,13 +165,15 @@ def _jit_call(model, kwargs):
 
 
 def call(model, input_ids=None, attention_mask=None, **kwargs):
-    """Jitted ``model(input_ids, attention_mask, **kwargs)`` (array arguments only)."""
+    """Jitted ``model(input_ids, attention_mask, **kwargs)`` (array arguments only): its
+    `LMOutput` when a cache is given, else its logits."""
     kwargs = {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
     if input_ids is not None:
         kwargs["input_ids"] = jnp.asarray(input_ids)
     if attention_mask is not None:
         kwargs["attention_mask"] = jnp.asarray(attention_mask)
-    return _jit_call(model, kwargs)
+    out = _jit_call(model, kwargs)
+    return out if "cache" in kwargs else out.logits
 
 
 # ------------------------------------------------------------------------------------------------

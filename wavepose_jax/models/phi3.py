@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -328,6 +328,14 @@ class Cache:
         return jnp.max(self.positions, axis=1) + 1
 
 
+class LMOutput(NamedTuple):
+    """What `Phi3ForCausalLM` returns for one call."""
+
+    logits: jax.Array | None  # [B, T, V] float32 (None when the call skipped them)
+    hidden: jax.Array  # [B, T, D] final hidden states, after the last norm
+    cache: Cache | None  # the cache with this call's keys and values (None without one)
+
+
 # ------------------------------------------------------------------------------------------------
 # Layers
 
@@ -618,7 +626,7 @@ class Phi3ForCausalLM(nnx.Module):
         return self.lm_head(hidden, out_dtype=jnp.float32)
 
     def __call__(self, input_ids=None, attention_mask=None, *, inputs_embeds=None, positions=None,
-                 cache: Cache | None = None, return_hidden: bool = False):
+                 cache: Cache | None = None, with_logits: bool = True) -> LMOutput:
         """Runs the model.
 
         Args:
@@ -628,11 +636,12 @@ class Phi3ForCausalLM(nnx.Module):
           positions: [B, T] RoPE positions; default ``cumsum(mask) - 1`` (continuing after the
             cache's last token when a cache is given).
           cache: a ``Cache``; the new keys/values are written at ``cache.index``.
-          return_hidden: also return the final (normed) hidden states [B, T, D].
+          with_logits: compute the logits of every position; False leaves them to the caller
+            (``logits(hidden)`` on the positions it needs).
 
         Returns:
-          logits [B, T, V] float32; ``(logits, hidden)`` with ``return_hidden``; the new cache is
-          appended as the last tuple element when ``cache`` is given.
+          ``LMOutput``: float32 logits [B, T, V] (None without ``with_logits``), the final
+          (normed) hidden states [B, T, D], and the new cache (None without ``cache``).
         """
         c = self.config
         if (input_ids is None) == (inputs_embeds is None):
@@ -681,9 +690,8 @@ class Phi3ForCausalLM(nnx.Module):
                     new_v.append(kv[1])
             new_k, new_v = tuple(new_k), tuple(new_v)
         hidden = self.model.norm(x)  # [B, T, D]
-        logits = self.logits(hidden)  # [B, T, V]
-
-        out = (logits, hidden) if return_hidden else (logits,)
-        if cache is not None:
-            out = out + (Cache(k=new_k, v=new_v, positions=key_pos, index=index + t),)
-        return out[0] if len(out) == 1 else out
+        return LMOutput(
+            logits=self.logits(hidden) if with_logits else None,  # [B, T, V]
+            hidden=hidden,
+            cache=None if cache is None else Cache(k=new_k, v=new_v, positions=key_pos,
+                                                   index=index + t))

@@ -87,7 +87,7 @@ class WaveLLM(nnx.Module):
         positions = jnp.broadcast_to(jnp.arange(s + length, dtype=jnp.int32), (b, s + length))
         llm = nnx.view(self.llm, deterministic=deterministic, raise_if_not_found=False)
         logits = llm(inputs_embeds=inputs, attention_mask=attention_mask,
-                     positions=positions)  # [B, S + L, V] f32
+                     positions=positions).logits  # [B, S + L, V] f32
         # The logit predicting tokens[:, t] sits at sequence position S + t - 1.
         logits = logits[:, s - 1:s - 1 + length]  # [B, L, V]
         fault_logits = (None if self.bridge.fault_head is None
