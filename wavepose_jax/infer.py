@@ -55,6 +55,7 @@ from absl import flags
 from tqdm import tqdm
 
 from wavepose_jax import cli
+from wavepose_jax import report as report_lib
 from wavepose_jax import run as run_lib
 from wavepose_jax.data import faults as faults_lib
 from wavepose_jax.data import text as text_lib
@@ -309,16 +310,9 @@ class _FeedbackStream:
         _print_faults(result)
 
 
-def report_module():
-    """`wavepose_jax.report`, imported on first use (it loads matplotlib)."""
-    from wavepose_jax import report  # pylint: disable=import-outside-toplevel
-
-    return report
-
-
 def _report_item(result: Result, fps: float | None):
     clip = result.prepared.clip
-    return report_module().ClipReport(
+    return report_lib.ClipReport(
         clip=clip, measurement=result.prepared.measurement, summary=result.prepared.summary,
         feedback=result.feedback, attention=result.attention, attention_fps=fps or clip.fps,
         timing=result.timing)
@@ -393,9 +387,9 @@ def _run(args, _) -> int:
         decoding = ("greedy" if args.temperature == 0 else
                     f"sampled: temperature {args.temperature:g}, top_p {args.top_p:g}, "
                     f"seed {args.seed}") + f", at most {max_new_tokens} new tokens"
-        report_module().write_report(
+        report_lib.write_report(
             args.report, reports,
-            provenance=report_module().Provenance.from_run(run, decoding=decoding),
+            provenance=report_lib.Provenance.from_run(run, decoding=decoding),
             not_coached=not_coached)
         print(f"report: {args.report} ({len(reports)} clips"
               + (f", {len(not_coached)} with nothing to coach" if not_coached else "") + ")",
