@@ -15,7 +15,7 @@ import transformers
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
-from wavepose_jax import hf
+from wavepose_jax import hf, hf_layout
 from wavepose_jax.testing import call, reference_logits
 
 pytestmark = pytest.mark.reference  # against transformers' PyTorch Phi-3
@@ -30,6 +30,26 @@ def test_sharded_checkpoint_with_index(hf_checkpoint):
     assert len(shards) > 2 and (path / hf.INDEX_FILE).is_file()
     model = hf.load_pretrained(path, dtype=jnp.float32)
     np.testing.assert_allclose(np.asarray(call(model, IDS)), reference_logits(torch_model, IDS), **TOL)
+
+
+
+def test_tensor_entries_name_each_tensors_place(hf_checkpoint):
+    """`hf_entries` describes each tensor with named fields, one entry per slot of a stacked
+    leaf."""
+    _, path = hf_checkpoint("sharded", max_shard_size="40KB", rope_scaling="longrope")
+    for scan in (False, True):
+        model = hf.load_pretrained(path, dtype=jnp.float32, scan_layers=scan)
+        flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+        entries = {e.name: e for e in hf_layout.hf_entries(flat)}
+        assert set(entries) == set(json.loads((path / hf.INDEX_FILE).read_text())["weight_map"])
+        down = entries["model.layers.1.mlp.down_proj.weight"]
+        assert down.layer == (1 if scan else None) and down.transpose
+        assert tuple(str(k) for k in flat[down.index][0])[-2:] == ("down_proj", "kernel")
+        assert down.hf_shape == down.shape[::-1] == (64, 96)  # HF [out, in], Flax [in, out]
+        norm = entries["model.norm.weight"]
+        assert norm.layer is None and not norm.transpose and norm.hf_shape == norm.shape
+        assert hf_layout.hf_tensor_shapes(model.config) == [
+            (e.name, e.hf_shape) for e in hf_layout.hf_entries(flat)]
 
 
 def test_bf16_weights_on_disk(hf_checkpoint):
