@@ -9,6 +9,7 @@ from flax import nnx
 
 from wavepose_jax import hf, infer
 from wavepose_jax import run as run_lib
+from wavepose_jax.base_record import base_record_of
 from wavepose_jax.configs import tiny as tiny_config
 from wavepose_jax.testing import make_tiny_base, tiny_run_config
 from wavepose_jax.training import checkpoint as ckpt_lib
@@ -17,10 +18,11 @@ from wavepose_jax.training.state import create_train_state
 
 def _save_run(config, workdir, shift=0.01):
     """A checkpoint at step 3 of a fresh model whose trainable parameters moved by `shift`."""
-    model = run_lib.new_model(config)
+    base = run_lib.load_base(config)
+    model = run_lib.new_model(config, llm=base.model)
     state = create_train_state(model, config)
     params = jax.tree.map(lambda x: x + shift, state.params)
-    record = ckpt_lib.base_record_of(model.llm, path=hf.portable(config.llm.path))
+    record = base_record_of(model.llm, path=hf.portable(config.llm.path), files=base.digests)
     with ckpt_lib.Checkpointer(workdir, config=config, base=record) as ckpt:
         ckpt.save(3, {**state.checkpoint_items(), "params": params})
     return params

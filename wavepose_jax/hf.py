@@ -7,11 +7,11 @@ onto its target sharding. The model is built abstractly (``nnx.eval_shape``), so
 never exists in host memory. Saving writes the same format back for transformers.
 
 Every weight file read is also hashed (SHA-256 of its bytes, computed in a background thread
-while the loader reads the file; hashlib releases the GIL, so this costs next to no time) and
-the digests are kept per (real path, size, mtime): `content_digests(path)` right after a load
-returns them without reading the files again. A checkpoint records them so that a changed base
-is refused (training/checkpoint.py). The digest of a file equals `sha256sum FILE` and the hub's
-LFS object id. A truncated or damaged safetensors file is a one-line `WeightsError` naming it.
+while the loader reads the file, `base_record.Digester`; hashlib releases the GIL, so this costs
+next to no time): `load_weights` returns the digests with the model (`LoadedWeights`), and a
+checkpoint records them so that a changed base is refused (base_record.py,
+training/checkpoint.py). A truncated or damaged safetensors file is a one-line `WeightsError`
+naming it.
 
 Both forms of the decoder stack (``Phi3Config.scan_layers``) read and write the same files: a
 scanned stack keeps ``model.layers.{i}.<name>`` in slot i of one stacked leaf [L, ...] (as raw
@@ -24,14 +24,12 @@ tensor has is `hf_layout.py`'s.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
-import hashlib
 import json
 import math
 import os
 import re
-import threading
-from collections.abc import Iterable
 from pathlib import Path
 
 import jax
@@ -42,6 +40,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from wavepose_jax import sharding as sharding_lib
+from wavepose_jax.base_record import Digester, UnreadableFileError
 from wavepose_jax.files import read_json_object
 from wavepose_jax.hf_layout import TensorEntry, hf_entries
 from wavepose_jax.models.lora import is_lora_path
@@ -235,94 +234,6 @@ def _reading(file: Path):
                            "damaged? copy or download it again") from None
 
 
-# ------------------------------------------------------------------------------------------------
-# Content digests
-
-_CHUNK = 8 << 20  # bytes per read; hashlib releases the GIL on buffers this large
-_DIGESTS: dict[tuple[str, int, int], str] = {}  # (real path, size, mtime_ns) -> sha256 hex
-_DIGESTS_LOCK = threading.Lock()
-
-
-def _stat_key(file: Path) -> tuple[str, int, int]:
-    real = os.path.realpath(file)
-    st = os.stat(real)
-    return real, st.st_size, st.st_mtime_ns
-
-
-def _sha256(file: Path, stop: threading.Event | None = None) -> str | None:
-    """SHA-256 (hex) of a file's bytes, cached per (real path, size, mtime); None if `stop` was
-    set before the end. Raises WeightsError when the file cannot be read."""
-    try:
-        key = _stat_key(file)
-        with _DIGESTS_LOCK:
-            if key in _DIGESTS:
-                return _DIGESTS[key]
-        digest = hashlib.sha256()
-        view = memoryview(bytearray(_CHUNK))
-        with open(key[0], "rb", buffering=0) as f:
-            while n := f.readinto(view):
-                if stop is not None and stop.is_set():
-                    return None
-                digest.update(view[:n])
-        changed = _stat_key(file) != key
-    except OSError as e:
-        raise WeightsError(f"{file}: cannot be read ({e.strerror or e})") from None
-    if not changed:  # a file rewritten while it was read is hashed again next time
-        with _DIGESTS_LOCK:
-            _DIGESTS[key] = digest.hexdigest()
-    return digest.hexdigest()
-
-
-class _Digester(threading.Thread):
-    """Hashes files one after another in the background (`result()` waits for the digests)."""
-
-    def __init__(self, files: Iterable[Path], directory: Path):
-        super().__init__(name="wavepose-sha256", daemon=True)
-        self._files, self._directory = list(files), directory
-        self._cancelled = threading.Event()
-        self._digests: dict[str, str] = {}
-        self._error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            for file in self._files:
-                digest = _sha256(file, self._cancelled)
-                if digest is None:
-                    return
-                self._digests[_file_name(file, self._directory)] = digest
-        except BaseException as e:  # pylint: disable=broad-except  # re-raised by result()
-            self._error = e
-
-    def cancel(self) -> None:
-        self._cancelled.set()
-
-    def result(self) -> dict[str, str]:
-        self.join()
-        if self._error is not None:
-            raise self._error
-        return dict(sorted(self._digests.items()))
-
-
-def _file_name(file: Path, directory: Path) -> str:
-    """How a weight file is named in a record: relative to its model directory."""
-    return Path(file).relative_to(directory).as_posix()
-
-
-def _weight_files(directory: Path) -> list[Path]:
-    """The safetensors files that hold the tensors of a model directory, sorted."""
-    return sorted(set(_tensor_files(directory).values()))
-
-
-def content_digests(path_or_repo_id) -> dict[str, str]:
-    """{weight file name: SHA-256 hex of its bytes} of a base model's safetensors files.
-
-    Free right after `load_pretrained` of the same files in this process (it hashed them while
-    reading them); otherwise each file is read once (about 1 GB/s per core).
-    """
-    directory = resolve(path_or_repo_id)
-    return {_file_name(file, directory): _sha256(file) for file in _weight_files(directory)}
-
-
 def _zeros(shape: tuple[int, ...], dtype, sharding) -> jax.Array:
     """A zero array made directly on `sharding` (default device when None)."""
     return jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=sharding)()
@@ -346,8 +257,27 @@ def _slot_sharding(sharding):
 # Loading
 
 
-def load_pretrained(path_or_repo_id, dtype=jnp.bfloat16, mesh=None, **config_overrides):
-    """Loads a Hugging Face Phi-3 checkpoint into a Flax ``Phi3ForCausalLM``.
+@dataclasses.dataclass(frozen=True)
+class LoadedWeights:
+    """What `load_weights` read: the model, and the SHA-256 of every weight file it was read
+    from ({file name relative to the model directory: hex}, sorted), for its base-model record
+    (`base_record.base_record_of(model, path=..., files=digests)`)."""
+
+    model: Phi3ForCausalLM
+    digests: dict[str, str]
+
+
+def load_pretrained(path_or_repo_id, dtype=jnp.bfloat16, mesh=None,
+                    **config_overrides) -> Phi3ForCausalLM:
+    """Loads a Hugging Face Phi-3 checkpoint into a Flax ``Phi3ForCausalLM`` (the model of
+    `load_weights`, whose arguments it takes)."""
+    return load_weights(path_or_repo_id, dtype, mesh, **config_overrides).model
+
+
+def load_weights(path_or_repo_id, dtype=jnp.bfloat16, mesh=None,
+                 **config_overrides) -> LoadedWeights:
+    """Loads a Hugging Face Phi-3 checkpoint into a Flax ``Phi3ForCausalLM``, hashing each
+    weight file while it is read.
 
     Args:
       path_or_repo_id: a local directory (never touches the network) or a hub repo id.
@@ -384,22 +314,25 @@ def load_pretrained(path_or_repo_id, dtype=jnp.bfloat16, mesh=None, **config_ove
     for entry in targets.values():
         by_file.setdefault(files[entry.name], []).append(entry)
     # Each file is hashed in a background thread while it is read here (in the order the loader
-    # reads them, so the two readers share the page cache); see `content_digests`.
-    digester = _Digester([*by_file, *sorted(set(files.values()) - set(by_file))], directory)
+    # reads them, so the two readers share the page cache).
+    digester = Digester([*by_file, *sorted(set(files.values()) - set(by_file))], directory)
     digester.start()
     try:
         for file, entries in by_file.items():
             _load_file(file, entries, values, flat, shardings, config)
-        digester.result()  # errors of the hashing thread (an unreadable file) surface here
+        try:
+            digests = digester.result()  # an error of the hashing thread surfaces here
+        except UnreadableFileError as e:
+            raise WeightsError(str(e)) from None
     finally:
         digester.cancel()
     state = nnx.from_flat_state([(path, var.replace(v)) for (path, var), v in zip(flat, values)])
-    return nnx.merge(graphdef, state)
+    return LoadedWeights(model=nnx.merge(graphdef, state), digests=digests)
 
 
 def _load_file(file: Path, entries: list[TensorEntry], values: list, flat, shardings,
                config: Phi3Config) -> None:
-    """Reads the tensors `entries` of one safetensors file into `values` (see load_pretrained)."""
+    """Reads the tensors `entries` of one safetensors file into `values` (see load_weights)."""
     with _reading(file):
         handle = safe_open(str(file), framework="numpy")
     with handle as f:

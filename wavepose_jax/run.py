@@ -1,7 +1,9 @@
 """Loading models: a base for a new run, and a trained run restored from its checkpoint.
 
-    llm = load_base(config, mesh)              # the base weights with config.llm's dtypes
-    model = new_model(config, mesh)            # + fresh encoder, bridge and LoRA (+ PEFT adapter)
+    base = load_base(config, mesh)             # the base weights with config.llm's dtypes
+                                               # (.model) and their files' SHA-256 (.digests)
+    model = new_model(config, mesh, base.model)  # + fresh encoder, bridge, LoRA (+ PEFT adapter)
+    record = base_record_of(model.llm, path=..., files=base.digests)  # what a checkpoint keeps
     run = restore(workdir)                     # Run(model, tokenizer, config, step, record)
 
 `restore` reads the checkpoint once: its config and base-model record, then the base named by
@@ -25,6 +27,7 @@ import ml_collections
 from flax import nnx
 
 from wavepose_jax import hf, peft_io
+from wavepose_jax.base_record import BaseModelRecord, base_record_of
 from wavepose_jax.models import wavellm
 from wavepose_jax.models.lora import trainable_filter
 from wavepose_jax.models.phi3 import Phi3ForCausalLM
@@ -32,18 +35,18 @@ from wavepose_jax.training import checkpoint as ckpt_lib
 
 
 def load_base(config: Any, mesh: jax.sharding.Mesh | None = None,
-              path: str | None = None) -> Phi3ForCausalLM:
-    """The base language model of a run: `path` (default `config.llm.path`) with the compute
+              path: str | None = None) -> hf.LoadedWeights:
+    """The base language model of a run (`.model`) and the SHA-256 of its weight files
+    (`.digests`, for its `base_record_of`): `path` (default `config.llm.path`) with the compute
     settings of `config.llm`, each tensor placed onto its sharding when `mesh` is given."""
-    return hf.load_pretrained(path or config.llm.path, mesh=mesh,
-                              **wavellm.llm_overrides(config))
+    return hf.load_weights(path or config.llm.path, mesh=mesh, **wavellm.llm_overrides(config))
 
 
 def new_model(config: Any, mesh: jax.sharding.Mesh | None = None,
               llm: Phi3ForCausalLM | None = None) -> wavellm.WaveLLM:
     """A model to train: the base (`load_base` unless `llm` is given), fresh encoder, bridge and
     LoRA deltas, then the PEFT adapter of `config.llm.adapter` when one is named."""
-    llm = load_base(config, mesh) if llm is None else llm
+    llm = load_base(config, mesh).model if llm is None else llm
     model = wavellm.build_wavellm(config, llm, mesh)
     if config.llm.adapter:
         peft_io.load_peft_adapter(model.llm, config.llm.adapter)
@@ -58,7 +61,7 @@ class Run:
     tokenizer: Any  # None only when restored with need_tokenizer=False from a base without one
     config: ml_collections.ConfigDict
     step: int
-    record: ckpt_lib.BaseModelRecord  # the base model the run was trained on (path as loaded)
+    record: BaseModelRecord  # the base model the run was trained on (path as loaded)
     workdir: str
     stop_ids: tuple[int, ...]  # generation ends on these (the base's generation config)
 
@@ -92,9 +95,10 @@ def restore(workdir: str | os.PathLike, step: int | None = None, base: str | Non
                 f"{where}: base model was randomly initialised; it has no weights or tokenizer "
                 "to load")
         config = ml_collections.ConfigDict(config_dict)
-        llm = load_base(config, path=record.path)
+        loaded = load_base(config, path=record.path)
+        llm = loaded.model
         # The file hashes were computed while the base loaded: recording them costs nothing.
-        current = ckpt_lib.base_record_of(llm, path=record.path)
+        current = base_record_of(llm, path=record.path, files=loaded.digests)
         ckpt_lib.check_base(record, current, where)
         tokenizer = hf.load_tokenizer(record.path, required=need_tokenizer)
         stop_ids = hf.stop_ids(record.path, tokenizer)

@@ -35,6 +35,7 @@ from wavepose_jax import cli, hf, pipeline
 from wavepose_jax import evaluate as evaluate_lib
 from wavepose_jax import run as run_lib
 from wavepose_jax import sharding as sharding_lib
+from wavepose_jax.base_record import base_record_of
 from wavepose_jax.data import othergen, synthetic
 from wavepose_jax.feedback import feedback
 from wavepose_jax.models import wavellm
@@ -140,7 +141,8 @@ class Trainer:
         self.log(f"data: {data_dir}: {report.summary()}")
 
         loading = time.perf_counter()
-        model = run_lib.new_model(config, self.mesh)
+        base = run_lib.load_base(config, self.mesh)
+        model = run_lib.new_model(config, self.mesh, base.model)
         counts = wavellm.param_counts(model)
         self.log("params: " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
                  + f" (loaded in {time.perf_counter() - loading:.1f}s)")
@@ -150,7 +152,8 @@ class Trainer:
         self.state = state_lib.create_train_state(model, config, self.mesh)
         self.ckpt = ckpt_lib.Checkpointer(
             workdir, keep=config.train.keep_checkpoints, config=config,
-            base=ckpt_lib.base_record_of(model.llm, path=hf.portable(config.llm.path)))
+            base=base_record_of(model.llm, path=hf.portable(config.llm.path),
+                                files=base.digests))
         self.loader = pipeline.make_train_loader(
             self.train_src, config, seed=config.train.seed, process_index=jax.process_index(),
             process_count=jax.process_count())
