@@ -33,6 +33,9 @@ from wavepose_jax.models.lora import trainable_filter
 from wavepose_jax.models.phi3 import Phi3ForCausalLM
 from wavepose_jax.training import checkpoint as ckpt_lib
 
+# How to make the run a command was pointed at when it has no checkpoints (the CPU demo's).
+TRAIN_COMMAND = "python train.py --config configs/tiny.py --workdir {workdir}"
+
 
 def load_base(config: Any, mesh: jax.sharding.Mesh | None = None,
               path: str | None = None) -> hf.LoadedWeights:
@@ -78,12 +81,18 @@ def restore(workdir: str | os.PathLike, step: int | None = None, base: str | Non
       need_tokenizer: a base without tokenizer files is an error (else `Run.tokenizer` is None).
 
     Raises:
+      FileNotFoundError: `workdir` has no checkpoints directory; the message, the same for
+        every command (infer, evaluate, export), says how to make one (`TRAIN_COMMAND`).
       CheckpointMismatchError: no checkpoint, or the base model differs from the recorded one
         (other shapes, or a safetensors file whose content changed: the file is named).
       hf.WeightsError: the base model or its tokenizer cannot be loaded (e.g. a truncated
         safetensors file, named).
     """
     workdir = os.fspath(workdir)
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        raise FileNotFoundError(
+            f"{workdir}: no checkpoint (no {os.path.join(workdir, 'checkpoints')} directory); "
+            f"create one with `{TRAIN_COMMAND.format(workdir=workdir)}`")
     requested = step
     with ckpt_lib.Checkpointer(workdir, read_only=True) as ckpt:
         step, config_dict, record = ckpt.read_record(step)
