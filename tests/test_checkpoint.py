@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from wavepose_jax.training import metrics as metrics_lib
-from wavepose_jax.training.checkpoint import (BaseModelRecord, Checkpointer,
-                                              CheckpointMismatchError, tensor_signature)
+from wavepose_jax.base_record import BaseModelRecord, tensor_signature
+from wavepose_jax.training.checkpoint import Checkpointer, CheckpointMismatchError
 
 BASE_CONFIG = {"hidden_size": 8, "num_hidden_layers": 2, "vocab_size": 64,
                "torch_dtype": "bfloat16"}
@@ -107,7 +107,8 @@ _MESH_SCRIPT = textwrap.dedent("""
     import sys
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from wavepose_jax.training.checkpoint import BaseModelRecord, Checkpointer
+    from wavepose_jax.base_record import BaseModelRecord
+    from wavepose_jax.training.checkpoint import Checkpointer
 
     workdir = sys.argv[1]
     base = BaseModelRecord.from_model({"w": jnp.zeros((4, 4))}, {"n": 1}, path=None, init_seed=0)
@@ -167,17 +168,18 @@ def test_metrics_writer_sinks_and_mfu(tmp_path):
 def test_resume_equals_uninterrupted(tmp_path):
     from wavepose_jax import dataset
     from wavepose_jax.data import synthetic
-    from wavepose_jax.run import new_model
+    from wavepose_jax.base_record import base_record_of
+    from wavepose_jax.run import load_base, new_model
     from wavepose_jax.testing import make_tiny_base, tiny_run_spec, train_state
-    from wavepose_jax.training.checkpoint import base_record_of
     from wavepose_jax.training.step import train_step
 
     tokenizer = make_tiny_base(tmp_path / "base")
     synthetic.write_dataset(tmp_path / "clips", 6, seed=1, exercises=["squat"], progress=False)
     config = tiny_run_spec(tmp_path / "base").replace(data=dict(val_fraction=0.0))
     train, _, _ = dataset.prepare_dataset(tmp_path / "clips", tokenizer, config.data, seed=0)
-    model = new_model(config)
-    record = base_record_of(model.llm, path=str(tmp_path / "base"))
+    base = load_base(config.llm)
+    model = new_model(config, llm=base.model)
+    record = base_record_of(model.llm, path=str(tmp_path / "base"), files=base.digests)
     init = train_state(model, config)
     step = jax.jit(train_step)
     rng = jax.random.key(0)

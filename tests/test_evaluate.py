@@ -149,7 +149,8 @@ def test_cli_errors_are_one_line(tiny_run, tmp_path, capsys):
     failed = cli.EXIT_FAILED
     assert evaluate_lib.main(["--ckpt", str(tmp_path / "nope"), "--data", str(data_dir)]) == failed
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "no checkpoint directory" in err and "\n" not in err
+    assert err.startswith("error: ") and "checkpoints directory" in err and "\n" not in err
+    assert "create one with `python train.py --config configs/tiny.py --workdir" in err
     # A different base model (here: two layers instead of one) is refused before any work.
     other = tmp_path / "other_base"
     make_tiny_base(other, num_hidden_layers=2)

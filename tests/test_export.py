@@ -15,8 +15,9 @@ import transformers
 from flax import nnx
 
 from wavepose_jax import export, hf, peft_io
+from wavepose_jax.base_record import base_record_of
 from wavepose_jax.models.lora import DEFAULT_TARGETS, LoraConfig, apply_lora, trainable_filter
-from wavepose_jax.run import new_model
+from wavepose_jax.run import load_base, new_model
 from wavepose_jax.testing import call, reference_logits, tiny_run_spec, train_state
 from wavepose_jax.training import checkpoint as ckpt_lib
 
@@ -154,12 +155,13 @@ def trained_run(exported, tmp_path_factory):
     LoRA with non-zero B) are a fresh init + 0.01, and the model holding those parameters."""
     base_dir = exported[0]
     config = tiny_run_spec(base_dir)
-    model = new_model(config)
+    base = load_base(config.llm)
+    model = new_model(config, llm=base.model)
     params = jax.tree.map(lambda x: x + 0.01,
                           nnx.state(model, trainable_filter(config.train.trainable)))
     nnx.update(model, params)
     workdir = tmp_path_factory.mktemp("run")
-    record = ckpt_lib.base_record_of(model.llm, path=str(base_dir))
+    record = base_record_of(model.llm, path=str(base_dir), files=base.digests)
     with ckpt_lib.Checkpointer(workdir, config=config.to_dict(), base=record) as ckpt:
         ckpt.save(7, {"params": params})
     return workdir, model
@@ -262,9 +264,10 @@ def test_merged_export_stops_in_transformers_where_the_project_stops(tmp_path):
     from wavepose_jax.spec import RunSpec
 
     config = RunSpec.from_config(tiny_config.get_config())  # the committed tiny base
-    model = new_model(config)
+    base = load_base(config.llm)
+    model = new_model(config, llm=base.model)
     state = train_state(model, config)
-    record = ckpt_lib.base_record_of(model.llm, path=config.llm.path)
+    record = base_record_of(model.llm, path=config.llm.path, files=base.digests)
     workdir, merged = tmp_path / "run", tmp_path / "merged"
     with ckpt_lib.Checkpointer(workdir, config=config.to_dict(), base=record) as ckpt:
         ckpt.save(1, state.checkpoint_items())

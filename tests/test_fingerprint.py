@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from wavepose_jax import base_record, hf, infer
 from wavepose_jax import evaluate as evaluate_lib
-from wavepose_jax import hf, infer
 from wavepose_jax import run as run_lib
 from wavepose_jax.data import synthetic
 from wavepose_jax.testing import make_tiny_base
@@ -91,9 +91,8 @@ def test_train_records_the_sha256_of_each_base_file(trained):
     record = _saved_record(root / "work", 2)
     assert record["files"] == {WEIGHTS: hashlib.sha256(original).hexdigest()}
     assert record["path"] == str((root / "base").resolve())
-    # The loader hashed the file while reading it: asking again reads nothing.
-    hf._DIGESTS.clear()  # pylint: disable=protected-access
-    hf.load_pretrained(root / "base")
+    # The loader hashed the file while reading it: recording the base reads nothing more.
+    loaded = hf.load_weights(root / "base")
     reads = []
     real_open = open
 
@@ -101,11 +100,13 @@ def test_train_records_the_sha256_of_each_base_file(trained):
         reads.append(args[0])
         return real_open(*args, **kwargs)
 
-    hf.open = counting_open  # the module's `open`, used by the hashing code only
+    base_record.open = counting_open  # the module's `open`, used by the hashing code only
     try:
-        assert hf.content_digests(root / "base") == record["files"]
+        assert loaded.digests == record["files"]
+        assert base_record.base_record_of(loaded.model, path=str(root / "base"),
+                                          files=loaded.digests).files == record["files"]
     finally:
-        del hf.open
+        del base_record.open
     assert reads == []
 
 
@@ -212,7 +213,7 @@ def test_check_base_names_missing_and_extra_files_and_leaves_random_bases_alone(
     config = {"hidden_size": 4}
 
     def record(files, path="/bases/phi"):
-        return ckpt_lib.BaseModelRecord.from_model(state, config, path=path, files=files)
+        return base_record.BaseModelRecord.from_model(state, config, path=path, files=files)
 
     saved = record({"model-00001-of-00002.safetensors": "a" * 64,
                     "model-00002-of-00002.safetensors": "b" * 64})
@@ -234,11 +235,39 @@ def test_check_base_names_missing_and_extra_files_and_leaves_random_bases_alone(
                                            "model-00001-of-00002.safetensors": "c" * 64}),
                             "ckpt/1")
     # The record round-trips through its JSON form; a random base keeps its seed fingerprint.
-    assert ckpt_lib.BaseModelRecord.from_dict(json.loads(json.dumps(saved.to_dict()))) == saved
-    random = ckpt_lib.BaseModelRecord.from_model(state, config, path=None, init_seed=3,
-                                                 files={"x": "y"})
+    assert base_record.BaseModelRecord.from_dict(json.loads(json.dumps(saved.to_dict()))) == saved
+    random = base_record.BaseModelRecord.from_model(state, config, path=None, init_seed=3,
+                                                    files={"x": "y"})
     assert random.files is None
     ckpt_lib.check_base(random, random, "ckpt/1")
     with pytest.raises(ckpt_lib.CheckpointMismatchError, match="checkpoint was trained on base"):
-        ckpt_lib.check_base(random, ckpt_lib.BaseModelRecord.from_model(
+        ckpt_lib.check_base(random, base_record.BaseModelRecord.from_model(
             state, config, path=None, init_seed=4), "ckpt/1")
+
+
+def test_digests_are_each_files_sha256_and_an_unreadable_file_is_one_line(tmp_path, monkeypatch):
+    directory = tmp_path / "base"
+    (directory / "sub").mkdir(parents=True)
+    files = [directory / "x.safetensors", directory / "sub" / "y.safetensors"]
+    for i, file in enumerate(files):
+        file.write_bytes(bytes(range(256)) * (i + 1) * 40000)  # over one read chunk for y
+    digester = base_record.Digester(files, directory)
+    digester.start()
+    assert digester.result() == {"sub/y.safetensors": _sha256(files[1]),
+                                 "x.safetensors": _sha256(files[0])}
+    gone = tmp_path / "gone.safetensors"
+    with pytest.raises(base_record.UnreadableFileError,
+                       match=f"^{gone}: cannot be read \\(No such file or directory\\)$"):
+        base_record.file_sha256(gone)
+
+    # The loader reports a file its hashing thread cannot read as one WeightsError line.
+    make_tiny_base(directory)
+    weights = directory / WEIGHTS
+
+    def unreadable(file, stop=None):
+        raise base_record.UnreadableFileError(file, "Input/output error")
+
+    monkeypatch.setattr(base_record, "file_sha256", unreadable)
+    with pytest.raises(hf.WeightsError,
+                       match=f"^{weights}: cannot be read \\(Input/output error\\)$"):
+        hf.load_weights(directory)

@@ -1,5 +1,6 @@
 """Checkpoint loading / saving against transformers, sharded placement and error messages."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ import transformers
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
-from wavepose_jax import hf
+from wavepose_jax import hf, hf_layout
 from wavepose_jax.testing import call, reference_logits
 
 pytestmark = pytest.mark.reference  # against transformers' PyTorch Phi-3
@@ -31,6 +32,28 @@ def test_sharded_checkpoint_with_index(hf_checkpoint):
     model = hf.load_pretrained(path, dtype=jnp.float32)
     np.testing.assert_allclose(np.asarray(call(model, IDS)), reference_logits(torch_model, IDS), **TOL)
 
+
+
+def test_a_load_returns_each_files_sha256_and_names_each_tensors_place(hf_checkpoint):
+    """`load_weights` hashes every weight file it reads (on each load: nothing is cached);
+    `hf_entries` describes each tensor with named fields, one entry per slot of a stacked leaf."""
+    _, path = hf_checkpoint("sharded", max_shard_size="40KB", rope_scaling="longrope")
+    shards = sorted(path.glob("model-*.safetensors"))
+    want = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in shards}
+    for scan in (False, True):
+        loaded = hf.load_weights(path, dtype=jnp.float32, scan_layers=scan)
+        assert loaded.digests == want and list(loaded.digests) == sorted(want)
+        flat = nnx.to_flat_state(nnx.state(loaded.model, nnx.Param))
+        entries = {e.name: e for e in hf_layout.hf_entries(flat)}
+        assert set(entries) == set(json.loads((path / hf.INDEX_FILE).read_text())["weight_map"])
+        down = entries["model.layers.1.mlp.down_proj.weight"]
+        assert down.layer == (1 if scan else None) and down.transpose
+        assert tuple(str(k) for k in flat[down.index][0])[-2:] == ("down_proj", "kernel")
+        assert down.hf_shape == down.shape[::-1] == (64, 96)  # HF [out, in], Flax [in, out]
+        norm = entries["model.norm.weight"]
+        assert norm.layer is None and not norm.transpose and norm.hf_shape == norm.shape
+        assert hf_layout.hf_tensor_shapes(loaded.model.config) == [
+            (e.name, e.hf_shape) for e in hf_layout.hf_entries(flat)]
 
 def test_bf16_weights_on_disk(hf_checkpoint):
     torch_model, path = hf_checkpoint("bf16", dtype=torch.bfloat16, rope_scaling="longrope")
@@ -192,7 +215,7 @@ def test_scanned_stack_loads_saves_and_merges(hf_checkpoint, tmp_path):
     LoRA merged one layer at a time; the same fingerprint as the unrolled form."""
     from wavepose_jax.models.lora import LoraConfig, apply_lora
     from wavepose_jax.models.phi3 import from_bits
-    from wavepose_jax.training.checkpoint import base_record_of
+    from wavepose_jax.base_record import base_record_of
 
     torch_model, path = hf_checkpoint("sharded_bf16", dtype=torch.bfloat16, max_shard_size="40KB",
                                       rope_scaling="longrope")

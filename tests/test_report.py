@@ -17,7 +17,7 @@ import re
 import numpy as np
 import pytest
 
-from wavepose_jax import checks, files, report
+from wavepose_jax import checks, files, report, report_figures, report_tables
 from wavepose_jax import feedback as feedback_lib
 from wavepose_jax.data import clip as clip_lib
 from wavepose_jax.data import faults as faults_lib
@@ -123,8 +123,8 @@ def make_report(seed: int = 3, exercise: str = "squat", feedback: str | None = N
     text = clip.language if feedback is None else feedback
     att = None
     if attention:  # token i peaks in phase i
-        frame_phase = report.phase_of_frames(analysis)
-        kinds = ["descent", "bottom", "ascent", report.OUTSIDE]
+        frame_phase = report_tables.phase_of_frames(analysis)
+        kinds = ["descent", "bottom", "ascent", report_tables.OUTSIDE]
         att = np.full((len(kinds), clip.n_frames), 1e-9)  # [Q, T] at the clip's own fps
         for i, kind in enumerate(kinds):
             att[i, [f == kind for f in frame_phase]] = 1.0
@@ -155,16 +155,34 @@ def wrong():
 
 
 def test_attention_shares_follow_the_phases(good):
-    kinds, shares = report.attention_by_phase(good.attention, good.attention_fps, good.analysis)
-    assert set(kinds) >= {"descent", "bottom", "ascent", report.OUTSIDE}
+    kinds, shares = report_tables.attention_by_phase(good.attention, good.attention_fps,
+                                                     good.analysis)
+    assert set(kinds) >= {"descent", "bottom", "ascent", report_tables.OUTSIDE}
     np.testing.assert_allclose(shares.sum(axis=1), 1.0, atol=1e-6)
-    for i, kind in enumerate(["descent", "bottom", "ascent", report.OUTSIDE]):
+    for i, kind in enumerate(["descent", "bottom", "ascent", report_tables.OUTSIDE]):
         assert shares[i, kinds.index(kind)] > 0.99, (kind, shares[i])
     # Half the frame rate: model frame j is clip frame 2j, still inside the same phases.
     half = good.attention[:, ::2] / good.attention[:, ::2].sum(1, keepdims=True)
-    _, half_shares = report.attention_by_phase(half, good.attention_fps / 2, good.analysis)
+    _, half_shares = report_tables.attention_by_phase(half, good.attention_fps / 2,
+                                                      good.analysis)
     assert half_shares[1, kinds.index("bottom")] > 0.99
 
+
+
+def test_tables_are_named_rows_built_from_the_clip_and_its_measurement(good, wrong):
+    """`report_tables` needs no ClipReport: the rows come from the clip, its measurement and
+    the faults the feedback names, as named fields."""
+    shares = report_tables.attention_by_phase(good.attention, good.attention_fps, good.analysis)
+    assert report_tables.OUTSIDE in shares.phases
+    assert shares.shares.shape == (len(good.attention), len(shares.phases))
+    rows = report_tables.fault_rows(wrong.measurement, wrong.feedback.faults)
+    row, = [r for r in rows if r.id == "fast_eccentric"]
+    assert row.said and not row.measured and not row.agree
+    assert row.phrase == faults_lib.FAULTS["fast_eccentric"].phrase
+    assert row.rule == report_tables.plain_rule("fast_eccentric")
+    assert all(r.agree for r in report_tables.fault_rows(good.measurement, good.feedback.faults))
+    summary = dict(report_tables.summary_rows(good.clip, good.measurement, good.summary))
+    assert summary["Reps measured"] == str(len(good.analysis.reps))
 
 def test_each_section_shows_warnings_rep_table_and_body(good, wrong):
     provenance = report.Provenance(checkpoint="/runs/x", step=250, base_model="tiny-base",
@@ -202,13 +220,13 @@ def test_worst_rep_is_the_one_with_most_faults():
     for depth in (90.0, 125.0, 100.0):  # rep 2 is shallow (> 110 deg)
         analysis.reps.append(waves.Rep(0, 5, 9, 10, depth, 175.0, 175.0 - depth, 1.0, 0.8, 0.1,
                                        0.0, 2.0, True))
-    picked = report.pick_reps(analysis)
+    picked = report_tables.pick_reps(analysis)
     assert (picked.best, picked.worst, picked.faulty) == (0, 1, True)
-    rows = report.rep_rows(analysis)
+    rows = report_tables.rep_rows(analysis)
     assert [r.css for r in rows] == ["best", "worst", ""]
     assert rows[1].faults == ("shallow depth",) and rows[1].depth == "125°"
     analysis.reps[1] = dataclasses.replace(analysis.reps[1], depth=105.0, rom=70.0)
-    picked = report.pick_reps(analysis)  # no rep breaks a rule: ranges, never "worst"
+    picked = report_tables.pick_reps(analysis)  # no rep breaks a rule: ranges, never "worst"
     assert not picked.faulty and picked.worst_label == "smallest range" and picked.worst == 1
 
 
@@ -246,7 +264,7 @@ def test_stick_figures_undo_keypoints_normalised_by_width_and_height():
     assert pixels.keypoint_aspect == 1.0  # pixel keypoints need no correction
     assert normalised.keypoint_aspect == pytest.approx(width / height)
     analysis = waves.analyze_reps(pixels.signals, pixels.fps, pixels.exercise)
-    drawn = [report.key_poses(c, analysis) for c in (pixels, normalised)]
+    drawn = [report_figures.key_poses(c, analysis) for c in (pixels, normalised)]
     assert len(drawn[0]) == 4
     for a, b in zip(*drawn):  # the same figures, to rounding
         xy = [np.array([float(v) for v in re.findall(r'(?:x|y)[12]?="([-0-9.]+)"', str(p.svg))])
@@ -270,24 +288,24 @@ def test_overview_has_one_linked_row_per_clip(good, wrong):
 
 
 def test_rules_and_units_are_said_plainly():
-    assert report.plain_rule("fast_eccentric") == "the way down takes less than 0.6 s"
-    assert "110°" in report.plain_rule("shallow_depth")
-    assert "torso lengths" in report.plain_rule("pushup_partial_range")
-    assert report.MEASURES["squat"].format(97.4) == "97°"
-    assert report.MEASURES["press"].format(0.8) == "0.80 torso (≈40 cm)"
+    assert report_tables.plain_rule("fast_eccentric") == "the way down takes less than 0.6 s"
+    assert "110°" in report_tables.plain_rule("shallow_depth")
+    assert "torso lengths" in report_tables.plain_rule("pushup_partial_range")
+    assert report_tables.MEASURES["squat"].format(97.4) == "97°"
+    assert report_tables.MEASURES["press"].format(0.8) == "0.80 torso (≈40 cm)"
     analysis = waves.RepAnalysis("squat", 10.0, [], [], "bottom", 3.0, 100)
     for start in (0, 30, 60):  # a rep starts every 3 s: 20 reps per minute, rest included
         analysis.reps.append(waves.Rep(start, start + 10, start + 20, start + 25, 90.0, 175.0,
                                        85.0, 1.0, 1.0, 0.0, 0.0, 2.5, True))
-    assert report.reps_per_minute(analysis) == pytest.approx(20.0)
+    assert report_tables.reps_per_minute(analysis) == pytest.approx(20.0)
 
 
 def test_grade_letters_match_the_wave_analysis():
-    for letter, floor in report.GRADE_FLOORS:
+    for letter, floor in report_tables.GRADE_FLOORS:
         assert features._grade(floor) == letter  # pylint: disable=protected-access
         if floor:
             assert features._grade(floor - 0.01) != letter  # pylint: disable=protected-access
-    assert report.grade_meaning().startswith("A 85 or more, B 70-84")
+    assert report_tables.grade_meaning().startswith("A 85 or more, B 70-84")
 
 
 def test_ten_example_clips_fit_in_two_megabytes():

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from wavepose_jax import run as run_lib
+from wavepose_jax.base_record import base_record_of
 from wavepose_jax.data import synthetic
 from wavepose_jax.run import new_model
 from wavepose_jax.spec import RunSpec
@@ -150,14 +151,16 @@ def test_a_checkpoint_of_other_shapes_is_one_line(tmp_path):
     with ckpt_lib.Checkpointer(workdir, read_only=True) as ckpt:
         _, config, record = ckpt.read_record()
     config = RunSpec.from_config(config).replace(lora=dict(rank=3))  # the run trained rank 2
-    model = new_model(config)
+    base = run_lib.load_base(config.llm)
+    model = new_model(config, llm=base.model)
     state = train_state(model, config)
     with ckpt_lib.Checkpointer(workdir, read_only=True) as ckpt:
         with pytest.raises(ckpt_lib.CheckpointMismatchError,
                            match=r"'params/llm/.*lora_a' has shape \(\d+, 2\), the model "
                                  r"expects \(\d+, 3\)"):
             ckpt.restore(abstract_state=state.checkpoint_items(),
-                         base=ckpt_lib.base_record_of(model.llm, path=record.path))
+                         base=base_record_of(model.llm, path=record.path,
+                                             files=base.digests))
 
 
 def _mount_small_disk(path: Path) -> bool:

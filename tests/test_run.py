@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from wavepose_jax import hf, infer
+from wavepose_jax import evaluate, export, hf, infer
 from wavepose_jax import run as run_lib
+from wavepose_jax.base_record import base_record_of
 from wavepose_jax.configs import tiny as tiny_config
 from wavepose_jax.spec import RunSpec
 from wavepose_jax.testing import make_tiny_base, tiny_run_spec, train_state
@@ -17,10 +18,11 @@ from wavepose_jax.training import checkpoint as ckpt_lib
 
 def _save_run(config, workdir, shift=0.01):
     """A checkpoint at step 3 of a fresh model whose trainable parameters moved by `shift`."""
-    model = run_lib.new_model(config)
+    base = run_lib.load_base(config.llm)
+    model = run_lib.new_model(config, llm=base.model)
     state = train_state(model, config)
     params = jax.tree.map(lambda x: x + shift, state.params)
-    record = ckpt_lib.base_record_of(model.llm, path=hf.portable(config.llm.path))
+    record = base_record_of(model.llm, path=hf.portable(config.llm.path), files=base.digests)
     with ckpt_lib.Checkpointer(workdir, config=config.to_dict(), base=record) as ckpt:
         ckpt.save(3, {**state.checkpoint_items(), "params": params})
     return params
@@ -71,3 +73,27 @@ def test_portable_names(tmp_path):
     assert hf.portable(str(tmp_path)) == str(tmp_path.resolve())
     with pytest.raises(hf.WeightsError, match="not in this installation"):
         hf.resolve("wavepose_jax:assets/no-such-base")
+
+
+def test_every_command_says_the_same_line_when_there_is_no_checkpoint(tmp_path, capsys):
+    """infer, evaluate and export restore through `run.restore`: a run directory without
+    checkpoints is one line saying how to make one, exit status 2, no traceback."""
+    missing = str(tmp_path / "no_run")
+    want = (f"error: {missing}: no checkpoint (no {missing}/checkpoints directory); create one "
+            f"with `python train.py --config configs/tiny.py --workdir {missing}`\n")
+    clip = tmp_path / "clip.json"
+    clip.write_text('{"knee_angle_trajectory": [170, 120, 90, 120, 170]}')
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "clip.json").write_text(clip.read_text())
+    commands = {
+        "infer": lambda: infer.main(["--input", str(clip), "--ckpt", missing]),
+        "evaluate": lambda: evaluate.main(["--ckpt", missing, "--data", str(clips)]),
+        "export": lambda: export.main(["--ckpt", missing, "--peft", str(tmp_path / "out")]),
+    }
+    for name, command in commands.items():
+        assert command() == 2, name
+        out, err = capsys.readouterr()
+        assert (out, err) == ("", want), name
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        run_lib.restore(missing)

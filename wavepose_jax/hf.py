@@ -7,30 +7,29 @@ onto its target sharding. The model is built abstractly (``nnx.eval_shape``), so
 never exists in host memory. Saving writes the same format back for transformers.
 
 Every weight file read is also hashed (SHA-256 of its bytes, computed in a background thread
-while the loader reads the file; hashlib releases the GIL, so this costs next to no time) and
-the digests are kept per (real path, size, mtime): `content_digests(path)` right after a load
-returns them without reading the files again. A checkpoint records them so that a changed base
-is refused (training/checkpoint.py). The digest of a file equals `sha256sum FILE` and the hub's
-LFS object id. A truncated or damaged safetensors file is a one-line `WeightsError` naming it.
+while the loader reads the file, `base_record.Digester`; hashlib releases the GIL, so this costs
+next to no time): `load_weights` returns the digests with the model (`LoadedWeights`), and a
+checkpoint records them so that a changed base is refused (base_record.py,
+training/checkpoint.py). A truncated or damaged safetensors file is a one-line `WeightsError`
+naming it.
 
 Both forms of the decoder stack (``Phi3Config.scan_layers``) read and write the same files: a
 scanned stack keeps ``model.layers.{i}.<name>`` in slot i of one stacked leaf [L, ...] (as raw
 uint16 bits for a 16-bit dtype, see models/phi3.py). Loading allocates each stacked leaf once,
 on its sharding, and writes every layer's tensor into its slot in place (a donated update), so
-no leaf exists twice and nothing is widened on the way.
+no leaf exists twice and nothing is widened on the way. Which leaf, slot and transpose each HF
+tensor has is `hf_layout.py`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
-import hashlib
 import json
 import math
 import os
 import re
-import threading
-from collections.abc import Iterable
 from pathlib import Path
 
 import jax
@@ -41,10 +40,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from wavepose_jax import sharding as sharding_lib
+from wavepose_jax.base_record import Digester, UnreadableFileError
 from wavepose_jax.files import read_json_object
+from wavepose_jax.hf_layout import TensorEntry, hf_entries
 from wavepose_jax.models.lora import is_lora_path
 from wavepose_jax.models.phi3 import (BITS, Linear, Phi3Config, Phi3ForCausalLM, from_bits,
-                                      in_stacked_layers, to_bits)
+                                      to_bits)
 
 CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"
@@ -99,8 +100,9 @@ def resolve(path_or_repo_id: str | os.PathLike) -> Path:
         return Path(snapshot_download(repo_id, revision=revision or None,
                                       allow_patterns=_HUB_PATTERNS))
     except Exception as e:  # network, auth, offline cache miss: one line for the user
+        first = str(e).splitlines()[0] if str(e) else ""
         raise WeightsError(f"{text}: no such local directory and hub download failed "
-                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+                           f"({type(e).__name__}: {first})") from None
 
 
 def portable(path_or_repo_id: str | os.PathLike) -> str:
@@ -210,7 +212,8 @@ def _tensor_files(directory: Path) -> dict[str, Path]:
                     if p.name == SINGLE_FILE or _SHARD_RE.match(p.name))
     if not shards:
         pickles = list(directory.glob("*.bin")) + list(directory.glob("*.pt"))
-        hint = " (PyTorch pickle weights are not read; convert them to safetensors)" if pickles else ""
+        hint = (" (PyTorch pickle weights are not read; convert them to safetensors)"
+                if pickles else "")
         raise WeightsError(f"{directory}: no {SINGLE_FILE} or {INDEX_FILE}{hint}")
     files = {}
     for shard in shards:
@@ -231,137 +234,6 @@ def _reading(file: Path):
                            "damaged? copy or download it again") from None
 
 
-# ------------------------------------------------------------------------------------------------
-# Content digests
-
-_CHUNK = 8 << 20  # bytes per read; hashlib releases the GIL on buffers this large
-_DIGESTS: dict[tuple[str, int, int], str] = {}  # (real path, size, mtime_ns) -> sha256 hex
-_DIGESTS_LOCK = threading.Lock()
-
-
-def _stat_key(file: Path) -> tuple[str, int, int]:
-    real = os.path.realpath(file)
-    st = os.stat(real)
-    return real, st.st_size, st.st_mtime_ns
-
-
-def _sha256(file: Path, stop: threading.Event | None = None) -> str | None:
-    """SHA-256 (hex) of a file's bytes, cached per (real path, size, mtime); None if `stop` was
-    set before the end. Raises WeightsError when the file cannot be read."""
-    try:
-        key = _stat_key(file)
-        with _DIGESTS_LOCK:
-            if key in _DIGESTS:
-                return _DIGESTS[key]
-        digest = hashlib.sha256()
-        view = memoryview(bytearray(_CHUNK))
-        with open(key[0], "rb", buffering=0) as f:
-            while n := f.readinto(view):
-                if stop is not None and stop.is_set():
-                    return None
-                digest.update(view[:n])
-        changed = _stat_key(file) != key
-    except OSError as e:
-        raise WeightsError(f"{file}: cannot be read ({e.strerror or e})") from None
-    if not changed:  # a file rewritten while it was read is hashed again next time
-        with _DIGESTS_LOCK:
-            _DIGESTS[key] = digest.hexdigest()
-    return digest.hexdigest()
-
-
-class _Digester(threading.Thread):
-    """Hashes files one after another in the background (`result()` waits for the digests)."""
-
-    def __init__(self, files: Iterable[Path], directory: Path):
-        super().__init__(name="wavepose-sha256", daemon=True)
-        self._files, self._directory = list(files), directory
-        self._cancelled = threading.Event()
-        self._digests: dict[str, str] = {}
-        self._error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            for file in self._files:
-                digest = _sha256(file, self._cancelled)
-                if digest is None:
-                    return
-                self._digests[_file_name(file, self._directory)] = digest
-        except BaseException as e:  # pylint: disable=broad-except  # re-raised by result()
-            self._error = e
-
-    def cancel(self) -> None:
-        self._cancelled.set()
-
-    def result(self) -> dict[str, str]:
-        self.join()
-        if self._error is not None:
-            raise self._error
-        return dict(sorted(self._digests.items()))
-
-
-def _file_name(file: Path, directory: Path) -> str:
-    """How a weight file is named in a record: relative to its model directory."""
-    return Path(file).relative_to(directory).as_posix()
-
-
-def _weight_files(directory: Path) -> list[Path]:
-    """The safetensors files that hold the tensors of a model directory, sorted."""
-    return sorted(set(_tensor_files(directory).values()))
-
-
-def content_digests(path_or_repo_id) -> dict[str, str]:
-    """{weight file name: SHA-256 hex of its bytes} of a base model's safetensors files.
-
-    Free right after `load_pretrained` of the same files in this process (it hashed them while
-    reading them); otherwise each file is read once (about 1 GB/s per core).
-    """
-    directory = resolve(path_or_repo_id)
-    return {_file_name(file, directory): _sha256(file) for file in _weight_files(directory)}
-
-
-# ------------------------------------------------------------------------------------------------
-# Names
-
-
-def hf_name(path: tuple, layer: int | None = None) -> tuple[str, bool]:
-    """(HF tensor name, transpose?) for a Flax parameter path; `layer` names the slot of a
-    stacked (scanned) leaf: ('model', 'layers', 'mlp', 'down_proj', 'kernel'), 3 ->
-    'model.layers.3.mlp.down_proj.weight'."""
-    parts = [str(p) for p in path]
-    leaf = parts[-1]
-    parts[-1] = "weight"
-    if layer is not None:
-        parts.insert(parts.index("layers") + 1, str(layer))
-    return ".".join(parts), leaf == "kernel"
-
-
-def hf_entries(flat_state) -> list[tuple[str, int, int | None, bool]]:
-    """(HF name, flat index, layer slot or None, transpose?) of every tensor of a flat state
-    (`nnx.to_flat_state`), stacked leaves expanded into one entry per layer."""
-    entries = []
-    for i, (path, var) in enumerate(flat_state):
-        if in_stacked_layers(path):
-            for layer in range(np.shape(var.get_value())[0]):
-                name, transpose = hf_name(path, layer)
-                entries.append((name, i, layer, transpose))
-        else:
-            name, transpose = hf_name(path)
-            entries.append((name, i, None, transpose))
-    return entries
-
-
-def hf_tensor_shapes(config: Phi3Config) -> list[tuple[str, tuple[int, ...]]]:
-    """(HF name, HF shape) of every tensor of a checkpoint of `config`, in model order; from
-    shapes alone (nothing is allocated)."""
-    abstract = nnx.eval_shape(lambda: Phi3ForCausalLM(config, rngs=nnx.Rngs(0)))
-    flat = nnx.to_flat_state(nnx.state(abstract, nnx.Param))
-    shapes = []
-    for name, i, layer, transpose in hf_entries(flat):
-        shape = tuple(flat[i][1].get_value().shape)[0 if layer is None else 1:]
-        shapes.append((name, shape[::-1] if transpose else shape))
-    return shapes
-
-
 def _zeros(shape: tuple[int, ...], dtype, sharding) -> jax.Array:
     """A zero array made directly on `sharding` (default device when None)."""
     return jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=sharding)()
@@ -376,7 +248,8 @@ def _write_slot(stacked: jax.Array, value: jax.Array, layer: jax.Array) -> jax.A
 def _slot_sharding(sharding):
     """The sharding of one slot of a stacked leaf (its spec without the layer axis)."""
     if isinstance(sharding, jax.sharding.NamedSharding):
-        return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*sharding.spec[1:]))
+        return jax.sharding.NamedSharding(sharding.mesh,
+                                          jax.sharding.PartitionSpec(*sharding.spec[1:]))
     return sharding
 
 
@@ -384,8 +257,27 @@ def _slot_sharding(sharding):
 # Loading
 
 
-def load_pretrained(path_or_repo_id, dtype=jnp.bfloat16, mesh=None, **config_overrides):
-    """Loads a Hugging Face Phi-3 checkpoint into a Flax ``Phi3ForCausalLM``.
+@dataclasses.dataclass(frozen=True)
+class LoadedWeights:
+    """What `load_weights` read: the model, and the SHA-256 of every weight file it was read
+    from ({file name relative to the model directory: hex}, sorted), for its base-model record
+    (`base_record.base_record_of(model, path=..., files=digests)`)."""
+
+    model: Phi3ForCausalLM
+    digests: dict[str, str]
+
+
+def load_pretrained(path_or_repo_id, dtype=jnp.bfloat16, mesh=None,
+                    **config_overrides) -> Phi3ForCausalLM:
+    """Loads a Hugging Face Phi-3 checkpoint into a Flax ``Phi3ForCausalLM`` (the model of
+    `load_weights`, whose arguments it takes)."""
+    return load_weights(path_or_repo_id, dtype, mesh, **config_overrides).model
+
+
+def load_weights(path_or_repo_id, dtype=jnp.bfloat16, mesh=None,
+                 **config_overrides) -> LoadedWeights:
+    """Loads a Hugging Face Phi-3 checkpoint into a Flax ``Phi3ForCausalLM``, hashing each
+    weight file while it is read.
 
     Args:
       path_or_repo_id: a local directory (never touches the network) or a hub repo id.
@@ -399,13 +291,8 @@ def load_pretrained(path_or_repo_id, dtype=jnp.bfloat16, mesh=None, **config_ove
     graphdef, abs_state = nnx.split(abstract)
     shardings = (nnx.to_flat_state(sharding_lib.param_shardings(abs_state, mesh))
                  if mesh is not None else None)
-
-    targets = {}  # hf name -> (flat index, layer slot or None, transpose, flax shape, dtype)
     flat = nnx.to_flat_state(abs_state)
-    for name, i, layer, transpose in hf_entries(flat):
-        value = flat[i][1].get_value()
-        shape = tuple(value.shape)[0 if layer is None else 1:]
-        targets[name] = (i, layer, transpose, shape, value.dtype)
+    targets = {entry.name: entry for entry in hf_entries(flat)}
 
     files = _tensor_files(directory)
     ignored = {n for n in files if _IGNORED.search(n)}
@@ -414,50 +301,54 @@ def load_pretrained(path_or_repo_id, dtype=jnp.bfloat16, mesh=None, **config_ove
     unexpected = sorted(set(files) - set(targets) - ignored)
     if unexpected:
         raise WeightsError(f"{files[unexpected[0]]}: unexpected tensor {unexpected[0]!r} "
-                           f"({len(unexpected)} unexpected in total; is config.json the right one?)")
+                           f"({len(unexpected)} unexpected in total; "
+                           "is config.json the right one?)")
     missing = sorted(set(targets) - set(files))
     if missing:
         where = directory / (INDEX_FILE if (directory / INDEX_FILE).is_file() else SINGLE_FILE)
-        raise WeightsError(f"{where}: missing tensor {missing[0]!r} ({len(missing)} missing in total)")
+        raise WeightsError(f"{where}: missing tensor {missing[0]!r} "
+                           f"({len(missing)} missing in total)")
 
     values: list = [None] * len(flat)
-    by_file: dict[Path, list[str]] = {}
-    for name in targets:
-        by_file.setdefault(files[name], []).append(name)
+    by_file: dict[Path, list[TensorEntry]] = {}
+    for entry in targets.values():
+        by_file.setdefault(files[entry.name], []).append(entry)
     # Each file is hashed in a background thread while it is read here (in the order the loader
-    # reads them, so the two readers share the page cache); see `content_digests`.
-    digester = _Digester([*by_file, *sorted(set(files.values()) - set(by_file))], directory)
+    # reads them, so the two readers share the page cache).
+    digester = Digester([*by_file, *sorted(set(files.values()) - set(by_file))], directory)
     digester.start()
     try:
-        for file, names in by_file.items():
-            _load_file(file, names, targets, values, flat, shardings, config)
-        digester.result()  # errors of the hashing thread (an unreadable file) surface here
+        for file, entries in by_file.items():
+            _load_file(file, entries, values, flat, shardings, config)
+        try:
+            digests = digester.result()  # an error of the hashing thread surfaces here
+        except UnreadableFileError as e:
+            raise WeightsError(str(e)) from None
     finally:
         digester.cancel()
     state = nnx.from_flat_state([(path, var.replace(v)) for (path, var), v in zip(flat, values)])
-    return nnx.merge(graphdef, state)
+    return LoadedWeights(model=nnx.merge(graphdef, state), digests=digests)
 
 
-def _load_file(file: Path, names: list[str], targets: dict, values: list, flat, shardings,
+def _load_file(file: Path, entries: list[TensorEntry], values: list, flat, shardings,
                config: Phi3Config) -> None:
-    """Reads the tensors `names` of one safetensors file into `values` (see load_pretrained)."""
+    """Reads the tensors `entries` of one safetensors file into `values` (see load_weights)."""
     with _reading(file):
         handle = safe_open(str(file), framework="numpy")
     with handle as f:
-        for name in names:
-            i, layer, transpose, shape, target_dtype = targets[name]
+        for entry in entries:
+            i, name = entry.index, entry.name
             with _reading(file):
                 array = f.get_tensor(name)
-            hf_shape = shape[::-1] if transpose else shape
-            if tuple(array.shape) != hf_shape:
+            if tuple(array.shape) != entry.hf_shape:
                 raise WeightsError(f"{file}: tensor {name!r}: shape {tuple(array.shape)}, "
-                                   f"config.json implies {hf_shape}")
-            array = np.ascontiguousarray(array.T if transpose else array)
-            if target_dtype == BITS:  # a 16-bit stacked weight, stored as its bits
+                                   f"config.json implies {entry.hf_shape}")
+            array = np.ascontiguousarray(array.T if entry.transpose else array)
+            if entry.dtype == BITS:  # a 16-bit stacked weight, stored as its bits
                 array = array.astype(jnp.dtype(config.param_dtype), copy=False).view(BITS)
-            array = array.astype(target_dtype, copy=False)
+            array = array.astype(entry.dtype, copy=False)
             sharding = None if shardings is None else shardings[i][1].get_value()
-            if layer is None:
+            if entry.layer is None:
                 values[i] = sharding_lib.place(array, sharding)
             else:  # one slot of a stacked leaf, allocated on first use and filled in place
                 if values[i] is None:
@@ -465,7 +356,7 @@ def _load_file(file: Path, names: list[str], targets: dict, values: list, flat, 
                     values[i] = _zeros(tuple(leaf.shape), leaf.dtype, sharding)
                 values[i] = _write_slot(values[i],
                                         sharding_lib.place(array, _slot_sharding(sharding)),
-                                        jnp.int32(layer))
+                                        jnp.int32(entry.layer))
             del array
 
 
@@ -505,13 +396,9 @@ def save_pretrained(model: Phi3ForCausalLM, path, tokenizer=None, max_shard_size
     limit = _parse_size(max_shard_size if max_shard_size is not None else "5GB")
     flat = [(p, var) for p, var in nnx.to_flat_state(nnx.state(model, nnx.Param))
             if not is_lora_path(p)]
-    entries = []  # (HF name, whole leaf, layer slot or None, transpose)
-    for name, i, layer, transpose in hf_entries(flat):
-        entries.append((name, flat[i][1].get_value(), layer, transpose))
     shards, current, current_size = [], [], 0
-    for entry in entries:
-        value, layer = entry[1], entry[2]
-        size = (value.size // (1 if layer is None else value.shape[0])) * value.dtype.itemsize
+    for entry in hf_entries(flat):
+        size = math.prod(entry.shape) * entry.dtype.itemsize
         if current and current_size + size > limit:
             shards.append(current)
             current, current_size = [], 0
@@ -528,14 +415,16 @@ def save_pretrained(model: Phi3ForCausalLM, path, tokenizer=None, max_shard_size
                 old.unlink(missing_ok=True)
     weight_map, total = {}, 0
     for k, shard in enumerate(shards):
-        fname = SINGLE_FILE if len(shards) == 1 else f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
+        fname = (SINGLE_FILE if len(shards) == 1
+                 else f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors")
         tensors = {}
-        for name, value, layer, transpose in shard:
-            host = _to_host(value if layer is None else value[layer])
+        for entry in shard:
+            value = flat[entry.index][1].get_value()
+            host = _to_host(value if entry.layer is None else value[entry.layer])
             if host.dtype == BITS:  # stored bits of a 16-bit stacked weight
                 host = host.view(jnp.dtype(model.config.param_dtype))
-            tensors[name] = np.ascontiguousarray(host.T if transpose else host)
-            weight_map[name] = fname
+            tensors[entry.name] = np.ascontiguousarray(host.T if entry.transpose else host)
+            weight_map[entry.name] = fname
             total += host.nbytes
         if is_writer:
             save_file(tensors, str(path / fname), metadata={"format": "pt"})
@@ -588,5 +477,5 @@ def merge_lora(model: Phi3ForCausalLM) -> Phi3ForCausalLM:
 
 def num_params(model) -> int:
     """Number of base (non-LoRA) parameters."""
-    return sum(math.prod(v.get_value().shape) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))
-               if not is_lora_path(p))
+    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    return sum(math.prod(v.get_value().shape) for p, v in flat if not is_lora_path(p))

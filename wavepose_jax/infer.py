@@ -68,7 +68,6 @@ from wavepose_jax.prompt import PhysicsSummary
 from wavepose_jax.sampler import Sampler
 
 DEFAULT_CKPT = os.path.join("runs", "tiny")
-TRAIN_COMMAND = "python train.py --config configs/tiny.py --workdir {workdir}"
 # JAX's monitoring events of tracing, lowering and compiling a jitted function (top level
 # only, so they never overlap); their durations are excluded from the reported timings.
 COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
@@ -248,15 +247,6 @@ def _input_files(path: str) -> list[str]:
     return [path]
 
 
-def restore(workdir: str, base: str | None = None) -> run_lib.Run:
-    """The run in `workdir`; a missing checkpoint says how to make one."""
-    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
-        raise FileNotFoundError(
-            f"{workdir}: no checkpoint (no {os.path.join(workdir, 'checkpoints')} directory); "
-            f"create one with `{TRAIN_COMMAND.format(workdir=workdir)}`")
-    return run_lib.restore(workdir, base=base)
-
-
 def _print_summary(prepared: Prepared) -> None:
     clip, s = prepared.clip, prepared.summary
     reps = "unknown" if s.reps is None else s.reps
@@ -322,7 +312,7 @@ def _run(args, _) -> int:
     files = _input_files(args.input)
     if args.report:
         check_output(args.report)
-    run = restore(args.ckpt, args.base)
+    run = run_lib.restore(args.ckpt, base=args.base)  # no checkpoint: says how to make one
     predictor = Predictor(run)
     max_new_tokens = args.max_new_tokens or run.spec.eval.max_new_tokens
     rows = min(args.batch_size, len(files))

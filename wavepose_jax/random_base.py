@@ -41,7 +41,7 @@ import ml_dtypes
 import numpy as np
 from absl import flags
 
-from wavepose_jax import cli, hf
+from wavepose_jax import cli, hf, hf_layout
 from wavepose_jax.models.phi3 import Phi3Config
 from wavepose_jax.models.phi3_bases import SHAPES, hf_config
 
@@ -96,7 +96,7 @@ def write_random_base(out: str | Path, shape: str = "phi-3.5-mini", *, seed: int
     """Writes the random-weight base `shape` to `out` (see the module docstring)."""
     config_json = hf_config(shape)
     config = Phi3Config.from_hf(config_json)
-    tensors = hf.hf_tensor_shapes(config)
+    tensors = hf_layout.hf_tensor_shapes(config)
     shards = _shard_plan(tensors, hf._parse_size(shard_size))  # pylint: disable=protected-access
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -165,7 +165,7 @@ def _run(args, _) -> int:
         raise OSError(f"{e.filename or args.out}: cannot write: "
                       f"{e.strerror or cli.one_line(e)}") from None
     config = Phi3Config.from_hf(hf_config(args.shape))
-    n = sum(int(np.prod(s)) for _, s in hf.hf_tensor_shapes(config))
+    n = sum(int(np.prod(s)) for _, s in hf_layout.hf_tensor_shapes(config))
     print(f"wrote {out}: {args.shape}, {n:,} parameters (bf16) in {time.time() - t0:.0f}s")
     return cli.EXIT_OK
 

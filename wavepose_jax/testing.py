@@ -144,16 +144,18 @@ def build_tiny_run(root: Path) -> tuple[Path, Path, nnx.State]:
     """(workdir, clip dir, trained params): a checkpoint at step 7 of a tiny model whose trained
     parameters (a fresh init + 0.01) differ from a fresh init, and three squat clips."""
     from wavepose_jax import run as run_lib
+    from wavepose_jax.base_record import base_record_of
     from wavepose_jax.data import synthetic
     from wavepose_jax.training import checkpoint as ckpt_lib
     base_dir, workdir, data_dir = root / "base", root / "work", root / "clips"
     make_tiny_base(base_dir)
     synthetic.write_dataset(data_dir, 3, seed=5, exercises=["squat"], progress=False)
     spec = tiny_run_spec(base_dir)
-    model = run_lib.new_model(spec)
+    base = run_lib.load_base(spec.llm)
+    model = run_lib.new_model(spec, llm=base.model)
     state = train_state(model, spec)
     params = jax.tree.map(lambda x: x + 0.01, state.params)
-    record = ckpt_lib.base_record_of(model.llm, path=str(base_dir))
+    record = base_record_of(model.llm, path=str(base_dir), files=base.digests)
     with ckpt_lib.Checkpointer(workdir, config=spec.to_dict(), base=record) as ckpt:
         ckpt.save(7, {**state.checkpoint_items(), "params": params})
     return workdir, data_dir, params

@@ -35,6 +35,7 @@ from wavepose_jax import cli, dataset, hf
 from wavepose_jax import evaluate as evaluate_lib
 from wavepose_jax import run as run_lib
 from wavepose_jax import sharding as sharding_lib
+from wavepose_jax.base_record import base_record_of
 from wavepose_jax.data import othergen, synthetic
 from wavepose_jax.feedback import feedback
 from wavepose_jax.models import wavellm
@@ -142,7 +143,8 @@ class Trainer:
         self.log(f"data: {data_dir}: {report.summary()}")
 
         loading = time.perf_counter()
-        model = run_lib.new_model(spec, self.mesh)
+        base = run_lib.load_base(spec.llm, self.mesh)
+        model = run_lib.new_model(spec, self.mesh, base.model)
         counts = wavellm.param_counts(model)
         self.log("params: " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
                  + f" (loaded in {time.perf_counter() - loading:.1f}s)")
@@ -153,7 +155,7 @@ class Trainer:
             model, spec.train, LossWeights.of(spec.train, data.target_fps), self.mesh)
         self.ckpt = ckpt_lib.Checkpointer(
             workdir, keep=spec.train.keep_checkpoints, config=spec.to_dict(),
-            base=ckpt_lib.base_record_of(model.llm, path=hf.portable(spec.llm.path)))
+            base=base_record_of(model.llm, path=hf.portable(spec.llm.path), files=base.digests))
         self.loader = dataset.make_train_loader(
             self.train_src, batch_size=spec.train.batch_size, seed=spec.train.seed,
             process_index=jax.process_index(), process_count=jax.process_count())

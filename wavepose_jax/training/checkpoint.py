@@ -9,14 +9,13 @@ Layout (one Orbax `CheckpointManager` step directory per saved step):
         base/     the base-model record: path, init seed and fingerprint of the frozen weights
 
 The frozen base weights (billions of parameters for Phi-3.5-mini) are never written. Instead
-the record stores a fingerprint -- a SHA-256 over the base config fields that shape the
-weights plus every base tensor's name, shape and dtype (and the init seed of a randomly
-initialised base) -- and the SHA-256 of each of the base's safetensors files (hashed while the
-loader reads them, see `hf.content_digests`), and `restore` refuses, with a one-line
-`CheckpointMismatchError` naming the first file that differs, a checkpoint trained on a
-different base: other shapes, or the same shapes with other weights. A checkpoint written
-before the file hashes were recorded is restored with a warning that the content was not
-verified.
+the step holds the base's record (`base_record.BaseModelRecord`: a fingerprint of its config
+and tensor shapes -- or the init seed of a randomly initialised base -- and the SHA-256 of each
+of its safetensors files, hashed while the loader read them), and `restore` refuses, with a
+one-line `CheckpointMismatchError` naming the first file that differs, a checkpoint trained on
+a different base: other shapes, or the same shapes with other weights (`check_base`). A
+checkpoint written before the file hashes were recorded is restored with a warning that the
+content was not verified.
 
 Retention: the last `keep` steps plus the step with the lowest `val_loss` metric both survive
 (`LatestN` or `BestN`). Saves are asynchronous: `save` returns once the arrays are copied off
@@ -30,14 +29,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging as std_logging
 import json
 import os
 import shutil
 import sys
 from pathlib import Path
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -48,17 +46,8 @@ from etils import epath
 from grain import checkpoint as grain_checkpoint
 from orbax.checkpoint import checkpoint_managers as ocp_managers
 
+from wavepose_jax.base_record import BaseModelRecord
 from wavepose_jax.files import read_json_object
-from wavepose_jax.models.lora import is_lora_path
-
-# Fields of an HF config.json that do not change the base weights (dtypes, runtime switches,
-# dropout rates, bookkeeping); every other field enters the fingerprint.
-_IGNORED_CONFIG_KEYS = frozenset({
-    "_name_or_path", "name_or_path", "architectures", "auto_map", "transformers_version",
-    "torch_dtype", "dtype", "param_dtype", "remat", "attention_impl", "attn_implementation",
-    "_attn_implementation", "use_cache", "attention_dropout", "embd_pdrop", "resid_pdrop",
-    "initializer_range", "model_type",
-})
 
 VAL_METRIC = "val_loss"
 
@@ -70,103 +59,6 @@ class CheckpointMismatchError(ValueError):
 
 class CheckpointSaveError(OSError):
     """A checkpoint could not be written (full disk, permissions ...); earlier steps are intact."""
-
-
-def tensor_signature(tree: Any) -> list[tuple[str, tuple[int, ...], str]]:
-    """Sorted (name, shape, dtype) of every array leaf of `tree`, adapter tensors excluded.
-
-    `tree` may hold concrete arrays or `jax.ShapeDtypeStruct`s (e.g. `nnx.eval_shape` output),
-    so the signature of a multi-billion-parameter model costs nothing to compute.
-    """
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    signature = []
-    for path, leaf in leaves:
-        if is_lora_path(path) or not hasattr(leaf, "shape"):
-            continue
-        name = jax.tree_util.keystr(path)
-        signature.append((name, tuple(int(d) for d in leaf.shape), str(np.dtype(leaf.dtype))))
-    return sorted(signature)
-
-
-def base_fingerprint(hf_config: Mapping[str, Any], signature: Iterable[tuple]) -> str:
-    """SHA-256 of the weight-shaping config fields and the tensor signature."""
-    config = {k: v for k, v in sorted(hf_config.items()) if k not in _IGNORED_CONFIG_KEYS}
-    payload = json.dumps({"config": config, "tensors": [list(t) for t in signature]},
-                         sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-@dataclasses.dataclass(frozen=True)
-class BaseModelRecord:
-    """What a checkpoint needs to find and verify its frozen base model.
-
-    Attributes:
-      path: HF directory or hub id of the base weights; None for a randomly initialised base.
-      init_seed: seed of a randomly initialised base (None when loaded from `path`).
-      fingerprint: `base_fingerprint` of the base config and tensors (shapes, not values).
-      num_params: number of base parameters (informational).
-      files: {safetensors file name: SHA-256 hex of its bytes} of a base loaded from `path`
-        (`hf.content_digests`); None for a random base, and in records written before the
-        file hashes were recorded.
-    """
-
-    path: str | None
-    init_seed: int | None
-    fingerprint: str
-    num_params: int
-    files: dict[str, str] | None = dataclasses.field(default=None, hash=False)
-
-    @classmethod
-    def from_model(cls, base_state: Any, hf_config: Mapping[str, Any], *, path: str | None,
-                   init_seed: int | None = None,
-                   files: Mapping[str, str] | None = None) -> BaseModelRecord:
-        """Record of a base model given its (abstract or concrete) parameter state and, for a
-        base loaded from `path`, the digests of its files."""
-        signature = tensor_signature(base_state)
-        config = dict(hf_config)
-        if path is None:
-            config["__init_seed__"] = init_seed
-        return cls(path=None if path is None else str(path),
-                   init_seed=None if path is not None else init_seed,
-                   fingerprint=base_fingerprint(config, signature),
-                   num_params=int(sum(int(np.prod(s)) for _, s, _ in signature)),
-                   files=None if path is None or files is None else dict(sorted(files.items())))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> BaseModelRecord:
-        return cls(**{f.name: d.get(f.name) for f in dataclasses.fields(cls)})
-
-    def describe(self) -> str:
-        origin = self.path if self.path is not None else f"random init (seed {self.init_seed})"
-        return f"{origin} [fingerprint {self.fingerprint[:12]}]"
-
-
-def base_record_of(llm: Any, *, path: str | None, init_seed: int | None = None
-                   ) -> BaseModelRecord:
-    """Record of a Flax Phi-3 language model (`models.phi3.Phi3ForCausalLM`, LoRA or not)
-    loaded from `path` (None: randomly initialised with `init_seed`).
-
-    The record describes the weights, not their layout: a scanned (stacked) decoder stack is
-    fingerprinted as its unrolled twin of the same config and dtypes (the same tensors, one
-    per layer), so both forms of one base share a fingerprint. The content of a base loaded
-    from `path` is recorded as the digests of its files (`hf.content_digests`: free right
-    after `hf.load_pretrained` of that path in this process, which hashed them while loading).
-    """
-    from flax import nnx  # pylint: disable=import-outside-toplevel
-
-    from wavepose_jax import hf  # pylint: disable=import-outside-toplevel
-
-    if getattr(llm.config, "scan_layers", False):
-        twin = dataclasses.replace(llm.config, scan_layers=False)
-        abstract = nnx.state(nnx.eval_shape(lambda: type(llm)(twin, rngs=nnx.Rngs(0))), nnx.Param)
-    else:
-        abstract = jax.eval_shape(lambda: nnx.state(llm, nnx.Param))
-    files = None if path is None else hf.content_digests(path)
-    return BaseModelRecord.from_model(abstract, llm.config.to_hf(), path=path,
-                                      init_seed=init_seed, files=files)
 
 
 _UNVERIFIED_WARNED: set[str] = set()  # checkpoints already warned about (once per process)
