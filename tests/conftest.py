@@ -22,7 +22,14 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
-from wavepose_jax.testing import reference_model
+from wavepose_jax.testing import build_tiny_run, reference_model
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """(workdir, clip dir, trained params) of one tiny checkpointed run for the whole session
+    (`testing.build_tiny_run`). Read it only; a test that changes a run copies it first."""
+    return build_tiny_run(tmp_path_factory.mktemp("tiny_run"))
 
 
 @pytest.fixture(scope="session")

@@ -66,6 +66,7 @@ _RUN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
 def test_prediction_matches_a_real_step():
     """The compiled step's memory analysis predicts a real run of it.

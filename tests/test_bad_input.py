@@ -5,20 +5,17 @@ silently wrong."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from wavepose_jax import dataset
-from wavepose_jax.files import list_clip_files
+from wavepose_jax import dataset, infer
 from wavepose_jax.data import synthetic
 from wavepose_jax.data.clip import clip_error_line, load_clip
 from wavepose_jax.data.schema import SIGNAL_NAMES, ClipError
-from wavepose_jax.testing import build_tiny_run, tiny_run_spec
+from wavepose_jax.files import list_clip_files
+from wavepose_jax.testing import tiny_run_spec
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _good() -> dict:
@@ -195,19 +192,17 @@ def test_training_scan_keeps_the_good_files(clip_dir, capsys):
     assert "Traceback" not in err and f"skipped {len(bad)} of {len(paths)} clip files" in err
 
 
-def test_directory_inference_answers_the_good_and_reports_the_bad(clip_dir, tmp_path_factory):
+def test_directory_inference_answers_the_good_and_reports_the_bad(clip_dir, tiny_run, capsys):
     directory, bad, good = clip_dir
-    workdir = str(build_tiny_run(tmp_path_factory.mktemp("battery_run"))[0])
-    proc = subprocess.run(
-        [sys.executable, "infer.py", "--input", str(directory), "--ckpt", workdir, "--json",
-         "--max_new_tokens", "3", "--batch_size", "4"], cwd=ROOT, capture_output=True, text=True,
-        timeout=600, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-    assert proc.returncode == 1, proc.stderr[-3000:]  # done, some files skipped
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    rc = infer.main(["--input", str(directory), "--ckpt", str(tiny_run[0]), "--json",
+                     "--max_new_tokens", "3", "--batch_size", "4"])
+    out, err = capsys.readouterr()
+    assert rc == 1, err[-3000:]  # done, some files skipped
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == len(bad)
     for path, field in bad.items():
         assert sum(line.startswith(f"error: {path}: field '{field}'") for line in errors) == 1
-    answered = [json.loads(line)["video_id"] for line in proc.stdout.splitlines()]
+    answered = [json.loads(line)["video_id"] for line in out.splitlines()]
     assert len(answered) == len(good)
-    assert f"{len(bad)} of {len(bad) + len(good)} clip files failed" in proc.stderr
+    assert f"{len(bad)} of {len(bad) + len(good)} clip files failed" in err

@@ -11,7 +11,7 @@ from wavepose_jax import cli, dataset
 from wavepose_jax import evaluate as evaluate_lib
 from wavepose_jax.data import faults as faults_lib
 from wavepose_jax.data import text as text_lib
-from wavepose_jax.testing import build_tiny_run, make_tiny_base
+from wavepose_jax.testing import make_tiny_base
 
 
 def test_metric_functions_on_hand_made_texts():
@@ -102,11 +102,6 @@ def test_shift_permutation_moves_every_real_row():
     perm = evaluate_lib._shift_permutation(3, 5)
     assert perm.tolist() == [1, 2, 0, 3, 4]
     assert evaluate_lib._shift_permutation(1, 2).tolist() == [0, 1]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    return build_tiny_run(tmp_path_factory.mktemp("run"))
 
 
 def test_cli_evaluates_a_checkpoint(tiny_run, tmp_path, capsys, monkeypatch):

@@ -130,13 +130,16 @@ def test_wavellm_fault_loss_follows_its_weight():
     batch = make_batch(1, batch=2, frames=T, length=6, labelled=True)
     batch = batch.replace(example_weight=np.ones(2, np.float32))
     weights = LossWeights.of(spec.train, spec.data.target_fps)
-    terms = model_loss_terms(model, batch, weights, deterministic=True)
+
+    def terms_of(m, w):  # one compiled program, not op-by-op dispatch
+        return nnx.jit(lambda m, b: model_loss_terms(m, b, w, deterministic=True))(m, batch)
+
+    terms = terms_of(model, weights)
     assert np.isfinite(float(terms.fault_loss)) and float(terms.fault_loss) > 0.1
     spec = spec.replace(train=dict(fault_loss_weight=0.0),
                         bridge=dict(fault_tokens=False))  # they need the head
     plain = new_model(spec, llm=tiny_llm(0, num_hidden_layers=1))
-    plain_terms = model_loss_terms(plain, batch, LossWeights.of(spec.train, 30.0),
-                                   deterministic=True)
+    plain_terms = terms_of(plain, LossWeights.of(spec.train, spec.data.target_fps))
     assert plain.bridge.fault_head is None and float(plain_terms.fault_loss) == 0.0
 
 

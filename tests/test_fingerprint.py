@@ -4,46 +4,37 @@ unchanged base still works; a truncated file is one line naming it; old records 
 
 import hashlib
 import json
-import os
 import shutil
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from wavepose_jax import base_record, hf, infer
+from wavepose_jax import base_record, cli, hf, infer, train
 from wavepose_jax import evaluate as evaluate_lib
 from wavepose_jax import run as run_lib
 from wavepose_jax.data import synthetic
-from wavepose_jax.testing import make_tiny_base
+from wavepose_jax.testing import make_tiny_base, tiny_run_spec
 from wavepose_jax.training import checkpoint as ckpt_lib
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
+pytestmark = pytest.mark.slow  # whole commands in several processes
+
 WEIGHTS = "model.safetensors"
 DIFFERS = "differs from the one the checkpoint was trained on"
 
-CONFIG = """
-from wavepose_jax.testing import tiny_run_config
-
-def get_config():
-    c = tiny_run_config({base!r})
-    c.data.dir = {clips!r}
-    c.data.val_fraction = 0.0  # no validation: the runs below only train and resume
-    c.train.update(steps=2, log_every=1, ckpt_every=10, eval_every=0, num_eval_samples=0)
-    c.eval.update(synthetic_n=0, ood_n=0)
-    return c
-"""
-
-
-def _train(root: Path, steps: int) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "--config", str(root / "config.py"),
-         "--workdir", str(root / "work"), f"--config.train.steps={steps}"],
-        env=ENV, capture_output=True, text=True, timeout=300)
+def _train(root: Path, steps: int, capsys) -> tuple[int, str, str]:
+    """The training command's run (`train.run` under its command line's error handling) in
+    this process: (exit status, stdout, stderr)."""
+    spec = tiny_run_spec(root / "base").replace(
+        data=dict(dir=str(root / "clips"), val_fraction=0.0),  # no validation: train, resume
+        train=dict(steps=steps, log_every=1, ckpt_every=10, eval_every=0, num_eval_samples=0),
+        eval=dict(synthetic_n=0, ood_n=0))
+    capsys.readouterr()
+    rc = train.COMMAND.main(lambda *_: (train.run(spec, str(root / "work")), cli.EXIT_OK)[1],
+                            [])
+    out, err = capsys.readouterr()
+    return rc, out, err
 
 
 def _sha256(path: Path) -> str:
@@ -74,15 +65,15 @@ def _change_one_weight(file: Path) -> None:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """(root, original weight bytes): a base, four clips, and a run trained 2 steps by train.py."""
+    """(root, original weight bytes): a base, four clips, and a run trained 2 steps."""
     root = tmp_path_factory.mktemp("fingerprint")
     make_tiny_base(root / "base")
     synthetic.write_dataset(root / "clips", 4, seed=3, exercises=["squat"], keypoints=False,
                             progress=False)
-    (root / "config.py").write_text(CONFIG.format(base=str(root / "base"),
-                                                  clips=str(root / "clips")))
-    proc = _train(root, 2)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train.run(tiny_run_spec(root / "base").replace(
+        data=dict(dir=str(root / "clips"), val_fraction=0.0),
+        train=dict(steps=2, log_every=1, ckpt_every=10, eval_every=0, num_eval_samples=0),
+        eval=dict(synthetic_n=0, ood_n=0)), str(root / "work"))
     return root, (root / "base" / WEIGHTS).read_bytes()
 
 
@@ -123,21 +114,18 @@ def test_one_changed_weight_is_refused_everywhere_naming_the_file(trained, tmp_p
         clip = tmp_path / "clip.json"
         clip.write_text('{"knee_angle_trajectory": [170, 120, 90, 120, 170]}')
 
-        # (a) python infer.py: exit 2, one line naming the file.
-        proc = subprocess.run([sys.executable, str(ROOT / "infer.py"), "--ckpt", str(workdir),
-                               "--input", str(clip)], env=ENV, capture_output=True, text=True,
-                              timeout=300)
-        assert proc.returncode == 2, proc.stderr[-3000:]
-        assert proc.stderr == f"error: {expected}\n", proc.stderr[-3000:]
+        # (a) infer: exit 2, one line naming the file.
+        assert infer.main(["--ckpt", str(workdir), "--input", str(clip)]) == 2
+        assert capsys.readouterr().err == f"error: {expected}\n"
 
         # (b) evaluate: the same line.
         assert evaluate_lib.main(["--ckpt", str(workdir), "--data", str(root / "clips")]) == 2
         assert capsys.readouterr().err == f"error: {expected}\n"
 
         # (c) resuming training: refused before any step, the checkpoint untouched.
-        proc = _train(root, 3)
-        assert proc.returncode == 2, proc.stderr[-3000:]
-        assert proc.stderr == f"error: {expected}\n", proc.stderr[-3000:]
+        rc, _, err = _train(root, 3, capsys)
+        assert rc == 2, err[-3000:]
+        assert err == f"error: {expected}\n", err[-3000:]
         assert sorted(p.name for p in (workdir / "checkpoints").iterdir()
                       if p.name.isdigit()) == ["2"]
     finally:
@@ -147,9 +135,9 @@ def test_one_changed_weight_is_refused_everywhere_naming_the_file(trained, tmp_p
     # and training resumes (to the step it has: the check without compiling a step).
     run = run_lib.restore(workdir)
     assert run.step == 2 and run.record.files == {WEIGHTS: hashlib.sha256(original).hexdigest()}
-    proc = _train(root, 2)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"resumed from {workdir / 'checkpoints'}/2" in proc.stdout
+    rc, out, err = _train(root, 2, capsys)
+    assert rc == 0, err[-3000:]
+    assert f"resumed from {workdir / 'checkpoints'}/2" in out
 
 
 def test_a_base_given_with_base_is_checked_by_content(trained, tmp_path, capsys):

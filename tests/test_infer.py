@@ -3,8 +3,6 @@
 import html.parser
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,15 +15,13 @@ from wavepose_jax.data import text as text_lib
 from wavepose_jax.data.clip import clip_from_dict
 from wavepose_jax.data.measure import measure
 from wavepose_jax.data.schema import SIGNAL_NAMES
-from wavepose_jax.testing import build_tiny_run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_NEW_TOKENS = "5"
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return str(build_tiny_run(tmp_path_factory.mktemp("infer_run"))[0])
+def workdir(tiny_run):
+    return str(tiny_run[0])
 
 
 def keypoint_and_signal_clips(seed: int = 4) -> tuple[dict, dict]:
@@ -69,7 +65,7 @@ class _Page(html.parser.HTMLParser):
             self.sections[-1]["title"] = data
 
 
-def test_directory_json_lines_bad_file_and_report(workdir, tmp_path):
+def test_directory_json_lines_bad_file_and_report(workdir, tmp_path, capsys):
     clips = tmp_path / "clips"
     clips.mkdir()
     keypoints_only, signals_only = keypoint_and_signal_clips()
@@ -81,23 +77,21 @@ def test_directory_json_lines_bad_file_and_report(workdir, tmp_path):
     still.pop("n_frames", None)
     (clips / "d_still.json").write_text(json.dumps(still))
     page = tmp_path / "report.html"
-    proc = subprocess.run(
-        [sys.executable, "infer.py", "--input", str(clips), "--ckpt", workdir, "--json",
-         "--report", str(page), "--max_new_tokens", MAX_NEW_TOKENS, "--batch_size", "2"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"})
-    assert proc.returncode == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    rc = infer.main(["--input", str(clips), "--ckpt", workdir, "--json", "--report", str(page),
+                     "--max_new_tokens", MAX_NEW_TOKENS, "--batch_size", "2"])
+    stdout, stderr = capsys.readouterr()
+    assert rc == 1, stderr
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert errors == [f"error: {clips / 'c_bad.json'}: field 'fps': expected a number in "
                       "[1, 1000], got 'fast'"]
-    skipped = [line for line in proc.stderr.splitlines() if line.startswith("skipped: ")]
+    skipped = [line for line in stderr.splitlines() if line.startswith("skipped: ")]
     assert skipped == [f"skipped: {clips / 'd_still.json'}: field 'knee_angle_trajectory': "
                        "nothing to coach: no movement to count: the knee angle varies by 0 deg, "
                        "less than the 8 deg of the smallest rep"]
-    assert "1 of 4 clip files failed; 1 of 4 clip files had nothing to coach" in proc.stderr
+    assert "1 of 4 clip files failed; 1 of 4 clip files had nothing to coach" in stderr
 
-    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    results = [json.loads(line) for line in stdout.splitlines()]
     assert [r["video_id"] for r in results] == ["from-keypoints", "from-signals", "motionless"]
     kp, sig, still = results
     assert still == {"video_id": "motionless", "source": str(clips / "d_still.json"),

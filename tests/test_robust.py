@@ -21,7 +21,7 @@ from wavepose_jax.base_record import base_record_of
 from wavepose_jax.data import synthetic
 from wavepose_jax.run import new_model
 from wavepose_jax.spec import RunSpec
-from wavepose_jax.testing import build_tiny_run, make_batch, small_spec, tiny_llm, train_state
+from wavepose_jax.testing import make_batch, small_spec, tiny_llm, train_state
 from wavepose_jax.training import checkpoint as ckpt_lib
 from wavepose_jax.training import state as state_lib
 from wavepose_jax.training import step as step_lib
@@ -50,14 +50,31 @@ def test_a_non_finite_step_changes_nothing_and_is_counted():
 
 # ----------------------------------------------------------------------------- train.py runs
 
+# The runs of this file: configs/tiny.py on the clips of `clips`, without held-out generation
+# at the end (not tested here).
+_RUN = dict(train=dict(batch_size=4, log_every=1, ckpt_every=10, eval_every=0,
+                       num_eval_samples=0, warmup_steps=2),
+            eval=dict(synthetic_n=0, ood_n=0), data=dict(seq_len=64, val_fraction=0.0))
+
+
 def _train_args(workdir, data, steps):
+    """The train.py command line of a run."""
+    overrides = [f"--config.{group}.{k}={v}" for group, fields in _RUN.items()
+                 for k, v in fields.items()]
     return [sys.executable, str(ROOT / "train.py"), "--config", "tiny", "--workdir",
             str(workdir), f"--config.data.dir={data}", f"--config.train.steps={steps}",
-            "--config.train.batch_size=4", "--config.train.log_every=1",
-            "--config.train.ckpt_every=10", "--config.train.eval_every=0",
-            "--config.train.num_eval_samples=0", "--config.eval.synthetic_n=0",
-            "--config.eval.ood_n=0", "--config.data.seq_len=64", "--config.train.warmup_steps=2",
-            "--config.data.val_fraction=0"]  # no held-out generation at the end: not tested here
+            *overrides]
+
+
+def _train_here(workdir, data, steps) -> None:
+    """The same run trained in this process (`train.run`), for a reference to compare with."""
+    from wavepose_jax import train
+    from wavepose_jax.configs import tiny
+
+    spec = RunSpec.from_config(tiny.get_config()).replace(
+        **{**_RUN, "train": {**_RUN["train"], "steps": steps},
+           "data": {**_RUN["data"], "dir": str(data)}})
+    train.run(spec, str(workdir))
 
 
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -84,12 +101,11 @@ def _params(workdir, step):
     return out
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_step_and_resuming_equals_an_uninterrupted_run(clips, tmp_path):
     steps = 24
     straight = tmp_path / "straight"
-    proc = subprocess.run(_train_args(straight, clips, steps), env=ENV, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _train_here(straight, clips, steps)  # the uninterrupted reference
 
     stopped = tmp_path / "stopped"
     child = subprocess.Popen(_train_args(stopped, clips, steps), env=ENV, text=True,
@@ -131,8 +147,9 @@ def _corrupt(step_dir: Path) -> None:
             path.write_bytes(bytes(data))
 
 
-def test_a_damaged_latest_checkpoint_falls_back_with_a_warning(tmp_path, capsys):
-    workdir, _, params = build_tiny_run(tmp_path)
+def test_a_damaged_latest_checkpoint_falls_back_with_a_warning(tiny_run, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_run[0], workdir)  # a copy: this test damages it
     ckpt_dir = workdir / "checkpoints"
     shutil.copytree(ckpt_dir / "7", ckpt_dir / "9")  # a later step ...
     _corrupt(ckpt_dir / "9")                          # ... whose arrays are damaged
@@ -146,8 +163,8 @@ def test_a_damaged_latest_checkpoint_falls_back_with_a_warning(tmp_path, capsys)
         run_lib.restore(workdir, step=7)
 
 
-def test_a_checkpoint_of_other_shapes_is_one_line(tmp_path):
-    workdir, _, _ = build_tiny_run(tmp_path)
+def test_a_checkpoint_of_other_shapes_is_one_line(tiny_run):
+    workdir = tiny_run[0]
     with ckpt_lib.Checkpointer(workdir, read_only=True) as ckpt:
         _, config, record = ckpt.read_record()
     config = RunSpec.from_config(config).replace(lora=dict(rank=3))  # the run trained rank 2
@@ -170,6 +187,7 @@ def _mount_small_disk(path: Path) -> bool:
                           capture_output=True).returncode == 0
 
 
+@pytest.mark.slow
 def test_a_full_disk_fails_in_one_line_and_keeps_the_last_checkpoint(clips, tmp_path,
                                                                        monkeypatch):
     disk = tmp_path / "run" / "checkpoints"  # the checkpoints of the run on a small disk

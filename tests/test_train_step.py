@@ -186,6 +186,7 @@ def _train_py(*args: str, workdir: Path) -> subprocess.CompletedProcess:
                            *args], env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_train_py_end_to_end(tmp_path):
     """configs/tiny.py for 2 steps: metrics, checkpoints, validation and held-out eval.json."""
     args = ["--config", str(REPO / "configs" / "tiny.py"), "--config.train.steps=2",

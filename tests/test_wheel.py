@@ -15,6 +15,8 @@ import zipfile
 
 import pytest
 
+pytestmark = pytest.mark.slow  # whole commands in several processes
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
