@@ -36,7 +36,11 @@ PYTHON="${PYTHON:-python}"
 
 if [[ -z "$HTML" ]]; then
   HTML="$OUT/report.html"
-  (cd "$ROOT" && "$PYTHON" infer.py --input "$INPUT" --ckpt "$CKPT" --report "$HTML" >/dev/null)
+  # Exit status 1 means some clips were skipped (each said on stderr); the report is written.
+  rc=0
+  (cd "$ROOT" && "$PYTHON" infer.py --input "$INPUT" --ckpt "$CKPT" --report "$HTML" >/dev/null) \
+    || rc=$?
+  [[ $rc -le 1 ]] || exit "$rc"
 fi
 HTML="$(cd "$(dirname "$HTML")" && pwd)/$(basename "$HTML")"
 size=$(stat -c %s "$HTML")

@@ -17,14 +17,13 @@ rides on every soft token (`bridge.fault_tokens`); the LoRA-adapted base learns 
 the soft tokens carry. Clips are resampled to 10 fps and 400 frames (40 s); a temporal
 convolution of width 5 feeds the encoder, so its first layer sees velocities directly.
 
-Runtime and result (measured on a 2-core CPU from a fresh clone): 7 min 38 s end to end
-(480 steps of batch 16; 8 min 37 s on a rerun of the same command: the machine is shared).
-In distribution: fault F1 0.971 (precision 1.00, recall 0.94), rep count 1.00, per-rep fault
-accuracy 0.79. Out of distribution: fault F1 0.961, rep count 1.00, per-rep fault accuracy
-0.75. With the soft tokens zeroed fault F1 falls to 0.32 / 0.32 (the best fixed fault list
-per exercise would score 0.54 / 0.46), shuffled between clips to 0.28 / 0.34 -- the faults
-reach the text through the motion bridge. With train.seed=1: 0.946 in and 0.965 out of
-distribution.
+Runtime and result (measured on a 2-core CPU from a fresh clone): 6 min 12 s end to end
+(480 steps of batch 16; the machine is shared, wall times vary by 10-40%). Every feedback is
+grounded on its clip's measurement. In distribution: every text passes the checks (1.00), fault
+F1 1.00, rep count 1.00, per-rep fault accuracy 1.00. Out of distribution: checks passed 0.99,
+fault F1 0.99, rep count 1.00, per-rep fault accuracy 0.986. With the soft tokens zeroed fault
+F1 falls to 0.35 / 0.40 (the best fixed fault list per exercise would score 0.54 / 0.46),
+shuffled between clips to 0.30 / 0.33 -- the faults reach the text through the motion bridge.
 """
 
 from __future__ import annotations

@@ -87,9 +87,8 @@ _PACKAGE_PREFIX = "wavepose_jax:"  # a directory inside the package (as hf.resol
 
 def base_config(path: str) -> Phi3Config:
     """The base architecture of `path` (a run's `llm.path`) from its config.json alone: a local
-    directory,
-    a package directory `wavepose_jax:<path>`, a hub id in the local Hugging Face cache, or a
-    hub id whose config.json `models/phi3_bases.py` holds. Never downloads.
+    directory, a package directory `wavepose_jax:<path>`, a hub id in the local Hugging Face
+    cache, or a hub id whose config.json `models/phi3_bases.py` holds. Never downloads.
 
     Raises:
       ValueError: naming `llm.path` when none of these has the config.
