@@ -200,3 +200,16 @@ def test_usage_errors(tmp_path, capsys):
     assert capsys.readouterr().err == f"error: {tmp_path / 'nothing.json'}: no such file or directory\n"
     assert infer.main(["--input", str(tmp_path), "--top_p", "0"]) == 2
     assert "--top_p must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_a_feedback_grounding_leaves_empty_is_said_not_blank(capsys):
+    t = np.arange(300) / 30.0
+    signals = {name: np.zeros_like(t) for name in SIGNAL_NAMES}
+    signals["knee_angle_trajectory"] = 147.0 + 30.0 * np.cos(2 * np.pi * t / 2.5)
+    m = measure(clip_from_dict({"exercise": "squat", "fps": 30,
+                                **{k: v.tolist() for k, v in signals.items()}}, "c.json"))
+    result = feedback_lib.feedback("Do 3 sets of 12.", m)  # every sentence unverifiable
+    assert result.text == "" and result.shown == feedback_lib.EMPTY
+    infer._print_feedback(infer.Result(prepared=None, feedback=result, attention=None,
+                                       timing={}))  # pylint: disable=protected-access
+    assert capsys.readouterr().out.startswith(f"feedback: {feedback_lib.EMPTY}\n")

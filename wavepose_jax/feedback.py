@@ -21,6 +21,11 @@ from wavepose_jax.data import text as text_lib
 from wavepose_jax.data.measure import Measurement
 
 
+# What is shown for a feedback that grounding left empty (the model wrote nothing, or only
+# sentences stating numbers the measurement does not confirm): never a blank.
+EMPTY = "(no feedback: the model wrote nothing the measurement confirms)"
+
+
 @dataclasses.dataclass(frozen=True)
 class Feedback:
     """The feedback of one clip."""
@@ -30,6 +35,11 @@ class Feedback:
     edits: tuple[text_lib.Edit, ...]   # how one became the other
     faults: list[str]                  # the faults the feedback names (the model's choice)
     checks: checks_lib.Checks          # `text` against the measurement
+
+    @property
+    def shown(self) -> str:
+        """The text to show a person: the feedback, or `EMPTY` when there is none."""
+        return self.text or EMPTY
 
     def to_json(self) -> dict[str, Any]:
         """feedback, model_text, faults, grounding (the edits) and checks, JSON-ready."""

@@ -264,7 +264,7 @@ def _print_faults(result: Result) -> None:
 
 
 def _print_feedback(result: Result) -> None:
-    print(f"feedback: {result.feedback.text}", flush=True)
+    print(f"feedback: {result.feedback.shown}", flush=True)
     _print_faults(result)
 
 
@@ -293,10 +293,10 @@ class _FeedbackStream:
 
     def finish(self, result: Result) -> None:
         """Ends the feedback line (printed again whole if the text was revised)."""
-        if self._show(result.feedback.text):
+        if self._show(result.feedback.shown):
             print(flush=True)
         else:
-            print(f"\nfeedback: {result.feedback.text}", flush=True)
+            print(f"\nfeedback: {result.feedback.shown}", flush=True)
         _print_faults(result)
 
 
