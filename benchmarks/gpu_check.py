@@ -15,7 +15,11 @@ download, no files), measures and writes one JSON file:
   (the path `infer.py` streams through), the decode loop alone timed, tokens/s against the
   HBM roofline `bandwidth / bytes read per token` (every language-model weight except the input
   embedding table, LoRA deltas included, plus the real keys and values in the cache);
-* prefill: `generate.prefill` of one 2048-token prompt, tokens/s.
+* prefill: `generate.prefill` of one 2048-token prompt, tokens/s;
+* ceilings, measured on the device first: the copy bandwidth of a 2 GiB array (bytes read
+  plus written, jitted `x + 0`) and the rate of an 8192^3 bf16 matrix product on random data
+  (median of 10 after warm-up). The decode roofline and a second MFU (`mfu_measured`) use
+  them; the datasheet figures are reported beside them.
 
 MFU is reported two ways: `mfu` with the model FLOPs that `train.py` logs (PaLM convention,
 6 N + 12 L D T per token, every weight counted as trained) and `mfu_needed` with the FLOPs a
@@ -280,6 +284,8 @@ def main() -> int:
             "model_flops_per_token": palm, "needed_flops_per_token": needed,
             "mfu": None if peak is None else tokens_per_s * palm / peak,
             "mfu_needed": None if peak is None else tokens_per_s * needed / peak,
+            "mfu_measured": (None if not box.get("flops")
+                             else tokens_per_s * needed / box["flops"]),
             "peak_memory_bytes": _peak_bytes(device),
             "peak_memory_gb": (None if _peak_bytes(device) is None
                                else _peak_bytes(device) / 1e9),
@@ -340,6 +346,23 @@ def main() -> int:
         return {"tokens": args.prefill_tokens, "prefill_s": t, "prefill_times_s": times,
                 "compile_s": round(compile_s, 2), "tokens_per_s": args.prefill_tokens / t}
 
+    def ceilings():
+        n = (1 << 30) if not args.tiny else (1 << 20)  # bf16 elements: 2 GiB (2 MiB tiny)
+        x = jax.random.normal(jax.random.key(3), (n,), jnp.bfloat16)
+        copy = jax.jit(lambda a: a + jnp.bfloat16(0))
+        t, _ = _median_time(lambda: jax.block_until_ready(copy(x)), 10, warmup=2)
+        size = 8192 if not args.tiny else 256
+        a = jax.random.normal(jax.random.key(4), (size, size), jnp.bfloat16)
+        b = jax.random.normal(jax.random.key(5), (size, size), jnp.bfloat16)
+        mm = jax.jit(lambda p, q: p @ q)
+        tm, _ = _median_time(lambda: jax.block_until_ready(mm(a, b)), 10, warmup=3)
+        box["gbps"], box["flops"] = 2 * n * 2 / t / 1e9, 2 * size ** 3 / tm
+        return {"copy_gbps": box["gbps"], "bf16_matmul_flops": box["flops"],
+                "datasheet_gbps": gbps, "datasheet_bf16_flops": peak}
+
+    report.stage("ceilings", ceilings)
+    if not args.hbm_gbps and box.get("gbps"):
+        gbps = box["gbps"]  # the roofline of the bandwidth measured on this device
     report.stage("build", build)
     if "state" in box:
         report.stage("train", train)
