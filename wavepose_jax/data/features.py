@@ -134,22 +134,22 @@ class _JsonObject:
 class Quality(_JsonObject):
     """Scores 0..100 (`compute_wave_features` says how each is measured) and their grade."""
 
-    grade: str | None = _part(_text)
-    overall: float | None = _part(_number)
-    smoothness: float | None = _part(_number)
-    control: float | None = _part(_number)
-    efficiency: float | None = _part(_number)
-    consistency: float | None = _part(_number)
+    grade: str | None = _part(_text)  # A..F from `overall`
+    overall: float | None = _part(_number)  # the mean of the four scores below
+    smoothness: float | None = _part(_number)  # no jerky moves
+    control: float | None = _part(_number)  # 100 when every lowering takes >= 1.2 s
+    efficiency: float | None = _part(_number)  # movement spent on the reps, not on sway
+    consistency: float | None = _part(_number)  # the same rep time and range every rep
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Energy(_JsonObject):
     """Vertical work of a nominal moving mass: joules, percent, watts."""
 
-    work_positive: float | None = _part(_number)
-    work_negative: float | None = _part(_number)
-    efficiency_pct: float | None = _part(_number)
-    peak_power_w: float | None = _part(_number)
+    work_positive: float | None = _part(_number)  # J lifting
+    work_negative: float | None = _part(_number)  # J lowering
+    efficiency_pct: float | None = _part(_number)  # % of the vertical path spent on reps
+    peak_power_w: float | None = _part(_number)  # W
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -164,10 +164,10 @@ class Damping(_JsonObject):
 class BandPower(_JsonObject):
     """Fractions of the primary signal's power per frequency band."""
 
-    slow: float | None = _part(_number)
-    medium: float | None = _part(_number)
-    fast: float | None = _part(_number)
-    harmonic: float | None = _part(_number)
+    slow: float | None = _part(_number)  # below 0.2 Hz
+    medium: float | None = _part(_number)  # 0.2-0.8 Hz
+    fast: float | None = _part(_number)  # above 0.8 Hz
+    harmonic: float | None = _part(_number)  # at 2 and 3 times the dominant frequency
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
