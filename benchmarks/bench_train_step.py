@@ -93,7 +93,7 @@ class Shape:
 
 def make_batch(shape: Shape, seed: int = 0):
     """A `Batch` in the training format: varied frame counts, prompt and target lengths."""
-    from wavepose_jax.data.batch import Batch
+    from wavepose_jax.data.batch import Batch, target_positions
     from wavepose_jax.data.faults import FAULTS
 
     rng = np.random.default_rng(seed)
@@ -117,7 +117,8 @@ def make_batch(shape: Shape, seed: int = 0):
         phase=rng.uniform(0, 2 * np.pi, (b, t)).astype(np.float32), phase_mask=frame_mask.copy(),
         faults=np.zeros((b, len(FAULTS)), np.float32),
         fault_mask=np.zeros((b, len(FAULTS)), bool), tokens=tokens, token_mask=token_mask,
-        loss_mask=loss_mask, prompt_len=prompt_len, example_weight=np.ones(b, np.float32))
+        loss_mask=loss_mask, prompt_len=prompt_len, example_weight=np.ones(b, np.float32),
+        target_pos=target_positions(loss_mask))
 
 
 def step_flops(config, llm_cfg: dict, shape: Shape) -> dict[str, float]:

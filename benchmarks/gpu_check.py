@@ -94,7 +94,7 @@ def phi35_mini_hf_config(tiny: bool) -> dict:
 
 def make_batch(b: int, frames: int, length: int, vocab: int, seed: int = 0):
     """A training `Batch`: prompt ~ 60% of the row, then the target, a little padding."""
-    from wavepose_jax.data.batch import Batch
+    from wavepose_jax.data.batch import Batch, target_positions
     from wavepose_jax.data.faults import FAULTS
 
     rng = np.random.default_rng(seed)
@@ -116,7 +116,8 @@ def make_batch(b: int, frames: int, length: int, vocab: int, seed: int = 0):
                  phase=rng.uniform(0, 6.28, (b, frames)).astype(np.float32),
                  phase_mask=frame_mask.copy(), faults=np.zeros((b, f), np.float32),
                  fault_mask=np.zeros((b, f), bool), tokens=tokens, token_mask=token_mask,
-                 loss_mask=loss_mask, prompt_len=prompt_len, example_weight=np.ones(b, np.float32))
+                 loss_mask=loss_mask, prompt_len=prompt_len, example_weight=np.ones(b, np.float32),
+        target_pos=target_positions(loss_mask))
 
 
 def _median_time(fn, repeats: int, warmup: int = 1) -> tuple[float, list[float]]:

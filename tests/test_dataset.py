@@ -146,6 +146,12 @@ def test_collate_layout_and_buckets():
     assert row[10:].tolist() == [0, 0]
     assert batch.loss_mask[1, 6:10].all() and not batch.loss_mask[1, :6].any()
     np.testing.assert_array_equal(batch.example_weight, [1, 1, 0])
+    # Target slots: the bucket of the longest target (4 -> 8, capped at L = 12), each row's
+    # target positions first; the rest point at position 0 (a prompt token, weight 0).
+    assert batch.target_pos.shape == (3, 8) and batch.target_pos.dtype == np.int32
+    np.testing.assert_array_equal(batch.target_pos[0], [5, 6, 7, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(batch.target_pos[1], [6, 7, 8, 9, 0, 0, 0, 0])
+    assert not batch.target_pos[2].any()
     assert dataset.collate(examples[:1], config.buckets, 0).tokens.shape == (1, 8)
     with pytest.raises(ValueError, match="largest bucket"):
         dataset.collate(_fake_examples(1, prompt_len=40), config.buckets, 0)
@@ -227,6 +233,7 @@ def test_eval_batches_fixed_order_and_padding():
                                              process_count=2)) for p in range(2)]
     assert [_ids(h) for h in halves] == [[1, 2], [0, 0]]
     assert {h.tokens.shape for h in halves} == {(2, 10)}   # process 1 alone would pick 8
+    assert {h.target_pos.shape for h in halves} == {(2, 8)}  # and the same target slots
 
 
 def test_prepare_dataset_skips_bad_files(tokenizer, tmp_path, capsys):

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from wavepose_jax.data import text as text_lib
 from wavepose_jax.data import waves as waves_lib
-from wavepose_jax.data.batch import Batch
+from wavepose_jax.data.batch import Batch, target_positions, token_bucket
 from wavepose_jax.data.clip import Clip, clip_error_line, load_clip, resample
 from wavepose_jax.data.faults import ANY_EXERCISE, FAULTS
 from wavepose_jax.data.schema import ClipError
@@ -189,16 +189,9 @@ def build_example(clip: Clip, tokenizer: Any, data: DataSpec) -> Example:
 # ----------------------------------------------------------------------------- collation
 
 
-def token_bucket(n: int, buckets: Sequence[int]) -> int:
-    """The smallest of `data.buckets` >= n tokens; ValueError if none is."""
-    for b in sorted(buckets):
-        if b >= n:
-            return int(b)
-    raise ValueError(f"sequence of {n} tokens is longer than the largest bucket {max(buckets)}")
-
-
 def collate(examples: Sequence[Example], buckets: Sequence[int], pad_id: int,
-            weights: Sequence[float] | None = None, min_length: int = 0) -> Batch:
+            weights: Sequence[float] | None = None, min_length: int = 0,
+            min_targets: int = 0) -> Batch:
     """Examples -> one `Batch` (data/batch.py), tokens right-padded to a bucket length.
 
     Args:
@@ -208,6 +201,8 @@ def collate(examples: Sequence[Example], buckets: Sequence[int], pad_id: int,
       weights: example weights (default 1); a weight-0 row also gets an all-False loss mask.
       min_length: pad to the bucket of at least this many tokens (processes of a multi-host
         run pass the longest example of the global batch, so their shapes agree).
+      min_targets: the same for the target slots (`target_pos`: the bucket of the longest
+        target, at most the token length).
     """
     weights = np.asarray([1.0] * len(examples) if weights is None else weights, np.float32)
     length = token_bucket(max([min_length] + [len(e) for e in examples]), buckets)
@@ -216,6 +211,8 @@ def collate(examples: Sequence[Example], buckets: Sequence[int], pad_id: int,
     token_mask = np.zeros((b, length), bool)           # [B, L]
     loss_mask = np.zeros((b, length), bool)            # [B, L]
     prompt_len = np.zeros(b, np.int32)                 # [B]
+    slots = min(length, token_bucket(max([min_targets] + [len(e.target_ids) for e in examples]),
+                                     buckets))
     labels = [fault_labels(e.info.faults, e.info.exercise) for e in examples]
     for i, e in enumerate(examples):
         p, t = len(e.inputs.prompt_ids), len(e.target_ids)
@@ -232,7 +229,7 @@ def collate(examples: Sequence[Example], buckets: Sequence[int], pad_id: int,
         faults=np.stack([f for f, _ in labels]),
         fault_mask=np.stack([m for _, m in labels]),
         tokens=tokens, token_mask=token_mask, loss_mask=loss_mask, prompt_len=prompt_len,
-        example_weight=weights)
+        example_weight=weights, target_pos=target_positions(loss_mask, slots))
 
 
 # ----------------------------------------------------------------------------- sources
@@ -437,7 +434,7 @@ def make_train_loader(source: ExampleSource, *, batch_size: int, seed: int,
         operations=[grain.transforms.Batch(
             batch_size, drop_remainder=True,
             batch_fn=lambda examples: collate(examples, buckets, token_pad,
-                                              min_length=min_length))])
+                                              min_length=min_length, min_targets=min_length))])
     return iter(loader)
 
 
@@ -454,11 +451,13 @@ def make_eval_batches(source: ExampleSource, *, batch_size: int, process_index: 
     for start in range(0, len(source), batch_size):
         rows = list(range(start, min(start + batch_size, len(source))))
         longest = max(len(source[i]) for i in rows)
+        targets = max(len(source[i].target_ids) for i in rows)
         rows = rows[process_index * local:(process_index + 1) * local]
         n_real = len(rows)
         examples = [source[i] for i in rows] + [source[0]] * (local - n_real)
         weights = [1.0] * n_real + [0.0] * (local - n_real)
-        yield collate(examples, source.data.buckets, token_pad, weights, min_length=longest)
+        yield collate(examples, source.data.buckets, token_pad, weights, min_length=longest,
+                      min_targets=targets)
 
 
 def num_eval_batches(source: ExampleSource, batch_size: int) -> int:

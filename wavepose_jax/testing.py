@@ -31,7 +31,7 @@ import numpy as np
 from flax import nnx
 
 from wavepose_jax.configs import tiny as tiny_config
-from wavepose_jax.data.batch import Batch
+from wavepose_jax.data.batch import Batch, target_positions
 from wavepose_jax.models.phi3 import Phi3Config, Phi3ForCausalLM
 from wavepose_jax.spec import RunSpec
 
@@ -94,7 +94,8 @@ def make_batch(seed: int = 0, batch: int = 4, frames: int = 16, length: int = 12
         phase_mask=frame_mask.copy(),
         faults=(rng.random((batch, f)) < 0.3).astype(np.float32),
         fault_mask=np.full((batch, f), labelled), tokens=tokens, token_mask=token_mask,
-        loss_mask=loss_mask, prompt_len=prompt_len, example_weight=weight)
+        loss_mask=loss_mask, prompt_len=prompt_len, example_weight=weight,
+        target_pos=target_positions(loss_mask))
 
 
 def make_tiny_base(directory: str | Path, seed: int = 0, **hf_overrides: Any):

@@ -36,7 +36,8 @@ from wavepose_jax.models.phi3 import Phi3Config, Phi3ForCausalLM
 class Outputs(NamedTuple):
     """What one forward pass of `WaveLLM` returns (the losses in training/loss.py read it)."""
 
-    logits: jax.Array  # [B, L, V] f32: logits[:, t] predicts tokens[:, t]
+    logits: jax.Array  # [B, L, V] f32: logits[:, t] predicts tokens[:, t] (or [B, K, V]: the
+    #                   token at target_pos[:, k], when the call was given target positions)
     dynamics: jax.Array  # [B, T, C + 2] f32: encoder readout of dynamic_state (velocity, phase)
     fault_logits: jax.Array | None  # [B, F] f32 from the bridge's fault head, or None without one
 
@@ -64,12 +65,15 @@ class WaveLLM(nnx.Module):
                            return_attention=return_attention)
 
     def __call__(self, waves: jax.Array, frame_mask: jax.Array, tokens: jax.Array,
-                 token_mask: jax.Array, *, deterministic: bool = True) -> Outputs:
+                 token_mask: jax.Array, target_pos: jax.Array | None = None, *,
+                 deterministic: bool = True) -> Outputs:
         """One teacher-forced pass over [soft tokens | tokens].
 
         Args:
           waves: [B, T, 7] normalised signals; frame_mask: [B, T] (True = real frame).
           tokens: [B, L] prompt + target ids, right-padded; token_mask: [B, L] (True = real).
+          target_pos: [B, K] positions in `tokens` to predict (`Batch.target_pos`): the logits
+            are computed there only, [B, K, V]; None: at every position, [B, L, V].
           deterministic: False turns dropout on (encoder, bridge, LoRA).
         """
         frame_mask = jnp.asarray(frame_mask).astype(bool)
@@ -86,10 +90,14 @@ class WaveLLM(nnx.Module):
             [jnp.ones((b, s), bool), jnp.asarray(token_mask).astype(bool)], axis=1)  # [B, S + L]
         positions = jnp.broadcast_to(jnp.arange(s + length, dtype=jnp.int32), (b, s + length))
         llm = nnx.view(self.llm, deterministic=deterministic, raise_if_not_found=False)
-        logits = llm(inputs_embeds=inputs, attention_mask=attention_mask,
-                     positions=positions).logits  # [B, S + L, V] f32
-        # The logit predicting tokens[:, t] sits at sequence position S + t - 1.
-        logits = logits[:, s - 1:s - 1 + length]  # [B, L, V]
+        hidden = llm(inputs_embeds=inputs, attention_mask=attention_mask, positions=positions,
+                     with_logits=False).hidden  # [B, S + L, D]
+        # The hidden state predicting tokens[:, t] sits at sequence position S + t - 1.
+        hidden = hidden[:, s - 1:s - 1 + length]  # [B, L, D]
+        if target_pos is not None:
+            hidden = jnp.take_along_axis(hidden, jnp.asarray(target_pos)[..., None],
+                                         axis=1)  # [B, K, D]
+        logits = llm.logits(hidden)  # [B, K or L, V] f32
         fault_logits = (None if self.bridge.fault_head is None
                         else self.bridge.fault_logits(events))
         return Outputs(logits=logits, dynamics=self.encoder.dynamics(state),

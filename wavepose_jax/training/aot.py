@@ -39,7 +39,7 @@ from absl import flags
 
 from wavepose_jax import cli
 from wavepose_jax import sharding as sharding_lib
-from wavepose_jax.data.batch import Batch
+from wavepose_jax.data.batch import Batch, token_bucket
 from wavepose_jax.data.faults import FAULTS
 from wavepose_jax.models import phi3_bases
 from wavepose_jax.models.phi3 import Phi3Config
@@ -123,8 +123,12 @@ def base_config(path: str) -> Phi3Config:
 
 def abstract_batch(data: DataSpec, batch_size: int, tokens: int,
                    mesh: jax.sharding.Mesh) -> Batch:
-    """A training batch (data/batch.py) of ShapeDtypeStructs, split over the data axes."""
+    """A training batch (data/batch.py) of ShapeDtypeStructs, split over the data axes; the
+    target slots are those of the longest target the data allows (`data.max_target_tokens`
+    and its <|end|>), at most `tokens`."""
     sharding = sharding_lib.batch_sharding(mesh)
+    slots = min(tokens, token_bucket(data.max_target_tokens + 1, data.buckets)
+                if data.max_target_tokens + 1 <= max(data.buckets) else tokens)
     frames, faults = data.seq_len, len(FAULTS)
     channels = data.num_channels  # the signals + rep/fault channels
 
@@ -137,7 +141,7 @@ def abstract_batch(data: DataSpec, batch_size: int, tokens: int,
         faults=leaf((faults,), jnp.float32), fault_mask=leaf((faults,), bool),
         tokens=leaf((tokens,), jnp.int32), token_mask=leaf((tokens,), bool),
         loss_mask=leaf((tokens,), bool), prompt_len=leaf((), jnp.int32),
-        example_weight=leaf((), jnp.float32))
+        example_weight=leaf((), jnp.float32), target_pos=leaf((slots,), jnp.int32))
 
 
 def compile_train_step(spec: RunSpec, llm_config: Phi3Config, tokens: int | None = None,

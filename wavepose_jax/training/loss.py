@@ -1,11 +1,13 @@
 """The training losses, as functions of the model's outputs and the batch.
 
-    outputs = model(batch.waves, batch.frame_mask, batch.tokens, batch.token_mask)
+    outputs = model(batch.waves, batch.frame_mask, batch.tokens, batch.token_mask,
+                    batch.target_pos)                    # logits at the target positions only
     terms = loss_terms(outputs, batch, weights)          # sums, not means
     # or in one call: model_loss_terms(model, batch, weights, deterministic=...)
 
 * Cross-entropy on the target tokens only (`Batch.target_weight`: the feedback text and its
-  closing <|end|>, times the example weight); prompt and padding never enter it. Returned as
+  closing <|end|>, times the example weight); prompt and padding never enter it, and the
+  model's head runs on the target positions alone (`Batch.target_pos`). Returned as
   a sum with its token count, so the train step divides by the token count of the global
   batch: exact with padding, padded examples and gradient accumulation.
 * Wave dynamics (`LossWeights.aux`): the encoder's readout of `dynamic_state` must predict each
@@ -56,12 +58,15 @@ class LossWeights:
 def token_ce(logits: jax.Array, batch: Batch) -> tuple[jax.Array, jax.Array]:
     """(CE sum, token count) over the target tokens.
 
-    logits [B, L, V] (any float dtype; computed in float32): `logits[:, t]` predicts
-    `batch.tokens[:, t]`.
+    logits [B, K, V] (any float dtype; computed in float32): `logits[:, k]` predicts the token
+    at `batch.target_pos[:, k]` (`WaveLLM` called with the batch's target positions).
     """
+    pos = jnp.asarray(batch.target_pos)  # [B, K]
+    labels = jnp.take_along_axis(jnp.asarray(batch.tokens), pos, axis=1)  # [B, K]
+    weight = jnp.take_along_axis(batch.target_weight(), pos, axis=1)  # [B, K]
+    weight = jnp.where(pos > 0, weight, 0.0)  # padding slots point at position 0, a prompt's
     ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
-                                                         batch.tokens)  # [B, L]
-    weight = batch.target_weight()  # [B, L]
+                                                         labels)  # [B, K]
     return jnp.sum(jnp.where(weight > 0, ce, 0.0) * weight), jnp.sum(weight)
 
 
@@ -167,7 +172,7 @@ def model_loss_terms(model: Any, batch: Batch, weights: LossWeights, *,
                      deterministic: bool) -> LossTerms:
     """`loss_terms` of one forward pass of a `models.wavellm.WaveLLM` over `batch`."""
     outputs = model(batch.waves, batch.frame_mask, batch.tokens, batch.token_mask,
-                    deterministic=deterministic)
+                    batch.target_pos, deterministic=deterministic)
     return loss_terms(outputs, batch, weights)
 
 
