@@ -74,9 +74,9 @@ def test_prediction_matches_a_real_step():
     * argument bytes == the bytes of the real train state and batch (within 1%), and the abstract
       state has the real state's shapes, dtypes and shardings;
     * the step's own memory (peak - arguments: scratch and outputs not written into donated
-      inputs) is within -10% / +30% of the process's measured peak RSS rise during one step.
-      The slack above covers XLA:CPU's runtime (thread pools, stacks; ~40-60 MB measured here on
-      ~330 MB of predicted scratch); glibc is told to map large buffers directly, so freed
+      inputs) is within -10% / +10% + 64 MiB of the process's measured peak RSS rise during one
+      step. The fixed 64 MiB covers XLA:CPU's runtime (thread pools, stacks; ~40-60 MB measured
+      here, whatever the step's size); glibc is told to map large buffers directly, so freed
       memory is not silently reused and the rise is what the step touched.
     """
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "MALLOC_MMAP_THRESHOLD_": "65536"}
@@ -87,7 +87,7 @@ def test_prediction_matches_a_real_step():
     assert got["same_state"]
     assert abs(got["argument"] - got["actual_args"]) <= 0.01 * got["actual_args"], got
     assert got["predicted"] > 100 * 2**20, got  # large enough to measure
-    assert 0.9 * got["predicted"] <= got["measured"] <= 1.3 * got["predicted"], got
+    assert 0.9 * got["predicted"] <= got["measured"] <= 1.1 * got["predicted"] + 64 * 2**20, got
 
 
 def test_base_shapes_without_a_download(tmp_path):
