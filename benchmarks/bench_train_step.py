@@ -29,8 +29,8 @@ against the ceiling: the faster of a 4096 x 4096 fp32 matmul timed in JAX and in
 process.
 
 FLOP convention (stated in the output): 2 FLOPs per multiply-add of every matmul the step
-needs. Forward: every layer on every position; the LM head on the 256 positions that predict a
-token; attention scores and values in full (not halved for causality; both implementations
+needs. Forward: every layer on every position; the LM head on the target positions only (the
+loss reads no other logit; the JAX step computes only those, transformers computes all 264); attention scores and values in full (not halved for causality; both implementations
 compute the full masked matrix). Backward: the input gradient of every matmul on the path to a
 trainable weight (all of the language model: gradients must reach the soft tokens), and the
 weight gradient of trainable weights only (encoder, bridge, LoRA; the frozen base needs none).
@@ -121,8 +121,9 @@ def make_batch(shape: Shape, seed: int = 0):
         target_pos=target_positions(loss_mask))
 
 
-def step_flops(config, llm_cfg: dict, shape: Shape) -> dict[str, float]:
-    """Matmul FLOPs of one train step under the convention of the module docstring."""
+def step_flops(config, llm_cfg: dict, shape: Shape, targets: int) -> dict[str, float]:
+    """Matmul FLOPs of one train step under the convention of the module docstring
+    (`targets`: the batch's target tokens, where the LM head runs)."""
     enc, br, lora = config.encoder, config.bridge, config.lora
     b, t, length = shape.batch, shape.frames, shape.tokens
     q = br.num_queries
@@ -137,7 +138,7 @@ def step_flops(config, llm_cfg: dict, shape: Shape) -> dict[str, float]:
     lora_w = layers * sum(lora.rank * (i + o) for i, o in shapes)
     out = {
         "llm_frozen": 4.0 * ntok * frozen_w,  # forward + input gradient
-        "llm_head": 4.0 * b * length * d * vocab,
+        "llm_head": 4.0 * targets * d * vocab,
         "llm_lora": 6.0 * ntok * lora_w,  # forward + input and weight gradients
         "llm_attention": 12.0 * layers * ntok * seq * heads * hd,
     }
@@ -607,7 +608,7 @@ def run(args) -> dict:
             times[name].append(time.perf_counter() - start)
 
     ceiling = matmul_ceiling(args.matmul_n, max(3, args.repeats))
-    flops = step_flops(config, shape.llm, shape)
+    flops = step_flops(config, shape.llm, shape, int(np.sum(host_batch.loss_mask)))
     llm_cfg = model.llm.config
     palm = metrics_lib.model_flops_per_token(
         llm_cfg, counts["base"] + counts["lora"] + counts["encoder"] + counts["bridge"],
