@@ -85,6 +85,33 @@ def test_lora_layer_equals_merged_dense():
                                atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_lora_branch_gradients_equal_autodiff_of_the_formula(dtype):
+    """`Linear`'s LoRA branch has a hand-written backward (thin transposes only); its gradients
+    for the input, A and B must be those of `scale * (h @ a) @ b` differentiated by JAX."""
+    from wavepose_jax.models.phi3 import _lora_branch
+
+    rng = np.random.default_rng(0)
+    h, a, b, g = (jnp.asarray(rng.normal(size=s), dtype)
+                  for s in ((2, 5, 16), (16, 4), (4, 24), (2, 5, 24)))
+    scale = 2.0
+
+    def plain(h, a, b):
+        return scale * jnp.dot(jnp.dot(h, a), b)
+
+    def custom(h, a, b):
+        return _lora_branch(h, a, b, scale, None)
+
+    y_ref, vjp_ref = jax.vjp(plain, h, a, b)
+    y, vjp = jax.vjp(custom, h, a, b)
+    tol = 1e-6 if dtype == jnp.float32 else 2e-2
+    np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(y_ref, np.float32), rtol=tol)
+    for got, want in zip(vjp(g), vjp_ref(g)):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                                   rtol=tol, atol=tol * float(jnp.abs(want.astype(jnp.float32)).max()))
+
+
 def test_lora_dropout_only_when_training():
     model = Phi3ForCausalLM(TINY, rngs=nnx.Rngs(0))
     lora.apply_lora(model, lora.LoraConfig(rank=4, alpha=8.0, dropout=0.5), nnx.Rngs(1))

@@ -33,6 +33,7 @@ they were written with.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -340,6 +341,36 @@ class LMOutput(NamedTuple):
 # Layers
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _lora_branch(h, a, b, scale: float, out_dtype):
+    """scale * (h @ a) @ b: the LoRA branch of `Linear` (h the dropped-out input)."""
+    return scale * jnp.dot(jnp.dot(h, a), b, preferred_element_type=out_dtype)
+
+
+def _lora_branch_fwd(h, a, b, scale, out_dtype):
+    z = jnp.dot(h, a)  # [..., r]
+    return scale * jnp.dot(z, b, preferred_element_type=out_dtype), (h, a, b, z)
+
+
+def _lora_branch_bwd(scale, out_dtype, res, g):
+    """The gradients of `scale * (h @ a) @ b`, with both weight gradients written as plain
+    row-major products: the thin [r, T] operand is transposed, never the wide [T, out] one
+    (left to itself, XLA:CPU copied the whole output gradient into a transposed layout)."""
+    h, a, b, z = res
+    f32 = jnp.float32
+    h2, z2 = h.reshape(-1, h.shape[-1]), z.reshape(-1, z.shape[-1])
+    g2 = (scale * g).reshape(-1, g.shape[-1]).astype(b.dtype)
+    dz = jnp.dot(g2, b.T, preferred_element_type=f32).astype(z.dtype)  # [T, r]
+    zt, dzt = jax.lax.optimization_barrier((z2.T, dz.T))  # keep the thin transposes explicit
+    db = jnp.dot(zt, g2, preferred_element_type=f32)  # [r, out]
+    da = jnp.dot(dzt, h2, preferred_element_type=f32).T  # [in, r]
+    dh = jnp.dot(dz, a.T, preferred_element_type=f32).reshape(h.shape)
+    return dh.astype(h.dtype), da.astype(a.dtype), db.astype(b.dtype)
+
+
+_lora_branch.defvjp(_lora_branch_fwd, _lora_branch_bwd)
+
+
 class Linear(nnx.Module):
     """Bias-free dense layer, kernel [in, out], with an optional LoRA branch.
 
@@ -364,9 +395,10 @@ class Linear(nnx.Module):
         y = jnp.dot(x, self.kernel[...].astype(self.dtype), preferred_element_type=out_dtype)
         if self.lora_a is not None:
             h = self.lora_dropout(x) if self.lora_dropout is not None else x
-            h = jnp.dot(h, self.lora_a[...].astype(self.dtype))  # [..., r]
-            delta = jnp.dot(h, self.lora_b[...].astype(self.dtype), preferred_element_type=out_dtype)
-            y = y + (self.lora_scale * delta).astype(y.dtype)
+            delta = _lora_branch(h, self.lora_a[...].astype(self.dtype),
+                                 self.lora_b[...].astype(self.dtype), float(self.lora_scale),
+                                 out_dtype)
+            y = y + delta.astype(y.dtype)
         return y
 
 
