@@ -49,14 +49,14 @@ import argparse
 import dataclasses
 import math
 import os
-import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+import benchlib
 
 README = Path(__file__).with_name("README.md")
 MARK_START, MARK_END = "<!-- train-step-results -->", "<!-- /train-step-results -->"
@@ -77,6 +77,7 @@ def _set_xla_flags() -> None:
     if extra:
         os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    benchlib.quiet_openmp()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -425,41 +426,6 @@ def copy_lora(peft_model, jax_llm) -> int:
 # Measurement helpers
 
 
-def _cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                    if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown CPU"
-
-
-def matmul_ceiling(n: int, repeats: int) -> dict[str, float]:
-    """FLOP/s of an n x n fp32 matmul in JAX and in torch (median of `repeats` after a warm-up)."""
-    import jax
-    import jax.numpy as jnp
-    import torch
-
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), np.float32)
-    b = rng.standard_normal((n, n), np.float32)
-    flops = 2.0 * n ** 3
-    mm = jax.jit(jnp.matmul)
-    ja, jb = jnp.asarray(a), jnp.asarray(b)
-    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-    times = {"jax": [], "torch": []}
-    mm(ja, jb).block_until_ready()
-    torch.matmul(ta, tb)
-    for _ in range(repeats):
-        start = time.perf_counter()
-        mm(ja, jb).block_until_ready()
-        times["jax"].append(time.perf_counter() - start)
-        start = time.perf_counter()
-        torch.matmul(ta, tb)
-        times["torch"].append(time.perf_counter() - start)
-    return {k: flops / statistics.median(v) for k, v in times.items()}
-
-
 # ------------------------------------------------------------------------------------------------
 # The benchmark
 
@@ -597,17 +563,13 @@ def run(args) -> dict:
         jax.block_until_ready((holder["state"], metrics))
         return float(metrics["loss"])
 
-    for _ in range(args.warmup):
-        jax_step()
-        torch_step()
-    times = {"jax": [], "torch": []}
-    for _ in range(args.repeats):
-        for name, fn in (("jax", jax_step), ("torch", torch_step)):
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-
-    ceiling = matmul_ceiling(args.matmul_n, max(3, args.repeats))
+    times = benchlib.interleaved({"jax": jax_step, "torch": torch_step}, args.repeats,
+                                 warmup=args.warmup)
+    profile = None
+    if args.profile:
+        profile = {"jax": benchlib.jax_profile(jax_step, compiled.as_text()),
+                   "torch": benchlib.torch_profile(torch_step)}
+    ceiling = benchlib.matmul_ceiling(args.matmul_n, max(3, args.repeats))
     flops = step_flops(config, shape.llm, shape, int(np.sum(host_batch.loss_mask)))
     llm_cfg = model.llm.config
     palm = metrics_lib.model_flops_per_token(
@@ -620,18 +582,12 @@ def run(args) -> dict:
         "compile_s": compile_s, "flops": flops, "xla_flops": xla_flops, "palm_flops": palm,
         "ceiling": ceiling, "matmul_n": args.matmul_n, "parity": parity, "params": counts,
         "trainable": {"jax": n_jax_trainable, "torch": n_torch_trainable},
-        "load": os.getloadavg(),
+        "machine": benchlib.machine(), "profile": profile,
         "llm": {"remat": bool(config.llm.remat), "scan_layers": bool(config.llm.scan_layers)},
     }
 
 
 def report(res: dict, repeats: int) -> tuple[str, str, list[str]]:
-    import jax
-    import torch
-    import transformers
-    import flax
-    import peft
-
     t_jax = statistics.median(res["times"]["jax"])
     t_torch = statistics.median(res["times"]["torch"])
     total = res["flops"]["total"]
@@ -650,11 +606,11 @@ def report(res: dict, repeats: int) -> tuple[str, str, list[str]]:
     flops = res["flops"]
     parts = ", ".join(f"{k.replace('_', ' ')} {v / 1e9:.1f}" for k, v in flops.items()
                       if k != "total")
-    machine = (f"{_cpu_name()}, {res['threads']} cores, {res['threads']} torch threads, 1 JAX CPU "
-               f"device; jax {jax.__version__}, flax {flax.__version__}, torch {torch.__version__}, "
-               f"transformers {transformers.__version__}, peft {peft.__version__}; "
-               f"load average {res['load'][0]:.1f} / {res['load'][1]:.1f} / {res['load'][2]:.1f} "
-               f"(1 / 5 / 15 min) at the end; median of {repeats} interleaved steps after warm-up")
+    m = res["machine"]
+    machine = (f"{m['cpu']} ({m['isa']}), {m['cores']} cores, {res['threads']} torch threads, 1 JAX "
+               f"CPU device; {benchlib.versions()}; load average {m['load'][0]:.1f} / "
+               f"{m['load'][1]:.1f} / {m['load'][2]:.1f} (1 / 5 / 15 min) at the end; median of "
+               f"{repeats} interleaved steps after warm-up")
     stack = "scanned" if res["llm"]["scan_layers"] else "unrolled"
     notes = [
         f"JAX step: {stack} decoder stack, remat {'on' if res['llm']['remat'] else 'off'} "
@@ -685,6 +641,8 @@ def main():
                         help="llm.remat of the JAX step (default: configs/base.py's)")
     parser.add_argument("--stack", choices=("scanned", "unrolled"), default=None,
                         help="llm.scan_layers of the JAX step (default: configs/base.py's)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also trace two steps of each side and print where the time goes")
     parser.add_argument("--write-readme", action="store_true",
                         help="replace the train-step table in benchmarks/README.md")
     args = parser.parse_args()
@@ -700,6 +658,10 @@ def main():
         print(f"* {note}")
     print("\nraw step times (s): " + "; ".join(
         f"{k} " + ", ".join(f"{t:.3f}" for t in v) for k, v in res["times"].items()))
+    if res["profile"]:
+        for side, title in (("jax", "JAX op (HLO instruction kind)"),
+                            ("torch", "PyTorch op (self time)")):
+            print("\n" + benchlib.markdown(title, res["profile"][side]))
     if args.write_readme:
         if args.tiny:
             raise SystemExit("--write-readme needs the full shapes (drop --tiny)")
@@ -707,6 +669,11 @@ def main():
         head, rest = text.split(MARK_START, 1)
         tail = rest.split(MARK_END, 1)[1]
         body = "\n".join([f"Machine: {machine}.", "", table, "", *[f"* {n}" for n in notes]])
+        if res["profile"]:
+            body += "\n\nWhere one step's time goes (two traced steps after the timed ones):\n"
+            body += "\n\n".join(benchlib.markdown(title, res["profile"][side]) for side, title in
+                                 (("jax", "JAX op (HLO instruction kind)"),
+                                  ("torch", "PyTorch op (self time)")))
         README.write_text(f"{head}{MARK_START}\n{body}\n{MARK_END}{tail}")
 
 
