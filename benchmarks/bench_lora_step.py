@@ -22,14 +22,6 @@ import numpy as np
 
 import benchlib
 
-SHAPE = dict(vocab_size=32064, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
-             num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=4096,
-             original_max_position_embeddings=4096, pad_token_id=0, eos_token_id=None)
-TINY = dict(SHAPE, vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=4)
-TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
-
-
 def run(args) -> dict:
     benchlib.quiet_openmp()
     import jax
@@ -43,7 +35,7 @@ def run(args) -> dict:
     from wavepose_jax import hf
     from wavepose_jax.models import lora
 
-    shape = TINY if args.tiny else SHAPE
+    shape = benchlib.PHI3_TINY_SHAPE if args.tiny else benchlib.PHI3_CPU_SHAPE
     batch, length, rank = (2, 32, 4) if args.tiny else (4, 256, 32)
     torch.set_num_threads(benchlib.machine()["cores"])
     torch.manual_seed(0)
@@ -54,7 +46,7 @@ def run(args) -> dict:
     lora.apply_lora(model, lora.LoraConfig(rank=rank, alpha=2.0 * rank, dropout=0.0),
                     nnx.Rngs(params=1, dropout=2))  # lora.DEFAULT_TARGETS: the four projections
     peft_llm = get_peft_model(hf_llm, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
-                                                 target_modules=TARGETS))
+                                                 target_modules=benchlib.PEFT_TARGETS))
     ids = np.random.default_rng(0).integers(3, shape["vocab_size"], (batch, length)).astype(np.int32)
     weight = np.zeros((batch, length - 1), np.float32)
     weight[:, length // 2 - 1:] = 1.0  # next-token loss on the last half

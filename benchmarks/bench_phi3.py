@@ -39,9 +39,7 @@ from wavepose_jax.models.phi3 import LongRopeScaling, Phi3Config, Phi3ForCausalL
 import benchlib
 
 README = Path(__file__).with_name("README.md")
-CPU_SHAPE = dict(vocab_size=32064, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
-                 num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=4096,
-                 original_max_position_embeddings=4096, pad_token_id=0, eos_token_id=None)
+CPU_SHAPE = benchlib.PHI3_CPU_SHAPE
 
 
 def _median_time(fn, repeats: int) -> float:

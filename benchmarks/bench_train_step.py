@@ -61,11 +61,6 @@ import benchlib
 README = Path(__file__).with_name("README.md")
 MARK_START, MARK_END = "<!-- train-step-results -->", "<!-- /train-step-results -->"
 
-CPU_SHAPE = dict(vocab_size=32064, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
-                 num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=4096,
-                 original_max_position_embeddings=4096, pad_token_id=0, eos_token_id=None)
-TINY_SHAPE = dict(CPU_SHAPE, vocab_size=512, hidden_size=64, intermediate_size=128,
-                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4)
 
 # XLA CPU settings of this benchmark (set before jax is imported; see the README section).
 XLA_CPU_FLAGS: tuple[str, ...] = ()
@@ -89,7 +84,7 @@ class Shape:
     batch: int = 4
     frames: int = 300
     tokens: int = 256
-    llm: dict = dataclasses.field(default_factory=lambda: dict(CPU_SHAPE))
+    llm: dict = dataclasses.field(default_factory=lambda: dict(benchlib.PHI3_CPU_SHAPE))
 
 
 def make_batch(shape: Shape, seed: int = 0):
@@ -449,7 +444,7 @@ def run(args) -> dict:
 
     threads = len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
-    shape = Shape(llm=dict(TINY_SHAPE if args.tiny else CPU_SHAPE))
+    shape = Shape(llm=dict(benchlib.PHI3_TINY_SHAPE if args.tiny else benchlib.PHI3_CPU_SHAPE))
     if args.tiny:
         shape = dataclasses.replace(shape, batch=2, frames=40, tokens=32)
 
@@ -487,10 +482,9 @@ def run(args) -> dict:
     t_enc = Encoder(config.encoder)
     t_br = Bridge(config.bridge, shape.llm["hidden_size"], 1.0)
     copy_motion(t_enc, t_br, model)
-    targets = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]  # lora.DEFAULT_TARGETS
     peft_llm = get_peft_model(hf_llm, LoraConfig(
         r=int(config.lora.rank), lora_alpha=float(config.lora.alpha),
-        lora_dropout=float(config.lora.dropout), target_modules=targets))
+        lora_dropout=float(config.lora.dropout), target_modules=benchlib.PEFT_TARGETS))
     n_lora = copy_lora(peft_llm, model.llm)
     t_model = WaveLLMTorch(t_enc, t_br, peft_llm)
 

@@ -1,6 +1,7 @@
 """What the benchmarks share: the machine's description and ceilings, and where a step's time
 goes, op by op, on each side.
 
+* `PHI3_CPU_SHAPE` / `PHI3_TINY_SHAPE`: the language model the CPU benchmarks race.
 * `machine()`: CPU model, ISA extensions (AVX-512, AMX), core count, load.
 * `quiet_openmp()`: set before torch is imported. Both frameworks share the same cores in one
   process; torch's OpenMP threads otherwise keep spinning after each of its ops and take the
@@ -35,6 +36,19 @@ import time
 from typing import Callable
 
 import numpy as np
+
+# The Phi-3-shaped language model every CPU benchmark races (random fp32 weights built by
+# transformers): Phi-3's vocabulary and layout at hidden 512, 8 layers; and a tiny one that
+# only checks that a script runs.
+PHI3_CPU_SHAPE = dict(vocab_size=32064, hidden_size=512, intermediate_size=1536,
+                      num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8,
+                      max_position_embeddings=4096, original_max_position_embeddings=4096,
+                      pad_token_id=0, eos_token_id=None)
+PHI3_TINY_SHAPE = dict(PHI3_CPU_SHAPE, vocab_size=512, hidden_size=64, intermediate_size=128,
+                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4)
+
+# peft's names of the four projections the project adapts (lora.DEFAULT_TARGETS)
+PEFT_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
 
 
 def quiet_openmp() -> None:
