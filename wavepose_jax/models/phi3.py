@@ -19,7 +19,7 @@ Two forms of the decoder stack (``Phi3Config.scan_layers``):
 
   Checkpoints store Hugging Face names either way (``wavepose_jax/hf.py`` maps
   ``model.layers.{i}.*`` to slot i of the stacked leaf); the KV cache of the scanned form is
-  stacked as well ([L, B, S, K, H]). With a 16-bit ``param_dtype`` the stacked weights (and a
+  stacked as well ([L, B, K, S, H]). With a 16-bit ``param_dtype`` the stacked weights (and a
   16-bit cache) are stored as their raw bits, uint16 (``stores_bits``; see ``BITS`` below for
   why); ``from_bits`` reads them.
 
@@ -313,8 +313,10 @@ class Cache:
     (-1 for an empty slot or a padding token, which are never attended to).
     """
 
-    # Unrolled stack: one [B, S, K, H] array per layer; scanned stack: one [L, B, S, K, H]
-    # array (uint16 bits when the cache is 16-bit, see `run_stacked`).
+    # Unrolled stack: one [B, K, S, H] array per layer; scanned stack: one [L, B, K, S, H]
+    # array (uint16 bits when the cache is 16-bit, see `run_stacked`). Heads before slots: a
+    # decoding step's attention reads each head's keys and values as one contiguous [S, H]
+    # matrix, the layout of a plain batched matmul, so no step copies the cache into another.
     k: tuple[jax.Array, ...] | jax.Array
     v: tuple[jax.Array, ...] | jax.Array
     positions: jax.Array  # [B, S] int32
@@ -428,7 +430,7 @@ class Phi3Attention(nnx.Module):
         self.o_proj = Linear(c.num_attention_heads * c.head_dim, c.hidden_size, **kw)
 
     def __call__(self, x, cos, sin, mask, kv_cache, index):
-        """x [B, T, D]; cos/sin [B, T, R]; mask [B, 1, T, S] bool; kv_cache ([B,S,K,H] x2) | None."""
+        """x [B, T, D]; cos/sin [B, T, R]; mask [B, 1, T, S] bool; kv_cache ([B,K,S,H] x2) | None."""
         c = self.config
         b, t, _ = x.shape
         n, kh, h = c.num_attention_heads, c.num_key_value_heads, c.head_dim
@@ -438,16 +440,49 @@ class Phi3Attention(nnx.Module):
         v = qkv[..., (n + kh) * h:].reshape(b, t, kh, h)
         q = apply_rope(q, cos, sin)
         k = apply_rope(k, cos, sin)
-        if kv_cache is not None:
-            k_cache, v_cache = kv_cache
-            k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, index, 0, 0))
-            v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, index, 0, 0))
+        if kv_cache is None:
+            out = self._attention(q, k, v, mask)
+        else:
+            k_cache, v_cache = kv_cache  # [B, K, S, H]; the T new slots written at `index`
+            k = jax.lax.dynamic_update_slice(
+                k_cache, k.swapaxes(1, 2).astype(k_cache.dtype), (0, 0, index, 0))
+            v = jax.lax.dynamic_update_slice(
+                v_cache, v.swapaxes(1, 2).astype(v_cache.dtype), (0, 0, index, 0))
             kv_cache = (k, v)
-        # cuDNN's fused kernel targets long query blocks; single-token decoding uses XLA.
-        impl = None if t == 1 else c.attention_impl
-        out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask,
-                                           implementation=impl)  # [B, T, N, H]
+            k, v = k.astype(q.dtype), v.astype(q.dtype)
+            if t == 1:
+                out = _decode_attention(q, k, v, mask)
+            else:  # a prompt: one transpose of the cache per call, then the fused path
+                out = self._attention(q, k.swapaxes(1, 2), v.swapaxes(1, 2), mask)
         return self.o_proj(out.reshape(b, t, n * h)), kv_cache
+
+    def _attention(self, q, k, v, mask):
+        """q [B, T, N, H], k/v [B, S, K, H] -> [B, T, N, H]."""
+        # cuDNN's fused kernel targets long query blocks; a single query uses XLA.
+        impl = None if q.shape[1] == 1 else self.config.attention_impl
+        return jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask,
+                                            implementation=impl)
+
+
+def _decode_attention(q, k, v, mask):
+    """Attention of one new token per sequence over the cache, in the cache's own layout.
+
+    q [B, 1, N, H]; k/v [B, K, S, H]; mask [B, 1, 1, S] -> [B, 1, N, H]. The N query heads are
+    grouped by the K key/value heads they share ([B, K, G, H]), so both products are plain
+    batched matmuls over (B, K) with no copy of the cache; the arithmetic is that of
+    ``jax.nn.dot_product_attention``'s XLA path (float32 logits, softmax, probabilities in the
+    compute dtype).
+    """
+    b, _, n, h = q.shape
+    kh = k.shape[1]
+    qg = q.reshape(b, kh, n // kh, h)  # [B, K, G, H]
+    logits = jnp.einsum("bkgh,bksh->bkgs", qg, k, preferred_element_type=jnp.float32)
+    logits = logits * jnp.float32(1.0 / np.sqrt(h))
+    big_neg = -0.7 * float(jnp.finfo(jnp.float32).max)  # as jax.nn.dot_product_attention
+    logits = jnp.where(mask[:, :, 0, None, :], logits, big_neg)  # mask [B, 1, 1, S]
+    probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
+    out = jnp.einsum("bkgs,bksh->bkgh", probs, v)  # [B, K, G, H]
+    return out.reshape(b, 1, n, h)
 
 
 class Phi3MLP(nnx.Module):
@@ -550,7 +585,7 @@ def run_stacked(layers: Phi3DecoderLayer, x, cos, sin, mask, kv, index, *, remat
     Args:
       layers: the stacked layer; parameters [L, ...] (uint16 ones hold `param_dtype` bits).
       x: [B, T, D] input hidden states; cos/sin [B, T, R]; mask [B, 1, T, S]; index [] int32.
-      kv: None, or the stacked cache (k, v), each [L, B, S, K, H] (uint16: `cache_dtype`
+      kv: None, or the stacked cache (k, v), each [L, B, K, S, H] (uint16: `cache_dtype`
         bits); the T new keys/values are written at slot ``index`` of layer i's cache inside
         the loop (in place).
       remat: rematerialise the loop body in the backward pass (``jax.checkpoint``).
@@ -572,12 +607,12 @@ def run_stacked(layers: Phi3DecoderLayer, x, cos, sin, mask, kv, index, *, remat
         layer = nnx.merge(graphdef, layer_params, layer_rest)
         layer_kv = None if kv is None else tuple(
             from_bits(jax.lax.dynamic_index_in_dim(c, i, 0, keepdims=False), cache_dtype)
-            for c in kv)  # [B, S, K, H] each
+            for c in kv)  # [B, K, S, H] each
         x, layer_kv = layer(x, cos, sin, mask, layer_kv, index)
         if kv is not None:  # write back only the T new slots of layer i
             kv = tuple(jax.lax.dynamic_update_slice(
-                c, _store_like(c, jax.lax.dynamic_slice_in_dim(new, index, t, axis=1)),
-                (i, 0, index, 0, 0)) for c, new in zip(kv, layer_kv))
+                c, _store_like(c, jax.lax.dynamic_slice_in_dim(new, index, t, axis=2)),
+                (i, 0, 0, index, 0)) for c, new in zip(kv, layer_kv))
         _, _, new_rest = nnx.split(layer, nnx.Param, ...)
         if any(a is not b for a, b in zip(jax.tree.leaves(new_rest), jax.tree.leaves(layer_rest))):
             mutated.append(True)
@@ -594,7 +629,7 @@ def run_stacked(layers: Phi3DecoderLayer, x, cos, sin, mask, kv, index, *, remat
 
 
 def _store_like(stacked: jax.Array, new: jax.Array) -> jax.Array:
-    """new [B, T, K, H] as one slot [1, B, T, K, H] of `stacked` (bits when it holds bits)."""
+    """new [B, K, T, H] as one slot [1, B, K, T, H] of `stacked` (bits when it holds bits)."""
     new = new.astype(stacked.dtype) if stacked.dtype != BITS else to_bits(new)
     return new[None]
 
@@ -638,8 +673,8 @@ class Phi3ForCausalLM(nnx.Module):
         """An empty cache of ``max_len`` slots (dtype defaults to the compute dtype)."""
         c = self.config
         dtype = dtype or c.dtype
-        shape = (batch_size, max_len, c.num_key_value_heads, c.head_dim)
-        if c.scan_layers:  # [L, B, S, K, H]; a 16-bit cache of the compute dtype as bits
+        shape = (batch_size, c.num_key_value_heads, max_len, c.head_dim)
+        if c.scan_layers:  # [L, B, K, S, H]; a 16-bit cache of the compute dtype as bits
             as_bits = jnp.dtype(dtype) == jnp.dtype(c.dtype) and jnp.dtype(dtype) in _HALF
             stored = BITS if as_bits else dtype
             k = jnp.zeros((c.num_hidden_layers, *shape), stored)
@@ -707,7 +742,7 @@ class Phi3ForCausalLM(nnx.Module):
         # generator's lax loops, where nnx.remat could not write state back) runs plainly.
         remat = c.remat and cache is None
         if c.scan_layers:
-            kv = None if cache is None else (cache.k, cache.v)  # [L, B, S, K, H] each
+            kv = None if cache is None else (cache.k, cache.v)  # [L, B, K, S, H] each
             x, kv = run_stacked(self.model.layers, x, cos, sin, attn_mask, kv, index,
                                 remat=remat, param_dtype=c.param_dtype, cache_dtype=c.dtype)
             new_k, new_v = kv if cache is not None else (None, None)
