@@ -138,7 +138,7 @@ def test_bucket_length():
 
 
 def test_scanned_stack_decodes_like_transformers(setup, hf_checkpoint):
-    """The scanned stack's stacked cache [L, B, K, S, H]: greedy tokens equal transformers'
+    """The scanned stack's stacked cache [L, B*K, S, H]: greedy tokens equal transformers'
     across the LongRoPE switch (full recompute), and streaming equals one-call decoding."""
     torch_model, _, prompts, ids, mask = setup
     _, path = hf_checkpoint("longrope_gqa", rope_scaling="longrope")

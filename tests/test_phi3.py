@@ -92,7 +92,7 @@ def test_kv_cache_matches_full_forward(hf_checkpoint, scan):
     ids = jnp.asarray(_ids(2, 10, seed=8))
     full = np.asarray(call(model, ids))
     cache = model.init_cache(2, 16)
-    assert (cache.k.shape == (2, 2, 2, 16, 16)) if scan else len(cache.k) == 2
+    assert (cache.k.shape == (2, 4, 16, 16)) if scan else len(cache.k) == 2
     logits, _, cache = call(model, ids[:, :6], cache=cache)
     steps = [np.asarray(logits)]
     for t in range(6, 10):

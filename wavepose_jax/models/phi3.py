@@ -19,7 +19,7 @@ Two forms of the decoder stack (``Phi3Config.scan_layers``):
 
   Checkpoints store Hugging Face names either way (``wavepose_jax/hf.py`` maps
   ``model.layers.{i}.*`` to slot i of the stacked leaf); the KV cache of the scanned form is
-  stacked as well ([L, B, K, S, H]). With a 16-bit ``param_dtype`` the stacked weights (and a
+  stacked as well ([L, B*K, S, H]; see ``Cache``). With a 16-bit ``param_dtype`` the stacked weights (and a
   16-bit cache) are stored as their raw bits, uint16 (``stores_bits``; see ``BITS`` below for
   why); ``from_bits`` reads them.
 
@@ -313,10 +313,13 @@ class Cache:
     (-1 for an empty slot or a padding token, which are never attended to).
     """
 
-    # Unrolled stack: one [B, K, S, H] array per layer; scanned stack: one [L, B, K, S, H]
-    # array (uint16 bits when the cache is 16-bit, see `run_stacked`). Heads before slots: a
-    # decoding step's attention reads each head's keys and values as one contiguous [S, H]
-    # matrix, the layout of a plain batched matmul, so no step copies the cache into another.
+    # Unrolled stack: one [B*K, S, H] array per layer (row b * K + j: sequence b, key/value
+    # head j); scanned stack: one [L, B*K, S, H] array (uint16 bits when the cache is 16-bit,
+    # see `run_stacked`). Each (sequence, head) pair's keys and values are one contiguous
+    # [S, H] matrix behind a single leading axis: a decoding step's attention is then a plain
+    # batched matmul that reads the cache where the step wrote it. XLA:CPU copied the cache of
+    # every layer for every token with [B, S, K, H] (into the matmul's layout) and, at batch 1,
+    # with [B, K, S, H] (the update fused twice, once per consumer).
     k: tuple[jax.Array, ...] | jax.Array
     v: tuple[jax.Array, ...] | jax.Array
     positions: jax.Array  # [B, S] int32
@@ -430,7 +433,7 @@ class Phi3Attention(nnx.Module):
         self.o_proj = Linear(c.num_attention_heads * c.head_dim, c.hidden_size, **kw)
 
     def __call__(self, x, cos, sin, mask, kv_cache, index):
-        """x [B, T, D]; cos/sin [B, T, R]; mask [B, 1, T, S] bool; kv_cache ([B,K,S,H] x2) | None."""
+        """x [B, T, D]; cos/sin [B, T, R]; mask [B, 1, T, S] bool; kv_cache ([B*K,S,H] x2) | None."""
         c = self.config
         b, t, _ = x.shape
         n, kh, h = c.num_attention_heads, c.num_key_value_heads, c.head_dim
@@ -443,17 +446,16 @@ class Phi3Attention(nnx.Module):
         if kv_cache is None:
             out = self._attention(q, k, v, mask)
         else:
-            k_cache, v_cache = kv_cache  # [B, K, S, H]; the T new slots written at `index`
-            k = jax.lax.dynamic_update_slice(
-                k_cache, k.swapaxes(1, 2).astype(k_cache.dtype), (0, 0, index, 0))
-            v = jax.lax.dynamic_update_slice(
-                v_cache, v.swapaxes(1, 2).astype(v_cache.dtype), (0, 0, index, 0))
-            kv_cache = (k, v)
-            k, v = k.astype(q.dtype), v.astype(q.dtype)
+            kv_cache = tuple(  # [B*K, S, H]; the T new slots are written at `index`
+                jax.lax.dynamic_update_slice(
+                    c, new.swapaxes(1, 2).reshape(b * kh, t, h).astype(c.dtype), (0, index, 0))
+                for c, new in zip(kv_cache, (k, v)))
+            k, v = (c.astype(q.dtype) for c in kv_cache)
             if t == 1:
                 out = _decode_attention(q, k, v, mask)
             else:  # a prompt: one transpose of the cache per call, then the fused path
-                out = self._attention(q, k.swapaxes(1, 2), v.swapaxes(1, 2), mask)
+                k, v = (c.reshape(b, kh, -1, h).swapaxes(1, 2) for c in (k, v))  # [B, S, K, H]
+                out = self._attention(q, k, v, mask)
         return self.o_proj(out.reshape(b, t, n * h)), kv_cache
 
     def _attention(self, q, k, v, mask):
@@ -467,21 +469,21 @@ class Phi3Attention(nnx.Module):
 def _decode_attention(q, k, v, mask):
     """Attention of one new token per sequence over the cache, in the cache's own layout.
 
-    q [B, 1, N, H]; k/v [B, K, S, H]; mask [B, 1, 1, S] -> [B, 1, N, H]. The N query heads are
-    grouped by the K key/value heads they share ([B, K, G, H]), so both products are plain
-    batched matmuls over (B, K) with no copy of the cache; the arithmetic is that of
-    ``jax.nn.dot_product_attention``'s XLA path (float32 logits, softmax, probabilities in the
-    compute dtype).
+    q [B, 1, N, H]; k/v [B*K, S, H]; mask [B, 1, 1, S] -> [B, 1, N, H]. The N query heads are
+    grouped by the K key/value heads they share ([B*K, G, H]), so both products are plain
+    batched matmuls over the cache's leading axis, reading it in place; the arithmetic is that
+    of ``jax.nn.dot_product_attention``'s XLA path (float32 logits, softmax, probabilities in
+    the compute dtype).
     """
     b, _, n, h = q.shape
-    kh = k.shape[1]
-    qg = q.reshape(b, kh, n // kh, h)  # [B, K, G, H]
-    logits = jnp.einsum("bkgh,bksh->bkgs", qg, k, preferred_element_type=jnp.float32)
-    logits = logits * jnp.float32(1.0 / np.sqrt(h))
+    kh, s = k.shape[0] // b, k.shape[1]
+    qg = q.reshape(b * kh, n // kh, h)  # [B*K, G, H]
+    logits = jnp.einsum("ngh,nsh->ngs", qg, k, preferred_element_type=jnp.float32)
+    logits = (logits * jnp.float32(1.0 / np.sqrt(h))).reshape(b, kh, n // kh, s)
     big_neg = -0.7 * float(jnp.finfo(jnp.float32).max)  # as jax.nn.dot_product_attention
     logits = jnp.where(mask[:, :, 0, None, :], logits, big_neg)  # mask [B, 1, 1, S]
-    probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
-    out = jnp.einsum("bkgs,bksh->bkgh", probs, v)  # [B, K, G, H]
+    probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype).reshape(b * kh, n // kh, s)
+    out = jnp.einsum("ngs,nsh->ngh", probs, v)  # [B*K, G, H]
     return out.reshape(b, 1, n, h)
 
 
@@ -585,7 +587,7 @@ def run_stacked(layers: Phi3DecoderLayer, x, cos, sin, mask, kv, index, *, remat
     Args:
       layers: the stacked layer; parameters [L, ...] (uint16 ones hold `param_dtype` bits).
       x: [B, T, D] input hidden states; cos/sin [B, T, R]; mask [B, 1, T, S]; index [] int32.
-      kv: None, or the stacked cache (k, v), each [L, B, K, S, H] (uint16: `cache_dtype`
+      kv: None, or the stacked cache (k, v), each [L, B*K, S, H] (uint16: `cache_dtype`
         bits); the T new keys/values are written at slot ``index`` of layer i's cache inside
         the loop (in place).
       remat: rematerialise the loop body in the backward pass (``jax.checkpoint``).
@@ -607,12 +609,12 @@ def run_stacked(layers: Phi3DecoderLayer, x, cos, sin, mask, kv, index, *, remat
         layer = nnx.merge(graphdef, layer_params, layer_rest)
         layer_kv = None if kv is None else tuple(
             from_bits(jax.lax.dynamic_index_in_dim(c, i, 0, keepdims=False), cache_dtype)
-            for c in kv)  # [B, K, S, H] each
+            for c in kv)  # [B*K, S, H] each
         x, layer_kv = layer(x, cos, sin, mask, layer_kv, index)
         if kv is not None:  # write back only the T new slots of layer i
             kv = tuple(jax.lax.dynamic_update_slice(
-                c, _store_like(c, jax.lax.dynamic_slice_in_dim(new, index, t, axis=2)),
-                (i, 0, 0, index, 0)) for c, new in zip(kv, layer_kv))
+                c, _store_like(c, jax.lax.dynamic_slice_in_dim(new, index, t, axis=1)),
+                (i, 0, index, 0)) for c, new in zip(kv, layer_kv))
         _, _, new_rest = nnx.split(layer, nnx.Param, ...)
         if any(a is not b for a, b in zip(jax.tree.leaves(new_rest), jax.tree.leaves(layer_rest))):
             mutated.append(True)
@@ -629,7 +631,7 @@ def run_stacked(layers: Phi3DecoderLayer, x, cos, sin, mask, kv, index, *, remat
 
 
 def _store_like(stacked: jax.Array, new: jax.Array) -> jax.Array:
-    """new [B, K, T, H] as one slot [1, B, K, T, H] of `stacked` (bits when it holds bits)."""
+    """new [B*K, T, H] as one slot [1, B*K, T, H] of `stacked` (bits when it holds bits)."""
     new = new.astype(stacked.dtype) if stacked.dtype != BITS else to_bits(new)
     return new[None]
 
@@ -673,8 +675,8 @@ class Phi3ForCausalLM(nnx.Module):
         """An empty cache of ``max_len`` slots (dtype defaults to the compute dtype)."""
         c = self.config
         dtype = dtype or c.dtype
-        shape = (batch_size, c.num_key_value_heads, max_len, c.head_dim)
-        if c.scan_layers:  # [L, B, K, S, H]; a 16-bit cache of the compute dtype as bits
+        shape = (batch_size * c.num_key_value_heads, max_len, c.head_dim)
+        if c.scan_layers:  # [L, B*K, S, H]; a 16-bit cache of the compute dtype as bits
             as_bits = jnp.dtype(dtype) == jnp.dtype(c.dtype) and jnp.dtype(dtype) in _HALF
             stored = BITS if as_bits else dtype
             k = jnp.zeros((c.num_hidden_layers, *shape), stored)
@@ -742,7 +744,7 @@ class Phi3ForCausalLM(nnx.Module):
         # generator's lax loops, where nnx.remat could not write state back) runs plainly.
         remat = c.remat and cache is None
         if c.scan_layers:
-            kv = None if cache is None else (cache.k, cache.v)  # [L, B, K, S, H] each
+            kv = None if cache is None else (cache.k, cache.v)  # [L, B*K, S, H] each
             x, kv = run_stacked(self.model.layers, x, cos, sin, attn_mask, kv, index,
                                 remat=remat, param_dtype=c.param_dtype, cache_dtype=c.dtype)
             new_k, new_v = kv if cache is not None else (None, None)
