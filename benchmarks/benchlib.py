@@ -108,12 +108,13 @@ def matmul_ceiling(n: int, repeats: int) -> dict[str, float]:
     return {k: 2.0 * n ** 3 / statistics.median(v) for k, v in times.items()}
 
 
-def read_bandwidth(mib: int = 256, repeats: int = 10) -> float:
-    """Bytes/s that XLA:CPU reads in a sum over a `mib` MiB float32 array (median)."""
+def read_bandwidth(mib: float = 256, repeats: int = 10) -> float:
+    """Bytes/s that XLA:CPU reads in a sum over a `mib` MiB float32 array, read again and
+    again (median): a working set that fits the last-level cache reads faster than DRAM's."""
     import jax
     import jax.numpy as jnp
 
-    x = jnp.ones((mib * 2 ** 20 // 4,), jnp.float32)
+    x = jnp.ones((int(mib * 2 ** 20) // 4,), jnp.float32)
     total = jax.jit(jnp.sum)
     times = interleaved({"sum": lambda: total(x).block_until_ready()}, repeats)["sum"]
     return x.nbytes / statistics.median(times)
