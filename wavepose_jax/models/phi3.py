@@ -19,9 +19,9 @@ Two forms of the decoder stack (``Phi3Config.scan_layers``):
 
   Checkpoints store Hugging Face names either way (``wavepose_jax/hf.py`` maps
   ``model.layers.{i}.*`` to slot i of the stacked leaf); the KV cache of the scanned form is
-  stacked as well ([L, B*K, S, H]; see ``Cache``). With a 16-bit ``param_dtype`` the stacked weights (and a
-  16-bit cache) are stored as their raw bits, uint16 (``stores_bits``; see ``BITS`` below for
-  why); ``from_bits`` reads them.
+  stacked as well ([L, B*K, S, H]; see ``Cache``). With a 16-bit ``param_dtype`` the stacked
+  weights (and a 16-bit cache) are stored as their raw bits, uint16 (``stores_bits``; see
+  ``BITS`` below for why); ``from_bits`` reads them.
 
 LongRoPE factor choice: the long factors are used for a sequence whose largest position + 1
 exceeds ``original_max_position_embeddings``, the short ones otherwise. The choice is made per
